@@ -1,0 +1,302 @@
+//! Activation functions as differentiable functions: value and derivative.
+//!
+//! Every activation but [`Activation::Softmax`] acts elementwise. Softmax acts on each row of a
+//! batch, and its backward pass is the vector-Jacobian product `δ = y ⊙ (g − Σⱼ gⱼ yⱼ)` rather
+//! than an elementwise derivative.
+
+use crate::{Scalar, kernels};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// An activation function, applied to a layer's pre-activation `z` to give its output `y = f(z)`.
+///
+/// Serialized by name, as in the seed's model files (`"ReLU"`, `"Sigmoid"`, ...), with Keras's
+/// lower-case names accepted too (`"relu"`, `"linear"`, ...). `LeakyReLU` carries its slope:
+/// `{"LeakyReLU": {"alpha": 0.01}}`.
+#[derive(Clone, Copy, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub enum Activation {
+    /// `f(x) = x`.
+    #[default]
+    #[serde(alias = "identity", alias = "Linear", alias = "linear")]
+    Identity,
+    /// `f(x) = max(x, 0)`; the derivative at 0 is taken as 0.
+    #[serde(rename = "ReLU", alias = "relu")]
+    Relu,
+    /// `f(x) = x` for `x > 0`, `alpha · x` otherwise.
+    #[serde(rename = "LeakyReLU", alias = "leaky_relu")]
+    LeakyRelu {
+        /// The slope for negative inputs (PyTorch's default is 0.01).
+        alpha: f64,
+    },
+    /// `f(x) = 1 / (1 + e^{-x})`.
+    #[serde(alias = "sigmoid")]
+    Sigmoid,
+    /// `f(x) = tanh(x)`.
+    #[serde(alias = "tanh")]
+    Tanh,
+    /// The exact GELU, `f(x) = x · Φ(x)` with `Φ` the standard normal CDF (PyTorch's default).
+    #[serde(rename = "GELU", alias = "gelu")]
+    Gelu,
+    /// `f(x) = ln(1 + eˣ)`, computed without overflow.
+    #[serde(alias = "softplus")]
+    Softplus,
+    /// `f(x)ᵢ = e^{xᵢ} / Σⱼ e^{xⱼ}` over each row, computed with the row maximum subtracted.
+    #[serde(alias = "softmax")]
+    Softmax,
+}
+
+impl fmt::Display for Activation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Activation::LeakyRelu { alpha } => write!(f, "LeakyReLU({alpha})"),
+            other => f.write_str(other.name()),
+        }
+    }
+}
+
+#[inline(always)]
+fn sigmoid<F: Scalar>(x: F) -> F {
+    if x >= F::zero() {
+        F::one() / (F::one() + (-x).exp())
+    } else {
+        let e = x.exp();
+        e / (F::one() + e)
+    }
+}
+
+/// Runs `$body` with `$f` (the function) and `$df` (its derivative, given `z` and `y = f(z)`)
+/// bound to closures for the elementwise activation `$act`, or `$softmax` for Softmax. Each arm is
+/// compiled separately, so the closures inline into the kernel loops.
+macro_rules! elementwise {
+    ($act:expr, $F:ty, |$f:ident, $df:ident| $body:expr, softmax => $softmax:expr) => {{
+        let one = <$F>::one();
+        let zero = <$F>::zero();
+        match *$act {
+            Activation::Identity => {
+                let $f = |x: $F| x;
+                let $df = |_z: $F, _y: $F| one;
+                $body
+            }
+            Activation::Relu => {
+                let $f = |x: $F| if x > zero { x } else { zero };
+                let $df = |z: $F, _y: $F| if z > zero { one } else { zero };
+                $body
+            }
+            Activation::LeakyRelu { alpha } => {
+                let alpha = <$F>::of(alpha);
+                let $f = move |x: $F| if x > zero { x } else { alpha * x };
+                let $df = move |z: $F, _y: $F| if z > zero { one } else { alpha };
+                $body
+            }
+            Activation::Sigmoid => {
+                let $f = |x: $F| sigmoid(x);
+                let $df = |_z: $F, y: $F| y * (one - y);
+                $body
+            }
+            Activation::Tanh => {
+                let $f = |x: $F| x.tanh();
+                let $df = |_z: $F, y: $F| one - y * y;
+                $body
+            }
+            Activation::Gelu => {
+                let half = <$F>::of(0.5);
+                let inv_sqrt2 = <$F>::of(std::f64::consts::FRAC_1_SQRT_2);
+                let inv_sqrt_2pi = <$F>::of(
+                    0.5 * std::f64::consts::FRAC_2_SQRT_PI * std::f64::consts::FRAC_1_SQRT_2,
+                );
+                let $f = move |x: $F| half * x * (one + (x * inv_sqrt2).erf());
+                let $df = move |z: $F, _y: $F| {
+                    half * (one + (z * inv_sqrt2).erf()) + z * inv_sqrt_2pi * (-half * z * z).exp()
+                };
+                $body
+            }
+            Activation::Softplus => {
+                let $f = |x: $F| x.max(zero) + (-x.abs()).exp().ln_1p();
+                let $df = |z: $F, _y: $F| sigmoid(z);
+                $body
+            }
+            Activation::Softmax => $softmax,
+        }
+    }};
+}
+
+/// Softmax of one row, in place.
+fn softmax_row<F: Scalar>(row: &mut [F]) {
+    let max = row.iter().fold(F::neg_infinity(), |m, &x| m.max(x));
+    let mut sum = F::zero();
+    for x in row.iter_mut() {
+        *x = (*x - max).exp();
+        sum += *x;
+    }
+    let inv = F::one() / sum;
+    row.iter_mut().for_each(|x| *x *= inv);
+}
+
+impl Activation {
+    /// The activation's name as written in model files (`"ReLU"`, `"LeakyReLU"`, ...).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Activation::Identity => "Identity",
+            Activation::Relu => "ReLU",
+            Activation::LeakyRelu { .. } => "LeakyReLU",
+            Activation::Sigmoid => "Sigmoid",
+            Activation::Tanh => "Tanh",
+            Activation::Gelu => "GELU",
+            Activation::Softplus => "Softplus",
+            Activation::Softmax => "Softmax",
+        }
+    }
+
+    /// Whether the activation acts on each element alone (all but Softmax).
+    pub fn is_elementwise(&self) -> bool {
+        !matches!(self, Activation::Softmax)
+    }
+
+    /// `f(x)` for an elementwise activation; `None` for Softmax, which needs a whole row.
+    pub fn value<F: Scalar>(&self, x: F) -> Option<F> {
+        elementwise!(self, F, |f, _df| Some(f(x)), softmax => None)
+    }
+
+    /// `f'(x)` for an elementwise activation; `None` for Softmax, whose derivative is a Jacobian
+    /// (see [`Activation::backward`]).
+    pub fn derivative<F: Scalar>(&self, x: F) -> Option<F> {
+        elementwise!(self, F, |f, df| Some(df(x, f(x))), softmax => None)
+    }
+
+    /// `y = f(z)` over a row-major batch with `cols` features per row.
+    pub(crate) fn forward<F: Scalar>(&self, z: &[F], y: &mut [F], cols: usize) {
+        elementwise!(self, F, |f, _df| kernels::map(y, z, f), softmax => {
+            y.copy_from_slice(z);
+            kernels::for_each_row(y, cols, softmax_row);
+        })
+    }
+
+    /// `y = f(y)` in place over a row-major batch with `cols` features per row.
+    pub(crate) fn forward_inplace<F: Scalar>(&self, y: &mut [F], cols: usize) {
+        match self {
+            Activation::Identity => {}
+            _ => elementwise!(self, F, |f, _df| kernels::map_inplace(y, f), softmax => {
+                kernels::for_each_row(y, cols, softmax_row)
+            }),
+        }
+    }
+
+    /// The backward pass: given `z`, `y = f(z)` and the gradient `g` of the loss for `y`, writes
+    /// the gradient for `z` into `delta`: `g ⊙ f'(z)` for elementwise activations, and the
+    /// vector-Jacobian product `y ⊙ (g − Σⱼ gⱼ yⱼ)` (row by row) for Softmax.
+    pub(crate) fn backward<F: Scalar>(
+        &self,
+        z: &[F],
+        y: &[F],
+        g: &[F],
+        delta: &mut [F],
+        cols: usize,
+    ) {
+        elementwise!(self, F, |_f, df| kernels::zip3_map(delta, z, y, g, |z, y, g| g * df(z, y)), softmax => {
+            delta.copy_from_slice(y);
+            kernels::for_each_row_zip(delta, g, cols, |d, g| {
+                let dot = d.iter().zip(g).fold(F::zero(), |s, (&y, &g)| s + y * g);
+                d.iter_mut().zip(g).for_each(|(d, &g)| *d *= g - dot);
+            });
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ALL: [Activation; 8] = [
+        Activation::Identity,
+        Activation::Relu,
+        Activation::LeakyRelu { alpha: 0.1 },
+        Activation::Sigmoid,
+        Activation::Tanh,
+        Activation::Gelu,
+        Activation::Softplus,
+        Activation::Softmax,
+    ];
+
+    #[test]
+    fn derivatives_match_finite_differences() {
+        let h = 1e-6;
+        for act in ALL.iter().filter(|a| a.is_elementwise()) {
+            for i in 0..81 {
+                let x = -4.0 + 0.1 * i as f64 + 0.0123; // avoids the kink at 0
+                let fd = (act.value(x + h).unwrap() - act.value(x - h).unwrap()) / (2.0 * h);
+                let d = act.derivative(x).unwrap();
+                assert!((fd - d).abs() < 1e-6, "{act} at {x}: {d} vs {fd}");
+            }
+        }
+    }
+
+    #[test]
+    fn values_are_stable_at_extremes() {
+        for act in ALL.iter().filter(|a| a.is_elementwise()) {
+            for x in [-1e4f64, -80.0, 80.0, 1e4] {
+                assert!(act.value(x).unwrap().is_finite(), "{act}({x})");
+                assert!(
+                    act.value(x as f32).unwrap().is_finite(),
+                    "{act}({x}) in f32"
+                );
+            }
+        }
+        assert_eq!(Activation::Softplus.value(1e4), Some(1e4));
+        assert_eq!(Activation::Sigmoid.value(-1e4), Some(0.0));
+    }
+
+    #[test]
+    fn softmax_rows_sum_to_one_without_overflow() {
+        let z = [1000.0f32, 1001.0, 1002.0, -5.0, 0.0, 5.0];
+        let mut y = [0.0f32; 6];
+        Activation::Softmax.forward(&z, &mut y, 3);
+        for row in y.chunks(3) {
+            assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-6);
+        }
+        assert!(y[2] > y[1] && y[1] > y[0]);
+    }
+
+    #[test]
+    fn softmax_backward_is_the_jacobian_product() {
+        let z = [0.3, -1.2, 2.0, 0.5];
+        let g = [0.7, -0.1, 0.4, 1.3];
+        let mut y = [0.0; 4];
+        Activation::Softmax.forward(&z, &mut y, 4);
+        let mut delta = [0.0; 4];
+        Activation::Softmax.backward(&z, &y, &g, &mut delta, 4);
+        // d(g · softmax(z)) / dz_k by central differences
+        let h = 1e-6;
+        for k in 0..4 {
+            let objective = |dz: f64| {
+                let mut zz = z;
+                zz[k] += dz;
+                let mut yy = [0.0; 4];
+                Activation::Softmax.forward(&zz, &mut yy, 4);
+                yy.iter().zip(&g).map(|(a, b)| a * b).sum::<f64>()
+            };
+            let fd = (objective(h) - objective(-h)) / (2.0 * h);
+            assert!((fd - delta[k]).abs() < 1e-8, "k={k}: {} vs {fd}", delta[k]);
+        }
+    }
+
+    #[test]
+    fn names_round_trip_and_accept_keras_spellings() {
+        for act in ALL {
+            let json = format!("{:?}", act.name());
+            if !matches!(act, Activation::LeakyRelu { .. }) {
+                assert_eq!(parse(&json), act);
+            }
+        }
+        assert_eq!(parse("\"relu\""), Activation::Relu);
+        assert_eq!(parse("\"linear\""), Activation::Identity);
+        assert_eq!(
+            parse("{\"LeakyReLU\": {\"alpha\": 0.2}}"),
+            Activation::LeakyRelu { alpha: 0.2 }
+        );
+        assert!(serde_json::from_str::<Activation>("\"Swish\"").is_err());
+    }
+
+    fn parse(s: &str) -> Activation {
+        serde_json::from_str(s).unwrap()
+    }
+}

@@ -1,0 +1,77 @@
+//! The crate's one error type.
+
+use std::path::PathBuf;
+
+/// Shorthand for `Result<T, crank::Error>`.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in crank. Each message says what went wrong and where.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// An array did not have the shape an operation needs.
+    #[error("shape mismatch at {at}: expected {expected}, found {found}")]
+    Shape {
+        /// Where the mismatch was found, e.g. `layer 1 (dense_1) input`.
+        at: String,
+        /// The shape that was expected, e.g. `(batch, 64)`.
+        expected: String,
+        /// The shape that was given.
+        found: String,
+    },
+    /// A NaN or an infinity where only finite numbers make sense.
+    #[error("non-finite value in {what}{}", step.map(|s| format!(" at step {s}")).unwrap_or_default())]
+    NonFinite {
+        /// What held the value: the input (with row and column), a layer's output, the loss.
+        what: String,
+        /// The training step (0-based count of completed steps), when training.
+        step: Option<u64>,
+    },
+    /// A target that does not fit the loss or the network's output.
+    #[error("invalid target for {loss}: {reason}")]
+    Target {
+        /// The loss that was asked for.
+        loss: &'static str,
+        /// What is wrong with the target.
+        reason: String,
+    },
+    /// A model or optimizer was configured with values that cannot work.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// Reading or writing a file failed.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The operating system's error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A data file has a value crank cannot use.
+    #[error("{}:{line}:{column}: {reason}", path.display())]
+    Data {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line number (the header is line 1).
+        line: u64,
+        /// 1-based column number.
+        column: usize,
+        /// What is wrong with the value.
+        reason: String,
+    },
+}
+
+impl Error {
+    /// A shape error; `expected` and `found` are printed as given.
+    pub(crate) fn shape(
+        at: impl Into<String>,
+        expected: impl Into<String>,
+        found: impl Into<String>,
+    ) -> Self {
+        Error::Shape {
+            at: at.into(),
+            expected: expected.into(),
+            found: found.into(),
+        }
+    }
+}

@@ -1,0 +1,265 @@
+//! Elementwise and reduction kernels over contiguous slices.
+//!
+//! Each kernel runs serially below [`PAR_THRESHOLD`] elements and on rayon's current thread pool
+//! above it (so `pool.install(|| ...)` chooses the threads). Work is split into chunks of a fixed
+//! size, independent of the number of threads, and reductions add their per-chunk partial results
+//! in chunk order: every kernel gives bitwise the same answer at any thread count.
+
+use crate::Scalar;
+use rayon::prelude::*;
+
+/// Below this many elements a kernel runs on the calling thread: under it, rayon's fork-join
+/// overhead (a few microseconds) costs more than the work it spreads.
+pub const PAR_THRESHOLD: usize = 1 << 15;
+
+/// Elements per rayon task; fixed so that reductions do not depend on the thread count.
+const CHUNK: usize = 1 << 13;
+
+/// `out[i] = f(a[i])`.
+pub fn map<F: Scalar>(out: &mut [F], a: &[F], f: impl Fn(F) -> F + Sync) {
+    debug_assert_eq!(out.len(), a.len());
+    if out.len() < PAR_THRESHOLD {
+        out.iter_mut().zip(a).for_each(|(o, &x)| *o = f(x));
+    } else {
+        out.par_chunks_mut(CHUNK)
+            .zip(a.par_chunks(CHUNK))
+            .for_each(|(o, a)| o.iter_mut().zip(a).for_each(|(o, &x)| *o = f(x)));
+    }
+}
+
+/// `a[i] = f(a[i])`.
+pub fn map_inplace<F: Scalar>(a: &mut [F], f: impl Fn(F) -> F + Sync) {
+    if a.len() < PAR_THRESHOLD {
+        a.iter_mut().for_each(|x| *x = f(*x));
+    } else {
+        a.par_chunks_mut(CHUNK)
+            .for_each(|a| a.iter_mut().for_each(|x| *x = f(*x)));
+    }
+}
+
+/// `out[i] = f(a[i], b[i])`.
+pub fn zip_map<F: Scalar>(out: &mut [F], a: &[F], b: &[F], f: impl Fn(F, F) -> F + Sync) {
+    debug_assert!(out.len() == a.len() && a.len() == b.len());
+    if out.len() < PAR_THRESHOLD {
+        for ((o, &x), &y) in out.iter_mut().zip(a).zip(b) {
+            *o = f(x, y);
+        }
+    } else {
+        out.par_chunks_mut(CHUNK)
+            .zip(a.par_chunks(CHUNK))
+            .zip(b.par_chunks(CHUNK))
+            .for_each(|((o, a), b)| {
+                for ((o, &x), &y) in o.iter_mut().zip(a).zip(b) {
+                    *o = f(x, y);
+                }
+            });
+    }
+}
+
+/// `out[i] = f(a[i], b[i], c[i])`.
+pub fn zip3_map<F: Scalar>(
+    out: &mut [F],
+    a: &[F],
+    b: &[F],
+    c: &[F],
+    f: impl Fn(F, F, F) -> F + Sync,
+) {
+    debug_assert!(out.len() == a.len() && a.len() == b.len() && b.len() == c.len());
+    let run = |o: &mut [F], a: &[F], b: &[F], c: &[F]| {
+        for (((o, &x), &y), &z) in o.iter_mut().zip(a).zip(b).zip(c) {
+            *o = f(x, y, z);
+        }
+    };
+    if out.len() < PAR_THRESHOLD {
+        run(out, a, b, c);
+    } else {
+        out.par_chunks_mut(CHUNK)
+            .zip(a.par_chunks(CHUNK))
+            .zip(b.par_chunks(CHUNK).zip(c.par_chunks(CHUNK)))
+            .for_each(|((o, a), (b, c))| run(o, a, b, c));
+    }
+}
+
+/// `y[i] += alpha * x[i]`.
+pub fn axpy<F: Scalar>(alpha: F, x: &[F], y: &mut [F]) {
+    debug_assert_eq!(x.len(), y.len());
+    if y.len() < PAR_THRESHOLD {
+        y.iter_mut().zip(x).for_each(|(y, &x)| *y += alpha * x);
+    } else {
+        y.par_chunks_mut(CHUNK)
+            .zip(x.par_chunks(CHUNK))
+            .for_each(|(y, x)| y.iter_mut().zip(x).for_each(|(y, &x)| *y += alpha * x));
+    }
+}
+
+/// `Σ f(a[i])`, summed chunk by chunk in a fixed order.
+pub fn sum_map<F: Scalar>(a: &[F], f: impl Fn(F) -> F + Sync) -> F {
+    let chunk_sum = |c: &[F]| c.iter().fold(F::zero(), |s, &x| s + f(x));
+    if a.len() < PAR_THRESHOLD {
+        a.chunks(CHUNK).map(chunk_sum).fold(F::zero(), |s, x| s + x)
+    } else {
+        let partial: Vec<F> = a.par_chunks(CHUNK).map(chunk_sum).collect();
+        partial.into_iter().fold(F::zero(), |s, x| s + x)
+    }
+}
+
+/// Whether every element is finite.
+pub fn all_finite<F: Scalar>(a: &[F]) -> bool {
+    if a.len() < PAR_THRESHOLD {
+        a.iter().all(|x| x.is_finite())
+    } else {
+        a.par_chunks(CHUNK).all(|c| c.iter().all(|x| x.is_finite()))
+    }
+}
+
+/// Applies `f` to each row (of length `cols`) of a row-major matrix stored in `a`.
+pub fn for_each_row<F: Scalar>(a: &mut [F], cols: usize, f: impl Fn(&mut [F]) + Sync) {
+    if cols == 0 {
+        return;
+    }
+    if a.len() < PAR_THRESHOLD {
+        a.chunks_mut(cols).for_each(f);
+    } else {
+        let rows_per_task = (CHUNK / cols).max(1);
+        a.par_chunks_mut(rows_per_task * cols)
+            .for_each(|block| block.chunks_mut(cols).for_each(&f));
+    }
+}
+
+/// Like [`for_each_row`], with a second matrix of the same shape read row by row alongside.
+pub fn for_each_row_zip<F: Scalar>(
+    a: &mut [F],
+    b: &[F],
+    cols: usize,
+    f: impl Fn(&mut [F], &[F]) + Sync,
+) {
+    debug_assert_eq!(a.len(), b.len());
+    if cols == 0 {
+        return;
+    }
+    if a.len() < PAR_THRESHOLD {
+        a.chunks_mut(cols)
+            .zip(b.chunks(cols))
+            .for_each(|(a, b)| f(a, b));
+    } else {
+        let step = (CHUNK / cols).max(1) * cols;
+        a.par_chunks_mut(step)
+            .zip(b.par_chunks(step))
+            .for_each(|(a, b)| {
+                a.chunks_mut(cols)
+                    .zip(b.chunks(cols))
+                    .for_each(|(a, b)| f(a, b))
+            });
+    }
+}
+
+/// Column sums of a row-major `(rows, cols)` matrix, times `scale`, written to `out` (length
+/// `cols`). Each column is summed in row order, so the result does not depend on threads.
+pub fn column_sums<F: Scalar>(a: &[F], cols: usize, scale: F, out: &mut [F]) {
+    debug_assert_eq!(out.len(), cols);
+    out.fill(F::zero());
+    if cols == 0 {
+        return;
+    }
+    let rows = a.len() / cols;
+    if a.len() < PAR_THRESHOLD || cols < 64 {
+        for row in a.chunks(cols) {
+            out.iter_mut().zip(row).for_each(|(o, &x)| *o += x);
+        }
+        out.iter_mut().for_each(|o| *o *= scale);
+    } else {
+        // Split the columns into blocks; each block walks every row.
+        const BLOCK: usize = 64;
+        out.par_chunks_mut(BLOCK).enumerate().for_each(|(bi, o)| {
+            let c0 = bi * BLOCK;
+            for r in 0..rows {
+                let row = &a[r * cols + c0..r * cols + c0 + o.len()];
+                o.iter_mut().zip(row).for_each(|(o, &x)| *o += x);
+            }
+            o.iter_mut().for_each(|o| *o *= scale);
+        });
+    }
+}
+
+/// Fills each row (of length `row.len()`) of `a` with `row`.
+pub fn broadcast_rows<F: Scalar>(a: &mut [F], row: &[F]) {
+    if row.is_empty() {
+        return;
+    }
+    a.chunks_mut(row.len()).for_each(|r| r.copy_from_slice(row));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data(n: usize) -> Vec<f64> {
+        (0..n)
+            .map(|i| ((i * 7919) % 1000) as f64 / 997.0 - 0.4)
+            .collect()
+    }
+
+    #[test]
+    fn parallel_and_serial_paths_agree() {
+        for n in [
+            0,
+            1,
+            100,
+            PAR_THRESHOLD - 1,
+            PAR_THRESHOLD,
+            3 * PAR_THRESHOLD + 17,
+        ] {
+            let a = data(n);
+            let mut out = vec![0.0; n];
+            map(&mut out, &a, |x| x * 2.0);
+            assert!(out.iter().zip(&a).all(|(o, x)| *o == x * 2.0));
+            let s = sum_map(&a, |x| x);
+            let serial: f64 = a.iter().sum();
+            assert!((s - serial).abs() <= 1e-9 * (1.0 + serial.abs()), "n={n}");
+        }
+    }
+
+    #[test]
+    fn column_sums_match_naive() {
+        for (rows, cols) in [(3, 5), (700, 100), (1, 1), (5000, 70)] {
+            let a = data(rows * cols);
+            let mut out = vec![0.0; cols];
+            column_sums(&a, cols, 0.5, &mut out);
+            for (c, got) in out.iter().enumerate() {
+                let want: f64 = (0..rows).map(|r| a[r * cols + c]).sum::<f64>() * 0.5;
+                assert!((got - want).abs() < 1e-9, "({rows},{cols}) col {c}");
+            }
+        }
+    }
+
+    #[test]
+    fn reductions_do_not_depend_on_thread_count() {
+        let a = data(5 * PAR_THRESHOLD + 3);
+        let run = |threads| {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            pool.install(|| {
+                let mut cols = vec![0.0; 100];
+                column_sums(&a[..a.len() / 100 * 100], 100, 1.0, &mut cols);
+                (sum_map(&a, |x| x * x), cols)
+            })
+        };
+        let (s1, c1) = run(1);
+        let (s2, c2) = run(2);
+        assert_eq!(s1.to_bits(), s2.to_bits());
+        assert_eq!(c1, c2);
+    }
+
+    #[test]
+    fn rows_and_nonfinite() {
+        let mut a = data(12);
+        for_each_row(&mut a, 4, |r| r.fill(r[0]));
+        assert_eq!(a[1], a[0]);
+        assert_eq!(a[5], a[4]);
+        assert!(all_finite(&a));
+        a[7] = f64::NAN;
+        assert!(!all_finite(&a));
+    }
+}

@@ -1,0 +1,96 @@
+//! Layers: the building blocks a [`Sequential`](crate::Sequential) model chains.
+//!
+//! The contract follows the seed's `Layer` class, with buffers owned by the layer:
+//!
+//! - [`Layer::forward`] takes a batch `(batch, input_size)` and writes the layer's output into a
+//!   buffer the layer owns, read back through [`Layer::output`]. It keeps what backward needs.
+//! - [`Layer::backward`] takes the gradient of the loss for that output and writes the gradient
+//!   for the layer's input (read through [`Layer::input_grad`]) and the gradients of its
+//!   parameters, which [`Layer::visit_params`] hands to an optimizer. A layer never updates its
+//!   own weights.
+//! - [`Layer::infer`] is the inference path: `&self`, writing into a caller's buffer, so one model
+//!   can serve many threads at once.
+//!
+//! Buffers grow to the largest batch seen and are reused: forward and backward of a batch no
+//! larger than an earlier one allocate nothing.
+
+mod dense;
+
+pub use dense::Dense;
+
+use crate::{Result, Scalar};
+use ndarray::{ArrayView2, ArrayViewMut2};
+use std::fmt::Debug;
+
+/// Whether a forward pass is part of training. Layers such as dropout behave differently in
+/// the two modes; [`Dense`] does not.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// Training: keep what backward needs, use batch statistics, apply dropout.
+    #[default]
+    Train,
+    /// Evaluation: deterministic inference behaviour.
+    Eval,
+}
+
+/// A parameter of a layer together with its gradient from the latest backward pass.
+#[derive(Debug)]
+pub struct Param<'a, F> {
+    /// The parameter's name within its layer (`"weights"`, `"biases"`).
+    pub name: &'static str,
+    /// The parameter's values, row-major.
+    pub value: &'a mut [F],
+    /// The gradient of the loss for each value (a batch mean; see [`crate::loss`]).
+    pub grad: &'a [F],
+}
+
+/// A differentiable layer. See the [module docs](self) for the contract.
+pub trait Layer<F: Scalar>: Send + Sync + Debug {
+    /// The layer's name, unique within a model (`"dense_0"`, ...).
+    fn name(&self) -> &str;
+
+    /// The layer's type as written in model files (`"Dense"`).
+    fn kind(&self) -> &'static str;
+
+    /// Number of input features.
+    fn input_size(&self) -> usize;
+
+    /// Number of output features.
+    fn output_size(&self) -> usize;
+
+    /// Number of trainable parameters.
+    fn num_params(&self) -> usize;
+
+    /// A short description of the layer's settings for summaries (e.g. its activation).
+    fn describe(&self) -> String {
+        String::new()
+    }
+
+    /// Runs the layer on a batch `(batch, input_size)` and keeps the result in its own buffer.
+    /// The caller guarantees the input's width; `input` must stay the same until `backward`.
+    fn forward(&mut self, input: ArrayView2<'_, F>, mode: Mode) -> Result<()>;
+
+    /// The output of the latest [`forward`](Layer::forward): `(batch, output_size)`.
+    fn output(&self) -> ArrayView2<'_, F>;
+
+    /// The backward pass for the latest forward. `input` is the batch given to that forward and
+    /// `grad_output` the gradient of the loss for [`output`](Layer::output), one row per sample.
+    /// Computes the parameter gradients and, when `need_input_grad`, the gradient for the input.
+    fn backward(
+        &mut self,
+        input: ArrayView2<'_, F>,
+        grad_output: ArrayView2<'_, F>,
+        need_input_grad: bool,
+    ) -> Result<()>;
+
+    /// The gradient for the input from the latest backward with `need_input_grad`:
+    /// `(batch, input_size)`.
+    fn input_grad(&self) -> ArrayView2<'_, F>;
+
+    /// Calls `f` on each parameter and its gradient, always in the same order.
+    fn visit_params(&mut self, f: &mut dyn FnMut(Param<'_, F>));
+
+    /// Inference without touching the layer's own buffers: writes the output for `input` into
+    /// `out`, of shape `(batch, output_size)`.
+    fn infer(&self, input: ArrayView2<'_, F>, out: ArrayViewMut2<'_, F>) -> Result<()>;
+}

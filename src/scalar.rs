@@ -1,0 +1,66 @@
+//! The floating-point types crank computes in: `f32` and `f64`.
+
+use ndarray::NdFloat;
+use serde::{Serialize, de::DeserializeOwned};
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for f32 {}
+    impl Sealed for f64 {}
+}
+
+/// A floating-point element type: implemented for `f32` (the default) and `f64` (what gradient
+/// checks use), and sealed so that no other type can be plugged in.
+pub trait Scalar:
+    NdFloat
+    + num_traits::FromPrimitive
+    + Default
+    + Serialize
+    + DeserializeOwned
+    + sealed::Sealed
+    + std::iter::Sum
+{
+    /// `"f32"` or `"f64"`.
+    const NAME: &'static str;
+
+    /// Converts an `f64`, rounding to the nearest value of `Self`.
+    fn of(x: f64) -> Self;
+
+    /// Widens (or keeps) `self` as an `f64`.
+    fn as_f64(self) -> f64;
+
+    /// The error function, `erf(x) = 2/√π ∫₀ˣ e^{-t²} dt`.
+    fn erf(self) -> Self;
+}
+
+impl Scalar for f32 {
+    const NAME: &'static str = "f32";
+    #[inline(always)]
+    fn of(x: f64) -> Self {
+        x as f32
+    }
+    #[inline(always)]
+    fn as_f64(self) -> f64 {
+        self as f64
+    }
+    #[inline]
+    fn erf(self) -> Self {
+        libm::erff(self)
+    }
+}
+
+impl Scalar for f64 {
+    const NAME: &'static str = "f64";
+    #[inline(always)]
+    fn of(x: f64) -> Self {
+        x
+    }
+    #[inline(always)]
+    fn as_f64(self) -> f64 {
+        self
+    }
+    #[inline]
+    fn erf(self) -> Self {
+        libm::erf(self)
+    }
+}
