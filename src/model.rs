@@ -9,6 +9,7 @@ use ndarray::{Array2, ArrayView2};
 use rand::SeedableRng;
 use rand_xoshiro::Xoshiro256PlusPlus;
 use std::fmt;
+use std::marker::PhantomData;
 
 /// The seed used when a builder is given none: models are reproducible by default.
 pub const DEFAULT_SEED: u64 = 0;
@@ -49,13 +50,14 @@ pub struct Sequential<F: Scalar = f32> {
 /// Builds a [`Sequential`] model layer by layer; see [`Sequential::builder`].
 #[derive(Debug, Clone)]
 #[must_use]
-pub struct SequentialBuilder {
+pub struct SequentialBuilder<F> {
     input_size: usize,
     layers: Vec<(Option<String>, usize, Activation)>,
     seed: u64,
+    scalar: PhantomData<F>,
 }
 
-impl SequentialBuilder {
+impl<F: Scalar> SequentialBuilder<F> {
     /// Appends a [`Dense`] layer with `units` outputs, named `dense_<index>`.
     pub fn dense(mut self, units: usize, activation: Activation) -> Self {
         self.layers.push((None, units, activation));
@@ -81,7 +83,7 @@ impl SequentialBuilder {
     }
 
     /// Builds the model, initialising the layers in order from the seeded generator.
-    pub fn build<F: Scalar>(self) -> Result<Sequential<F>> {
+    pub fn build(self) -> Result<Sequential<F>> {
         if self.layers.is_empty() {
             return Err(Error::Config("a model needs at least one layer".into()));
         }
@@ -108,11 +110,12 @@ impl SequentialBuilder {
 
 impl<F: Scalar> Sequential<F> {
     /// Starts a model whose input has `input_size` features.
-    pub fn builder(input_size: usize) -> SequentialBuilder {
+    pub fn builder(input_size: usize) -> SequentialBuilder<F> {
         SequentialBuilder {
             input_size,
             layers: Vec::new(),
             seed: DEFAULT_SEED,
+            scalar: PhantomData,
         }
     }
 
@@ -238,6 +241,19 @@ impl<F: Scalar> Sequential<F> {
                 .first()
                 .map_or_else(|| self.grad.view(), |l| l.input_grad());
             layer.backward(input, grad, i > 0)?;
+        }
+        // A finite loss can still overflow in backward; never hand such a gradient on.
+        for (i, layer) in self.layers.iter_mut().enumerate() {
+            let mut bad = None;
+            layer.visit_params(&mut |p| {
+                if bad.is_none() && !kernels::all_finite(p.grad) {
+                    bad = Some(p.name);
+                }
+            });
+            if let Some(param) = bad {
+                let what = format!("gradient of layer {i} ({}) {param}", layer.name());
+                return Err(Error::NonFinite { what, step });
+            }
         }
         Ok(value)
     }

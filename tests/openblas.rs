@@ -1,0 +1,127 @@
+//! Under `--features openblas`, crank's matrix products really reach OpenBLAS.
+//!
+//! The test binary defines `cblas_sgemm` and `cblas_dgemm` itself: the executable's symbols take
+//! precedence over the shared library's, so ndarray's calls land here, are counted, and are
+//! forwarded to the next definition, OpenBLAS's, found with `dlsym(RTLD_NEXT, ...)`.
+#![cfg(feature = "openblas")]
+
+use crank::{Activation, Dense, Layer, Mode};
+use ndarray::Array2;
+use rand::SeedableRng;
+use rand_xoshiro::Xoshiro256PlusPlus;
+use std::ffi::{CStr, c_int};
+use std::sync::Mutex;
+
+const CBLAS_TRANS: c_int = 112;
+
+/// `(element type, transpose a, transpose b, m, n, k)` of a GEMM call.
+type Call = (&'static str, bool, bool, c_int, c_int, c_int);
+
+/// Every GEMM call seen.
+static CALLS: Mutex<Vec<Call>> = Mutex::new(Vec::new());
+
+macro_rules! interpose {
+    ($name:ident, $t:ty, $label:expr) => {
+        /// Counts the call and forwards it to OpenBLAS.
+        ///
+        /// # Safety
+        /// The same contract as OpenBLAS's own function: valid pointers and strides.
+        #[unsafe(no_mangle)]
+        #[allow(clippy::too_many_arguments)]
+        pub unsafe extern "C" fn $name(
+            layout: c_int,
+            ta: c_int,
+            tb: c_int,
+            m: c_int,
+            n: c_int,
+            k: c_int,
+            alpha: $t,
+            a: *const $t,
+            lda: c_int,
+            b: *const $t,
+            ldb: c_int,
+            beta: $t,
+            c: *mut $t,
+            ldc: c_int,
+        ) {
+            type Gemm = unsafe extern "C" fn(
+                c_int,
+                c_int,
+                c_int,
+                c_int,
+                c_int,
+                c_int,
+                $t,
+                *const $t,
+                c_int,
+                *const $t,
+                c_int,
+                $t,
+                *mut $t,
+                c_int,
+            );
+            CALLS
+                .lock()
+                .unwrap()
+                .push(($label, ta == CBLAS_TRANS, tb == CBLAS_TRANS, m, n, k));
+            let symbol: &CStr = match $label {
+                "f32" => c"cblas_sgemm",
+                _ => c"cblas_dgemm",
+            };
+            // SAFETY: the next definition of this symbol is OpenBLAS's, with this signature.
+            unsafe {
+                let next = libc::dlsym(libc::RTLD_NEXT, symbol.as_ptr());
+                assert!(!next.is_null(), "OpenBLAS's {symbol:?} not found");
+                let next: Gemm = std::mem::transmute(next);
+                next(layout, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+            }
+        }
+    };
+}
+
+interpose!(cblas_sgemm, f32, "f32");
+interpose!(cblas_dgemm, f64, "f64");
+
+fn dense_round_trip<F: crank::Scalar>() -> Vec<Call> {
+    CALLS.lock().unwrap().clear();
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(5);
+    let mut layer = Dense::<F>::new(40, 24, Activation::Relu, &mut rng).unwrap();
+    let x = Array2::from_shape_fn((16, 40), |(i, j)| F::of(((i + j) % 5) as f64 - 2.0));
+    let g = Array2::from_elem((16, 24), F::of(0.5));
+    layer.forward(x.view(), Mode::Train).unwrap();
+    layer.backward(x.view(), g.view(), true).unwrap();
+    let calls = CALLS.lock().unwrap().clone();
+    // The naive product gives the same forward output.
+    let want = (x.dot(&layer.weights()) + layer.biases()).mapv(|v| v.max(F::zero()));
+    let got = layer.output();
+    assert!(
+        got.iter()
+            .zip(&want)
+            .all(|(a, b)| (*a - *b).abs() <= F::of(1e-4))
+    );
+    calls
+}
+
+#[test]
+fn every_dense_product_goes_to_openblas_with_transpose_flags() {
+    assert!(
+        crank::backend().starts_with("OpenBLAS ("),
+        "{}",
+        crank::backend()
+    );
+    for (label, calls) in [
+        ("f32", dense_round_trip::<f32>()),
+        ("f64", dense_round_trip::<f64>()),
+    ] {
+        // forward z = x·W; backward dW = xᵀ·δ and dx = δ·Wᵀ.
+        assert_eq!(
+            calls,
+            vec![
+                (label, false, false, 16, 24, 40),
+                (label, true, false, 40, 24, 16),
+                (label, false, true, 16, 40, 24),
+            ],
+            "{label}"
+        );
+    }
+}

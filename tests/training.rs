@@ -1,0 +1,306 @@
+//! Training end to end: one SGD step by hand, XOR, the digits data, and errors for bad input.
+
+use crank::data::{Batcher, Classification, Standardizer};
+use crank::{Activation, Dense, Error, Layer, Loss, Sequential, Sgd};
+use ndarray::{Array2, array};
+
+fn params(model: &mut Sequential<f64>) -> Vec<Vec<f64>> {
+    let mut out = Vec::new();
+    model.visit_params(|_, p| out.push(p.value.to_vec()));
+    out
+}
+
+fn hand_model() -> Sequential<f64> {
+    let l1 = Dense::from_weights(
+        "hidden",
+        array![[0.5, -1.0], [0.25, 0.5]],
+        array![0.1, 0.2],
+        Activation::Relu,
+    );
+    let l2 = Dense::from_weights(
+        "out",
+        array![[2.0], [-1.0]],
+        array![0.5],
+        Activation::Identity,
+    );
+    let layers: Vec<Box<dyn Layer<f64>>> = vec![Box::new(l1.unwrap()), Box::new(l2.unwrap())];
+    Sequential::from_layers(2, layers).unwrap()
+}
+
+#[test]
+fn one_sgd_step_matches_hand_computation() {
+    let mut model = hand_model();
+    let x = array![[1.0, 2.0]];
+    let t = array![[1.0]];
+    // Forward: z1 = x·W1 + b1 = [1·0.5 + 2·0.25 + 0.1, 1·(−1) + 2·0.5 + 0.2] = [1.1, 0.2];
+    // h = ReLU(z1) = [1.1, 0.2]; y = 1.1·2 + 0.2·(−1) + 0.5 = 2.5; MSE = (2.5 − 1)² = 2.25.
+    let loss = model
+        .train_step(x.view(), &t, &Loss::Mse, &mut Sgd::new(0.1).unwrap())
+        .unwrap();
+    assert!((loss - 2.25).abs() < 1e-12);
+    // Backward: g = 2(y − t) = 3; dW2 = hᵀg = [3.3, 0.6]; db2 = 3;
+    // dh = g·W2ᵀ = [6, −3]; δ1 = dh (both z1 > 0); dW1 = xᵀδ1 = [[6, −3], [12, −6]]; db1 = [6, −3].
+    // Update with lr 0.1:
+    let want = [
+        vec![0.5 - 0.6, -1.0 + 0.3, 0.25 - 1.2, 0.5 + 0.6],
+        vec![0.1 - 0.6, 0.2 + 0.3],
+        vec![2.0 - 0.33, -1.0 - 0.06],
+        vec![0.5 - 0.3],
+    ];
+    let got = params(&mut model);
+    for (g, w) in got.iter().zip(&want) {
+        for (a, b) in g.iter().zip(w) {
+            assert!((a - b).abs() < 1e-12, "{got:?} vs {want:?}");
+        }
+    }
+    assert_eq!(model.steps(), 1);
+}
+
+#[test]
+fn parameter_gradients_are_batch_means() {
+    // The same sample twice must give the same step as the sample once.
+    let (mut once, mut twice) = (hand_model(), hand_model());
+    let sgd = Sgd::new(0.1).unwrap();
+    once.train_step(
+        array![[1.0, 2.0]].view(),
+        &array![[1.0]],
+        &Loss::Mse,
+        &mut sgd.clone(),
+    )
+    .unwrap();
+    twice
+        .train_step(
+            array![[1.0, 2.0], [1.0, 2.0]].view(),
+            &array![[1.0], [1.0]],
+            &Loss::Mse,
+            &mut sgd.clone(),
+        )
+        .unwrap();
+    assert_eq!(params(&mut once), params(&mut twice));
+}
+
+#[test]
+fn learns_xor_to_100_percent() {
+    let x = array![[0.0f32, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0]];
+    let y = vec![0usize, 1, 1, 0];
+    let mut model = Sequential::<f32>::builder(2)
+        .dense(8, Activation::Tanh)
+        .dense(2, Activation::Identity)
+        .seed(3)
+        .build()
+        .unwrap();
+    let mut sgd = Sgd::new(0.5).unwrap();
+    let first = model
+        .evaluate(x.view(), &y, &Loss::SoftmaxCrossEntropy)
+        .unwrap();
+    for _ in 0..500 {
+        model
+            .train_step(x.view(), &y, &Loss::SoftmaxCrossEntropy, &mut sgd)
+            .unwrap();
+    }
+    let last = model
+        .evaluate(x.view(), &y, &Loss::SoftmaxCrossEntropy)
+        .unwrap();
+    assert!(last < 0.05 && last < first, "loss {first} -> {last}");
+    assert_eq!(model.accuracy(x.view(), &y).unwrap(), 1.0);
+}
+
+#[test]
+fn digits_reach_93_percent() {
+    let data = Classification::<f32>::from_csv(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/data/digits.csv"),
+        None,
+    )
+    .unwrap();
+    assert_eq!(
+        (data.len(), data.x.ncols(), data.num_classes()),
+        (1797, 64, 10)
+    );
+    let (mut train, mut test) = data.split(0.2, 42).unwrap();
+    assert_eq!(train.len() + test.len(), 1797);
+    let scaler = Standardizer::fit(train.x.view()).unwrap();
+    scaler.transform(&mut train.x).unwrap();
+    scaler.transform(&mut test.x).unwrap();
+    let mut model = Sequential::<f32>::builder(64)
+        .dense(64, Activation::Relu)
+        .dense(10, Activation::Identity)
+        .seed(42)
+        .build()
+        .unwrap();
+    let mut sgd = Sgd::new(0.05).unwrap();
+    let mut batcher = Batcher::new(train.len(), 32, 42).unwrap();
+    for _ in 0..15 {
+        batcher.shuffle();
+        for b in 0..batcher.batches() {
+            let (x, y) = batcher.batch(&train, b).unwrap();
+            model
+                .train_step(x, y, &Loss::SoftmaxCrossEntropy, &mut sgd)
+                .unwrap();
+        }
+    }
+    let acc = model.accuracy(test.x.view(), &test.labels).unwrap();
+    assert!(acc >= 0.93, "test accuracy {acc}");
+}
+
+fn small() -> Sequential<f32> {
+    Sequential::<f32>::builder(3)
+        .dense(4, Activation::Relu)
+        .dense(2, Activation::Identity)
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn shape_errors_are_errors_naming_layer_and_shapes() {
+    let mut model = small();
+    let mut sgd = Sgd::new(0.1).unwrap();
+    let x = Array2::<f32>::zeros((5, 4));
+    let err = model
+        .train_step(x.view(), &vec![0; 5], &Loss::SoftmaxCrossEntropy, &mut sgd)
+        .unwrap_err();
+    assert!(matches!(err, Error::Shape { .. }));
+    let msg = err.to_string();
+    assert!(
+        msg.contains("layer 0 (dense_0)")
+            && msg.contains("(batch >= 1, 3)")
+            && msg.contains("(5, 4)"),
+        "{msg}"
+    );
+    assert!(model.predict(x.view()).is_err());
+    assert!(model.predict(Array2::<f32>::zeros((0, 3)).view()).is_err());
+
+    let x = Array2::<f32>::zeros((5, 3));
+    let err = model
+        .train_step(x.view(), &vec![0; 4], &Loss::SoftmaxCrossEntropy, &mut sgd)
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("4 class indices for a batch of 5"),
+        "{err}"
+    );
+    let err = model
+        .train_step(x.view(), &Array2::zeros((5, 3)), &Loss::Mse, &mut sgd)
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("(5, 3)") && err.to_string().contains("(5, 2)"),
+        "{err}"
+    );
+
+    // Layers that do not chain.
+    let mut rng = <rand_xoshiro::Xoshiro256PlusPlus as rand::SeedableRng>::seed_from_u64(0);
+    let layers: Vec<Box<dyn Layer<f32>>> = vec![
+        Box::new(Dense::new(3, 4, Activation::Relu, &mut rng).unwrap()),
+        Box::new(Dense::new(5, 2, Activation::Relu, &mut rng).unwrap()),
+    ];
+    let err = Sequential::from_layers(3, layers).unwrap_err();
+    assert!(err.to_string().contains("layer 1"), "{err}");
+    assert!(
+        Sequential::<f32>::builder(3)
+            .dense(0, Activation::Relu)
+            .build()
+            .is_err()
+    );
+    assert!(Sequential::<f32>::builder(3).build().is_err());
+}
+
+#[test]
+fn non_finite_input_and_loss_name_step_and_layer_and_keep_weights() {
+    let mut model = small();
+    let mut sgd = Sgd::new(0.1).unwrap();
+    let x = array![[1.0f32, 2.0, 3.0], [0.5, 0.5, 0.5]];
+    model
+        .train_step(x.view(), &vec![0, 1], &Loss::SoftmaxCrossEntropy, &mut sgd)
+        .unwrap();
+
+    let mut bad = x.clone();
+    bad[[1, 2]] = f32::NAN;
+    let err = model
+        .train_step(
+            bad.view(),
+            &vec![0, 1],
+            &Loss::SoftmaxCrossEntropy,
+            &mut sgd,
+        )
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "non-finite value in input at row 1, column 2 at step 1"
+    );
+
+    let snapshot = |m: &mut Sequential<f32>| {
+        let mut v = Vec::new();
+        m.visit_params(|_, p| v.push(p.value.to_vec()));
+        v
+    };
+    // Weights that overflow the first layer's output: the error names that layer.
+    let l1 = Dense::from_weights(
+        "wide",
+        Array2::from_elem((3, 4), 1e30f32),
+        ndarray::Array1::zeros(4),
+        Activation::Relu,
+    );
+    let l2 = Dense::from_weights(
+        "out",
+        array![[1.0f32, -1.0], [-1.0, 1.0], [1.0, 1.0], [1.0, 1.0]],
+        ndarray::Array1::zeros(2),
+        Activation::Identity,
+    );
+    let layers: Vec<Box<dyn Layer<f32>>> = vec![Box::new(l1.unwrap()), Box::new(l2.unwrap())];
+    let mut model = Sequential::from_layers(3, layers).unwrap();
+    let before = snapshot(&mut model);
+    let err = model
+        .train_step(
+            array![[1e10f32, 1e10, 1e10]].view(),
+            &vec![0],
+            &Loss::SoftmaxCrossEntropy,
+            &mut sgd,
+        )
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "non-finite value in output of layer 0 (wide) at step 0"
+    );
+    assert_eq!(before, snapshot(&mut model));
+}
+
+#[test]
+fn summary_and_parameter_count() {
+    let model = Sequential::<f32>::builder(64)
+        .dense(64, Activation::Relu)
+        .dense_named("logits", 10, Activation::Identity)
+        .build()
+        .unwrap();
+    assert_eq!(model.num_params(), 64 * 64 + 64 + 64 * 10 + 10);
+    let summary = model.to_string();
+    assert_eq!(summary.lines().count(), 4, "{summary}");
+    assert!(summary.contains("4810 parameters"));
+    let line = summary.lines().nth(3).unwrap();
+    for word in ["logits", "Dense", "64", "10", "Identity", "650"] {
+        assert!(line.contains(word), "{line}");
+    }
+}
+
+#[test]
+fn csv_errors_name_file_line_and_column() {
+    let dir = std::env::temp_dir().join(format!("crank-csv-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cases = [
+        (
+            "bad_cell.csv",
+            "a,b,label\n1,2,0\n3,x,1\n",
+            "bad_cell.csv:3:2",
+        ),
+        ("ragged.csv", "a,b,label\n1,2,0\n3,1\n", "ragged.csv:3:1"),
+        ("empty.csv", "a,b,label\n", "no rows"),
+        ("bad_label.csv", "a,b,label\n1,2,cat\n", "bad_label.csv:2:3"),
+        ("nan.csv", "a,b,label\n1,NaN,0\n", "nan.csv:2:2"),
+    ];
+    for (name, text, want) in cases {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        let err = Classification::<f32>::from_csv(&path, None).unwrap_err();
+        assert!(err.to_string().contains(want), "{name}: {err}");
+    }
+    let err = Classification::<f32>::from_csv(dir.join("missing.csv"), None).unwrap_err();
+    assert!(matches!(err, Error::Io { .. }));
+    std::fs::remove_dir_all(dir).unwrap();
+}
