@@ -38,6 +38,25 @@ pub enum Error {
     /// A model or optimizer was configured with values that cannot work.
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// A model description (JSON or YAML architecture) that cannot be used.
+    #[error("model description, {at}: {reason}")]
+    Spec {
+        /// Where: `layer 2 (hidden)`, `model`, `YAML`, ...
+        at: String,
+        /// What is wrong, naming the field.
+        reason: String,
+    },
+    /// A saved model or checkpoint that cannot be read: wrong magic, a newer version,
+    /// truncated or trailing bytes, a tensor that does not fit the architecture.
+    #[error("{format} file, {at}: {reason}")]
+    File {
+        /// The format: `"JSON model"`, `"bincode model"`, `"safetensors"`, `"checkpoint"`.
+        format: &'static str,
+        /// Where in the file: `header`, `layer 1 (out) weights`, ...
+        at: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// Reading or writing a file failed.
     #[error("{}: {source}", path.display())]
     Io {

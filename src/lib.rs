@@ -48,12 +48,14 @@ mod buffer;
 pub mod data;
 mod error;
 mod gemm;
+pub mod io;
 pub mod kernels;
 pub mod layer;
 pub mod loss;
 pub mod model;
 pub mod optim;
 mod scalar;
+pub mod spec;
 
 pub use activation::Activation;
 pub use error::{Error, Result};

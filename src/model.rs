@@ -4,8 +4,9 @@ use crate::buffer::Buffer;
 use crate::layer::{Dense, Layer, Mode, Param};
 use crate::loss::{Loss, Target};
 use crate::optim::Optimizer;
+use crate::spec::{DenseSpec, LayerSpec, ModelSpec};
 use crate::{Activation, Error, Result, Scalar, kernels};
-use ndarray::{Array2, ArrayView2};
+use ndarray::{Array1, Array2, ArrayView2};
 use rand::SeedableRng;
 use rand_xoshiro::Xoshiro256PlusPlus;
 use std::fmt;
@@ -82,29 +83,30 @@ impl<F: Scalar> SequentialBuilder<F> {
         self
     }
 
+    /// The description of the model this builder makes.
+    pub fn to_spec(&self) -> ModelSpec {
+        let layers = self
+            .layers
+            .iter()
+            .enumerate()
+            .map(|(i, (name, units, activation))| {
+                LayerSpec::Dense(DenseSpec {
+                    name: name.clone(),
+                    input_size: (i == 0).then_some(self.input_size),
+                    output_size: *units,
+                    activation_function: *activation,
+                })
+            })
+            .collect();
+        ModelSpec {
+            seed: Some(self.seed),
+            layers,
+        }
+    }
+
     /// Builds the model, initialising the layers in order from the seeded generator.
     pub fn build(self) -> Result<Sequential<F>> {
-        if self.layers.is_empty() {
-            return Err(Error::Config("a model needs at least one layer".into()));
-        }
-        let mut rng = Xoshiro256PlusPlus::seed_from_u64(self.seed);
-        let mut layers: Vec<Box<dyn Layer<F>>> = Vec::with_capacity(self.layers.len());
-        let mut width = self.input_size;
-        for (i, (name, units, activation)) in self.layers.into_iter().enumerate() {
-            let name = name.unwrap_or_else(|| format!("dense_{i}"));
-            let layer = Dense::new(width, units, activation, &mut rng)
-                .map_err(|e| Error::Config(format!("layer {i} ({name}): {e}")))?
-                .with_name(name);
-            log::info!(
-                "initialised {} ({}): {width} -> {units}, {activation}, He normal, seed {}",
-                layer.name(),
-                layer.kind(),
-                self.seed
-            );
-            width = units;
-            layers.push(Box::new(layer));
-        }
-        Sequential::from_layers(self.input_size, layers)
+        Sequential::from_spec(&self.to_spec())
     }
 }
 
@@ -117,6 +119,118 @@ impl<F: Scalar> Sequential<F> {
             seed: DEFAULT_SEED,
             scalar: PhantomData,
         }
+    }
+
+    /// A model from its description, with fresh weights drawn from a `Xoshiro256PlusPlus`
+    /// seeded with the description's seed (or [`DEFAULT_SEED`]): the seed's `from_dict`.
+    pub fn from_spec(spec: &ModelSpec) -> Result<Self> {
+        let resolved = spec.resolve()?;
+        let seed = spec.seed.unwrap_or(DEFAULT_SEED);
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
+        let mut layers: Vec<Box<dyn Layer<F>>> = Vec::with_capacity(resolved.layers.len());
+        for (name, input, layer) in resolved.layers {
+            let built: Box<dyn Layer<F>> = match layer {
+                LayerSpec::Dense(d) => {
+                    let dense = Dense::new(input, d.output_size, d.activation_function, &mut rng)?
+                        .with_name(name);
+                    log::info!(
+                        "initialised {} (Dense): {input} -> {}, {}, He normal, seed {seed}",
+                        dense.name(),
+                        d.output_size,
+                        d.activation_function
+                    );
+                    Box::new(dense)
+                }
+            };
+            layers.push(built);
+        }
+        Sequential::from_layers(resolved.input_size, layers)
+    }
+
+    /// A model from its description and saved tensors: `tensors[layer][k]` holds the values of
+    /// the `k`-th tensor of [`LayerSpec::tensor_shapes`], row-major. Lengths are checked
+    /// against the description before any layer is made.
+    pub(crate) fn from_tensors(spec: &ModelSpec, tensors: Vec<Vec<Vec<F>>>) -> Result<Self> {
+        let resolved = spec.resolve()?;
+        if tensors.len() != resolved.layers.len() {
+            return Err(Error::Spec {
+                at: "model".into(),
+                reason: format!(
+                    "{} layers described but tensors for {}",
+                    resolved.layers.len(),
+                    tensors.len()
+                ),
+            });
+        }
+        let mut layers: Vec<Box<dyn Layer<F>>> = Vec::with_capacity(tensors.len());
+        for (i, ((name, input, layer), values)) in
+            resolved.layers.into_iter().zip(tensors).enumerate()
+        {
+            let shapes = layer.tensor_shapes(input);
+            let bad = |reason: String| Error::Spec {
+                at: format!("layer {i} ({name})"),
+                reason,
+            };
+            if values.len() != shapes.len() {
+                return Err(bad(format!(
+                    "{} tensors given, {} expected",
+                    values.len(),
+                    shapes.len()
+                )));
+            }
+            for ((tensor, shape), v) in shapes.iter().zip(&values) {
+                let want: usize = shape.iter().product();
+                if v.len() != want {
+                    return Err(bad(format!(
+                        "{tensor} hold {} values, shape {shape:?} needs {want}",
+                        v.len()
+                    )));
+                }
+                if let Some(p) = v.iter().position(|x| !x.is_finite()) {
+                    return Err(bad(format!("{tensor} value {p} is not finite")));
+                }
+            }
+            let mut values = values.into_iter();
+            let built: Box<dyn Layer<F>> = match layer {
+                LayerSpec::Dense(d) => {
+                    let (w, b) = (
+                        values.next().unwrap_or_default(),
+                        values.next().unwrap_or_default(),
+                    );
+                    let w = Array2::from_shape_vec((input, d.output_size), w)
+                        .map_err(|e| bad(e.to_string()))?;
+                    Box::new(Dense::from_weights(
+                        name,
+                        w,
+                        Array1::from_vec(b),
+                        d.activation_function,
+                    )?)
+                }
+            };
+            layers.push(built);
+        }
+        Sequential::from_layers(resolved.input_size, layers)
+    }
+
+    /// The model's description (the seed's `to_dict`); [`from_spec`](Self::from_spec) of it
+    /// gives a model of the same architecture with fresh weights.
+    pub fn to_spec(&self) -> ModelSpec {
+        ModelSpec {
+            seed: None,
+            layers: self.layers.iter().map(|l| l.to_spec()).collect(),
+        }
+    }
+
+    /// Every layer's tensors, in the order of [`LayerSpec::tensor_shapes`].
+    pub(crate) fn tensors(&self) -> Vec<Vec<Vec<F>>> {
+        self.layers
+            .iter()
+            .map(|l| {
+                let mut out = Vec::new();
+                l.visit_tensors(&mut |t| out.push(t.data.to_vec()));
+                out
+            })
+            .collect()
     }
 
     /// A model from layers already made; each layer's input size must equal the previous

@@ -1,8 +1,9 @@
 //! The fully connected layer: `z = x·W + b`, `y = f(z)`.
 
-use super::{Layer, Mode, Param};
+use super::{Layer, Mode, Param, Tensor};
 use crate::buffer::Buffer;
 use crate::gemm::gemm;
+use crate::spec::{DenseSpec, LayerSpec};
 use crate::{Activation, Error, Result, Scalar, kernels};
 use ndarray::{Array1, Array2, ArrayView1, ArrayView2, ArrayViewMut2, CowArray, Ix2};
 use rand::{Rng, RngExt};
@@ -286,6 +287,29 @@ impl<F: Scalar> Layer<F> for Dense<F> {
             name: "biases",
             value: self.biases.as_slice_mut().expect(contiguous),
             grad: self.grad_biases.as_slice().expect(contiguous),
+        });
+    }
+
+    fn to_spec(&self) -> LayerSpec {
+        LayerSpec::Dense(DenseSpec {
+            name: Some(self.name.clone()),
+            input_size: Some(self.input_size()),
+            output_size: self.output_size(),
+            activation_function: self.activation,
+        })
+    }
+
+    fn visit_tensors(&self, f: &mut dyn FnMut(Tensor<'_, F>)) {
+        let contiguous = "parameters are in standard layout";
+        f(Tensor {
+            name: "weights",
+            shape: self.weights.shape(),
+            data: self.weights.as_slice().expect(contiguous),
+        });
+        f(Tensor {
+            name: "biases",
+            shape: self.biases.shape(),
+            data: self.biases.as_slice().expect(contiguous),
         });
     }
 

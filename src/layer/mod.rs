@@ -18,6 +18,7 @@ mod dense;
 
 pub use dense::Dense;
 
+use crate::spec::LayerSpec;
 use crate::{Result, Scalar};
 use ndarray::{ArrayView2, ArrayViewMut2};
 use std::fmt::Debug;
@@ -42,6 +43,17 @@ pub struct Param<'a, F> {
     pub value: &'a mut [F],
     /// The gradient of the loss for each value (a batch mean; see [`crate::loss`]).
     pub grad: &'a [F],
+}
+
+/// A tensor a saved model holds: a layer's weights, biases or running statistics.
+#[derive(Debug, Clone, Copy)]
+pub struct Tensor<'a, F> {
+    /// The tensor's name within its layer (`"weights"`, `"biases"`).
+    pub name: &'static str,
+    /// Its shape.
+    pub shape: &'a [usize],
+    /// Its values, row-major.
+    pub data: &'a [F],
 }
 
 /// A differentiable layer. See the [module docs](self) for the contract.
@@ -89,6 +101,13 @@ pub trait Layer<F: Scalar>: Send + Sync + Debug {
 
     /// Calls `f` on each parameter and its gradient, always in the same order.
     fn visit_params(&mut self, f: &mut dyn FnMut(Param<'_, F>));
+
+    /// The layer's description, with its name and input size filled in (the seed's `to_dict`).
+    fn to_spec(&self) -> LayerSpec;
+
+    /// Calls `f` with each tensor a saved model holds for this layer, in the order of
+    /// [`LayerSpec::tensor_shapes`].
+    fn visit_tensors(&self, f: &mut dyn FnMut(Tensor<'_, F>));
 
     /// Inference without touching the layer's own buffers: writes the output for `input` into
     /// `out`, of shape `(batch, output_size)`.

@@ -1,0 +1,160 @@
+//! safetensors with PyTorch's names and layouts.
+//!
+//! A crank model of Dense layers is saved as the `state_dict` of the `torch.nn.Sequential` that
+//! interleaves `Linear` layers with activation modules: `N.weight` of shape `[out, in]` and
+//! `N.bias` of shape `[out]`, where `N` counts modules (a Dense layer with an activation other
+//! than Identity takes two places: `Linear`, then e.g. `ReLU`). crank's own description goes in
+//! the metadata under `"crank_spec"`, so crank reads its files back without help; a file saved
+//! by PyTorch needs the architecture passed in.
+
+use super::binary::{from_le_bytes, to_le_bytes};
+use crate::spec::{LayerSpec, ModelSpec};
+use crate::{Activation, Error, Result, Scalar, Sequential};
+use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+use std::collections::{HashMap, HashSet};
+
+const FORMAT: &str = "safetensors";
+
+fn err(at: impl Into<String>, reason: impl Into<String>) -> Error {
+    Error::File {
+        format: FORMAT,
+        at: at.into(),
+        reason: reason.into(),
+    }
+}
+
+/// The PyTorch module index of each layer in the equivalent `torch.nn.Sequential`: the names of
+/// its tensors are `"{index}.weight"` and `"{index}.bias"`.
+pub fn torch_names(spec: &ModelSpec) -> Vec<usize> {
+    let mut next = 0;
+    spec.layers
+        .iter()
+        .map(|layer| {
+            let index = next;
+            next += match layer {
+                LayerSpec::Dense(d) if d.activation_function == Activation::Identity => 1,
+                LayerSpec::Dense(_) => 2,
+            };
+            index
+        })
+        .collect()
+}
+
+/// `[rows, cols]` row-major to `[cols, rows]` row-major.
+fn transpose<F: Copy>(data: &[F], rows: usize, cols: usize) -> Vec<F> {
+    let mut out = Vec::with_capacity(data.len());
+    for c in 0..cols {
+        out.extend((0..rows).map(|r| data[r * cols + c]));
+    }
+    out
+}
+
+pub(super) fn encode<F: Scalar>(model: &Sequential<F>) -> Result<Vec<u8>> {
+    let spec = model.to_spec();
+    let dtype = if F::NAME == "f32" {
+        Dtype::F32
+    } else {
+        Dtype::F64
+    };
+    let resolved = spec.resolve()?;
+    let mut owned: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+    for ((index, (_, input, layer)), values) in torch_names(&spec)
+        .into_iter()
+        .zip(&resolved.layers)
+        .zip(model.tensors())
+    {
+        match layer {
+            LayerSpec::Dense(d) => {
+                let w = transpose(&values[0], *input, d.output_size);
+                owned.push((
+                    format!("{index}.weight"),
+                    vec![d.output_size, *input],
+                    to_le_bytes(&w),
+                ));
+                owned.push((
+                    format!("{index}.bias"),
+                    vec![d.output_size],
+                    to_le_bytes(&values[1]),
+                ));
+            }
+        }
+    }
+    let views = owned
+        .iter()
+        .map(|(name, shape, bytes)| {
+            let view = TensorView::new(dtype, shape.clone(), bytes)
+                .map_err(|e| err(name, e.to_string()))?;
+            Ok((name.clone(), view))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let metadata = HashMap::from([
+        ("format".to_string(), "crank".to_string()),
+        ("version".to_string(), super::FORMAT_VERSION.to_string()),
+        ("crank_spec".to_string(), spec.to_json()),
+    ]);
+    safetensors::serialize(views, Some(metadata)).map_err(|e| err("output", e.to_string()))
+}
+
+pub(super) fn decode<F: Scalar>(bytes: &[u8], spec: Option<&ModelSpec>) -> Result<Sequential<F>> {
+    let (_, metadata) =
+        SafeTensors::read_metadata(bytes).map_err(|e| err("header", e.to_string()))?;
+    let file = SafeTensors::deserialize(bytes).map_err(|e| err("header", e.to_string()))?;
+    let from_file;
+    let spec = match spec {
+        Some(s) => s,
+        None => {
+            let text = metadata
+                .metadata()
+                .as_ref()
+                .and_then(|m| m.get("crank_spec"))
+                .ok_or_else(|| {
+                    err(
+                        "metadata",
+                        "no crank architecture (`crank_spec`); pass the model's description",
+                    )
+                })?;
+            from_file = ModelSpec::from_json(text)?;
+            &from_file
+        }
+    };
+    let resolved = spec.resolve()?;
+    let mut expected = HashSet::new();
+    let mut tensors = Vec::with_capacity(resolved.layers.len());
+    for (index, (name, input, layer)) in torch_names(spec).into_iter().zip(&resolved.layers) {
+        let LayerSpec::Dense(d) = layer;
+        let mut read = |suffix: &str, shape: Vec<usize>| -> Result<Vec<F>> {
+            let key = format!("{index}.{suffix}");
+            let at = format!("tensor `{key}` (layer {name})");
+            let view = file.tensor(&key).map_err(|_| err(&at, "missing"))?;
+            if view.shape() != shape.as_slice() {
+                return Err(err(
+                    &at,
+                    format!("shape {:?}, expected {shape:?}", view.shape()),
+                ));
+            }
+            let dtype = match view.dtype() {
+                Dtype::F32 => "f32",
+                Dtype::F64 => "f64",
+                other => {
+                    return Err(err(
+                        &at,
+                        format!("dtype {other:?}; crank reads F32 and F64"),
+                    ));
+                }
+            };
+            expected.insert(key);
+            from_le_bytes(view.data(), dtype)
+                .ok_or_else(|| err(&at, "data length does not match its shape"))
+        };
+        let w = read("weight", vec![d.output_size, *input])?;
+        let b = read("bias", vec![d.output_size])?;
+        tensors.push(vec![transpose(&w, d.output_size, *input), b]);
+    }
+    if let Some(extra) = file.names().into_iter().find(|n| !expected.contains(*n)) {
+        return Err(err(
+            format!("tensor `{extra}`"),
+            "not part of the architecture",
+        ));
+    }
+    Sequential::from_tensors(spec, tensors)
+}

@@ -1,0 +1,444 @@
+//! Model architecture as data: the seed's `to_dict` / `from_dict`, read from JSON or YAML.
+//!
+//! A model file lists its layers with the seed's keys:
+//!
+//! ```yaml
+//! seed: 42            # optional: initialises the weights
+//! layers:
+//!   - type: Dense
+//!     name: hidden
+//!     input_size: 64
+//!     output_size: 64
+//!     activation_function: ReLU
+//!   - type: Dense
+//!     name: logits
+//!     output_size: 10   # input_size may be left out after the first layer
+//!     activation_function: Identity
+//! ```
+//!
+//! Layer types form a closed set ([`LayerSpec`]). An unknown type, an unknown field, a missing
+//! field, or a size that does not chain is an error naming the layer (index and name) and the
+//! field. Trying another width is an edit to this file, not to code.
+
+use crate::{Activation, Error, Result};
+use serde::{Deserialize, Serialize};
+
+/// Limits that untrusted model files are held to. Every decoder checks them, and every length it
+/// reads, before allocating.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest file read, in bytes.
+    pub max_file_bytes: u64,
+    /// Most layers in a model.
+    pub max_layers: usize,
+    /// Most elements in one tensor (a layer's weights).
+    pub max_tensor_elements: u64,
+    /// Most parameters in a whole model.
+    pub max_params: u64,
+    /// Deepest nesting of a JSON or YAML document.
+    pub max_depth: usize,
+}
+
+impl Limits {
+    /// The limits crank uses: 8 GiB files, 1,024 layers, 2³⁰ elements per tensor, 2³¹
+    /// parameters, nesting depth 64.
+    pub const DEFAULT: Limits = Limits {
+        max_file_bytes: 8 << 30,
+        max_layers: 1024,
+        max_tensor_elements: 1 << 30,
+        max_params: 1 << 31,
+        max_depth: 64,
+    };
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits::DEFAULT
+    }
+}
+
+/// One layer's description. Serialized with a `"type"` tag, as in the seed's `to_dict`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type")]
+pub enum LayerSpec {
+    /// A fully connected layer ([`crate::Dense`]).
+    Dense(DenseSpec),
+}
+
+/// The description of a [`crate::Dense`] layer, with the seed's keys.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DenseSpec {
+    /// The layer's name; `dense_<index>` when left out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Inputs; required for the first layer, and checked against the previous layer's
+    /// `output_size` when given for a later one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_size: Option<usize>,
+    /// Outputs.
+    pub output_size: usize,
+    /// The activation, by name (`"ReLU"`, `"Identity"`, ...).
+    #[serde(default)]
+    pub activation_function: Activation,
+}
+
+impl LayerSpec {
+    /// The layer's type name as written in files.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            LayerSpec::Dense(_) => "Dense",
+        }
+    }
+
+    /// The name given in the file, if any.
+    pub fn name(&self) -> Option<&str> {
+        match self {
+            LayerSpec::Dense(d) => d.name.as_deref(),
+        }
+    }
+
+    /// The declared input size, if any.
+    pub fn input_size(&self) -> Option<usize> {
+        match self {
+            LayerSpec::Dense(d) => d.input_size,
+        }
+    }
+
+    /// The output size.
+    pub fn output_size(&self) -> usize {
+        match self {
+            LayerSpec::Dense(d) => d.output_size,
+        }
+    }
+
+    /// The names of the tensors a layer of type `kind` holds (none for an unknown type).
+    pub fn tensor_names(kind: &str) -> &'static [&'static str] {
+        match kind {
+            "Dense" => &["weights", "biases"],
+            _ => &[],
+        }
+    }
+
+    /// The tensors a layer of this description holds, with their shapes, in saving order.
+    pub fn tensor_shapes(&self, input_size: usize) -> Vec<(&'static str, Vec<usize>)> {
+        match self {
+            LayerSpec::Dense(d) => vec![
+                ("weights", vec![input_size, d.output_size]),
+                ("biases", vec![d.output_size]),
+            ],
+        }
+    }
+}
+
+/// A whole model's architecture: the document a model file holds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSpec {
+    /// Seed for the weights' initialisation (default [`crate::model::DEFAULT_SEED`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
+    /// The layers, first to last.
+    pub layers: Vec<LayerSpec>,
+}
+
+/// A checked model description: every layer with its name and input size resolved.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Resolved {
+    pub input_size: usize,
+    /// `(name, input_size, spec)` per layer.
+    pub layers: Vec<(String, usize, LayerSpec)>,
+}
+
+fn layer_err(index: usize, name: &str, reason: impl std::fmt::Display) -> Error {
+    Error::Spec {
+        at: format!("layer {index} ({name})"),
+        reason: reason.to_string(),
+    }
+}
+
+impl ModelSpec {
+    /// Parses a JSON document.
+    pub fn from_json(text: &str) -> Result<Self> {
+        let value: serde_json::Value = serde_json::from_str(text).map_err(|e| Error::Spec {
+            at: "JSON".into(),
+            reason: e.to_string(),
+        })?;
+        Self::from_value(value)
+    }
+
+    /// Parses a YAML document. Aliases, nesting depth and document size are budgeted, so an
+    /// alias bomb or a deeply nested file fails with an error instead of exhausting memory.
+    pub fn from_yaml(text: &str) -> Result<Self> {
+        let value: serde_json::Value = parse_yaml(text)?;
+        Self::from_value(value)
+    }
+
+    /// Builds the description from a parsed JSON or YAML value, with errors naming each layer.
+    pub fn from_value(value: serde_json::Value) -> Result<Self> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Raw {
+            #[serde(default)]
+            seed: Option<u64>,
+            layers: Vec<serde_json::Value>,
+        }
+        let raw: Raw = serde_json::from_value(value).map_err(|e| Error::Spec {
+            at: "model".into(),
+            reason: e.to_string(),
+        })?;
+        if raw.layers.len() > Limits::DEFAULT.max_layers {
+            return Err(Error::Spec {
+                at: "model".into(),
+                reason: format!(
+                    "{} layers is more than the limit of {}",
+                    raw.layers.len(),
+                    Limits::DEFAULT.max_layers
+                ),
+            });
+        }
+        let layers = raw
+            .layers
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| {
+                let name = v
+                    .get("name")
+                    .and_then(|n| n.as_str())
+                    .map_or_else(|| "unnamed".to_string(), str::to_string);
+                serde_json::from_value::<LayerSpec>(v).map_err(|e| layer_err(i, &name, e))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let spec = ModelSpec {
+            seed: raw.seed,
+            layers,
+        };
+        spec.resolve()?;
+        Ok(spec)
+    }
+
+    /// The description as pretty JSON.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("a ModelSpec always serializes")
+    }
+
+    /// The description as YAML.
+    pub fn to_yaml(&self) -> Result<String> {
+        serde_saphyr::to_string(self).map_err(|e| Error::Spec {
+            at: "YAML output".into(),
+            reason: e.to_string(),
+        })
+    }
+
+    /// Checks sizes, names and limits, and fills in names and input sizes.
+    pub(crate) fn resolve(&self) -> Result<Resolved> {
+        let limits = Limits::DEFAULT;
+        if self.layers.is_empty() {
+            return Err(Error::Spec {
+                at: "model".into(),
+                reason: "a model needs at least one layer".into(),
+            });
+        }
+        if self.layers.len() > limits.max_layers {
+            return Err(Error::Spec {
+                at: "model".into(),
+                reason: format!("more than {} layers", limits.max_layers),
+            });
+        }
+        let mut layers = Vec::with_capacity(self.layers.len());
+        let mut width: Option<usize> = None;
+        let mut params: u64 = 0;
+        let mut names = std::collections::HashSet::new();
+        for (i, spec) in self.layers.iter().enumerate() {
+            let name = spec.name().map_or_else(
+                || format!("{}_{i}", spec.kind().to_lowercase()),
+                str::to_string,
+            );
+            let input = match (width, spec.input_size()) {
+                (None, None) => {
+                    return Err(layer_err(
+                        i,
+                        &name,
+                        "field `input_size` is required on the first layer",
+                    ));
+                }
+                (Some(w), Some(given)) if given != w => {
+                    return Err(layer_err(
+                        i,
+                        &name,
+                        format!(
+                            "field `input_size` is {given}, but the previous layer's output_size is {w}"
+                        ),
+                    ));
+                }
+                (_, Some(given)) => given,
+                (Some(w), None) => w,
+            };
+            for (field, v) in [("input_size", input), ("output_size", spec.output_size())] {
+                if v == 0 {
+                    return Err(layer_err(
+                        i,
+                        &name,
+                        format!("field `{field}` must be at least 1"),
+                    ));
+                }
+            }
+            for (tensor, shape) in spec.tensor_shapes(input) {
+                let n = shape
+                    .iter()
+                    .try_fold(1u64, |acc, &d| acc.checked_mul(d as u64));
+                match n {
+                    Some(n) if n <= limits.max_tensor_elements => params += n,
+                    _ => {
+                        return Err(layer_err(
+                            i,
+                            &name,
+                            format!(
+                                "{tensor} of shape {shape:?} exceed the limit of {} elements",
+                                limits.max_tensor_elements
+                            ),
+                        ));
+                    }
+                }
+            }
+            if params > limits.max_params {
+                return Err(layer_err(
+                    i,
+                    &name,
+                    format!(
+                        "the model exceeds the limit of {} parameters",
+                        limits.max_params
+                    ),
+                ));
+            }
+            if !names.insert(name.clone()) {
+                return Err(layer_err(
+                    i,
+                    &name,
+                    "field `name` repeats an earlier layer's name",
+                ));
+            }
+            width = Some(spec.output_size());
+            layers.push((name, input, spec.clone()));
+        }
+        Ok(Resolved {
+            input_size: layers[0].1,
+            layers,
+        })
+    }
+}
+
+/// Parses YAML into any deserializable type under crank's budget.
+pub(crate) fn parse_yaml<T: serde::de::DeserializeOwned>(text: &str) -> Result<T> {
+    let mut budget = serde_saphyr::Budget::default();
+    budget.max_depth = Limits::DEFAULT.max_depth;
+    budget.max_aliases = 1_000;
+    budget.max_anchors = 1_000;
+    budget.max_events = 1_000_000;
+    budget.max_nodes = 250_000;
+    let mut options = serde_saphyr::Options::default();
+    options.budget = Some(budget);
+    serde_saphyr::from_str_with_options(text, options).map_err(|e| Error::Spec {
+        at: "YAML".into(),
+        reason: e.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const YAML: &str = "
+seed: 7
+layers:
+  - type: Dense
+    name: hidden
+    input_size: 64
+    output_size: 32
+    activation_function: ReLU
+  - type: Dense
+    output_size: 10
+";
+
+    #[test]
+    fn yaml_and_json_give_the_same_spec() {
+        let from_yaml = ModelSpec::from_yaml(YAML).unwrap();
+        let from_json = ModelSpec::from_json(&from_yaml.to_json()).unwrap();
+        assert_eq!(from_yaml, from_json);
+        assert_eq!(
+            ModelSpec::from_yaml(&from_yaml.to_yaml().unwrap()).unwrap(),
+            from_yaml
+        );
+        let r = from_yaml.resolve().unwrap();
+        assert_eq!(r.input_size, 64);
+        assert_eq!(r.layers[1].0, "dense_1");
+        assert_eq!(r.layers[1].1, 32);
+    }
+
+    fn err(json: &str) -> String {
+        ModelSpec::from_json(json).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn errors_name_layer_and_field() {
+        let e = err(r#"{"layers": [{"type": "Conv", "name": "c", "output_size": 3}]}"#);
+        assert!(e.contains("layer 0 (c)") && e.contains("Conv"), "{e}");
+        let e = err(
+            r#"{"layers": [{"type": "Dense", "name": "a", "input_size": 2, "output_size": 3, "units": 4}]}"#,
+        );
+        assert!(e.contains("layer 0 (a)") && e.contains("units"), "{e}");
+        let e = err(r#"{"layers": [{"type": "Dense", "name": "a", "input_size": 2}]}"#);
+        assert!(
+            e.contains("layer 0 (a)") && e.contains("output_size"),
+            "{e}"
+        );
+        let e = err(
+            r#"{"layers": [{"type": "Dense", "input_size": 2, "output_size": 3},
+                           {"type": "Dense", "name": "b", "input_size": 4, "output_size": 1}]}"#,
+        );
+        assert!(
+            e.contains("layer 1 (b)")
+                && e.contains("input_size")
+                && e.contains("is 4")
+                && e.contains("is 3"),
+            "{e}"
+        );
+        let e = err(r#"{"layers": [{"type": "Dense", "name": "a", "output_size": 3}]}"#);
+        assert!(e.contains("layer 0 (a)") && e.contains("input_size"), "{e}");
+        let e = err(
+            r#"{"layers": [{"type": "Dense", "name": "a", "input_size": 1000000, "output_size": 1000000}]}"#,
+        );
+        assert!(e.contains("layer 0 (a)") && e.contains("limit"), "{e}");
+        let e = err(r#"{"layers": [], "widht": 3}"#);
+        assert!(e.contains("widht"), "{e}");
+        let e = err(r#"{"layers": []}"#);
+        assert!(e.contains("at least one layer"), "{e}");
+        let e = err(
+            r#"{"layers": [{"type": "Dense", "name": "a", "input_size": 2, "output_size": 3, "activation_function": "Swish"}]}"#,
+        );
+        assert!(e.contains("layer 0 (a)") && e.contains("Swish"), "{e}");
+    }
+
+    #[test]
+    fn yaml_alias_bomb_and_deep_nesting_fail_cleanly() {
+        let mut bomb = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+        for i in 1..12 {
+            let p = i - 1;
+            bomb.push_str(&format!(
+                "a{i}: &a{i} [*a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}]\n"
+            ));
+        }
+        bomb.push_str("layers: []\n");
+        let e = ModelSpec::from_yaml(&bomb).unwrap_err().to_string();
+        assert!(e.contains("YAML") && e.contains("budget"), "{e}");
+        let deep = format!("layers: {}{}", "[".repeat(10_000), "]".repeat(10_000));
+        let e = ModelSpec::from_yaml(&deep).unwrap_err().to_string();
+        assert!(e.contains("YAML"), "{e}");
+        let deep = format!(
+            "{{\"layers\": {}{}}}",
+            "[".repeat(10_000),
+            "]".repeat(10_000)
+        );
+        assert!(ModelSpec::from_json(&deep).is_err());
+    }
+}
