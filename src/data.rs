@@ -215,9 +215,22 @@ impl<F: Scalar> Batcher<F> {
         self.order.len().div_ceil(self.batch_size)
     }
 
-    /// Shuffles the order for a new epoch.
+    /// A new epoch's order: a permutation of the samples drawn from the generator. The order
+    /// depends only on the generator's state, so a checkpoint of [`rng`](Self::rng) resumes the
+    /// same sequence of epochs.
     pub fn shuffle(&mut self) {
+        self.order.iter_mut().enumerate().for_each(|(i, o)| *o = i);
         self.order.shuffle(&mut self.rng);
+    }
+
+    /// The shuffling generator (to save in a checkpoint).
+    pub fn rng(&self) -> &Xoshiro256PlusPlus {
+        &self.rng
+    }
+
+    /// Replaces the shuffling generator (when resuming from a checkpoint).
+    pub fn set_rng(&mut self, rng: Xoshiro256PlusPlus) {
+        self.rng = rng;
     }
 
     /// Gathers batch number `index` of the current order from `data`.

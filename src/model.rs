@@ -285,6 +285,11 @@ impl<F: Scalar> Sequential<F> {
         self.steps
     }
 
+    /// Sets the step count (when resuming from a checkpoint).
+    pub(crate) fn set_steps(&mut self, steps: u64) {
+        self.steps = steps;
+    }
+
     fn check_input(&self, x: &ArrayView2<'_, F>, step: Option<u64>) -> Result<()> {
         if x.ncols() != self.input_size || x.nrows() == 0 {
             let at = format!("layer 0 ({}) input", self.layers[0].name());
@@ -388,7 +393,7 @@ impl<F: Scalar> Sequential<F> {
     ///
     /// A non-finite input or loss is an error naming the step and, for the loss, the first layer
     /// whose output went non-finite; the weights are left as they were before the step.
-    pub fn train_step<'t, O: Optimizer<F> + ?Sized>(
+    pub fn train_step<'t, O: Optimizer + ?Sized>(
         &mut self,
         x: ArrayView2<'_, F>,
         y: impl Into<Target<'t, F>>,
@@ -400,7 +405,7 @@ impl<F: Scalar> Sequential<F> {
         let mut result = Ok(());
         self.visit_params(|i, p| {
             if result.is_ok() {
-                result = optimizer.update(i, p.value, p.grad);
+                result = F::update(optimizer, i, p.value, p.grad);
             }
         });
         result?;

@@ -1,5 +1,6 @@
 //! The floating-point types crank computes in: `f32` and `f64`.
 
+use crate::{Optimizer, Result};
 use ndarray::NdFloat;
 use serde::{Serialize, de::DeserializeOwned};
 
@@ -31,6 +32,14 @@ pub trait Scalar:
 
     /// The error function, `erf(x) = 2/√π ∫₀ˣ e^{-t²} dt`.
     fn erf(self) -> Self;
+
+    /// Calls the optimizer's update for this type.
+    fn update<O: Optimizer + ?Sized>(
+        optimizer: &mut O,
+        index: usize,
+        param: &mut [Self],
+        grad: &[Self],
+    ) -> Result<()>;
 }
 
 impl Scalar for f32 {
@@ -47,6 +56,14 @@ impl Scalar for f32 {
     fn erf(self) -> Self {
         libm::erff(self)
     }
+    fn update<O: Optimizer + ?Sized>(
+        o: &mut O,
+        i: usize,
+        p: &mut [Self],
+        g: &[Self],
+    ) -> Result<()> {
+        o.update_f32(i, p, g)
+    }
 }
 
 impl Scalar for f64 {
@@ -62,5 +79,13 @@ impl Scalar for f64 {
     #[inline]
     fn erf(self) -> Self {
         libm::erf(self)
+    }
+    fn update<O: Optimizer + ?Sized>(
+        o: &mut O,
+        i: usize,
+        p: &mut [Self],
+        g: &[Self],
+    ) -> Result<()> {
+        o.update_f64(i, p, g)
     }
 }

@@ -35,7 +35,9 @@ struct BinModel {
     tensors: Vec<ByteBuf>,
 }
 
-fn options(limit: u64) -> impl Options {
+/// bincode's settings for every crank file: fixed-width little-endian integers, at most
+/// `limit` bytes read, no trailing bytes.
+pub(super) fn options(limit: u64) -> impl Options {
     bincode::DefaultOptions::new()
         .with_fixint_encoding()
         .with_little_endian()
@@ -89,33 +91,60 @@ pub(super) fn encode<F: Scalar>(model: &Sequential<F>) -> Result<Vec<u8>> {
             .map(|t| ByteBuf::from(to_le_bytes(t)))
             .collect(),
     };
-    let mut out = Vec::new();
-    out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
-    options(u64::MAX)
-        .serialize_into(&mut out, &doc)
-        .map_err(|e| err("output", e.to_string()))?;
+    framed(MAGIC, FORMAT_VERSION, &doc).map_err(|e| err("output", e.to_string()))
+}
+
+/// `magic`, `version` (u32 LE), then the bincode of `doc`.
+pub(super) fn framed<T: Serialize>(
+    magic: &[u8; 8],
+    version: u32,
+    doc: &T,
+) -> bincode::Result<Vec<u8>> {
+    let mut out = magic.to_vec();
+    out.extend_from_slice(&version.to_le_bytes());
+    options(u64::MAX).serialize_into(&mut out, doc)?;
     Ok(out)
 }
 
-pub(super) fn decode<F: Scalar>(bytes: &[u8]) -> Result<Sequential<F>> {
-    if !bytes.starts_with(MAGIC) {
-        return Err(err("header", "missing the magic number CRANKBIN"));
+/// Checks the magic number and version of a framed file and decodes its body.
+pub(super) fn unframe<T: serde::de::DeserializeOwned>(
+    bytes: &[u8],
+    magic: &[u8; 8],
+    newest: u32,
+    format: &'static str,
+) -> Result<T> {
+    let err = |at: &str, reason: String| Error::File {
+        format,
+        at: at.into(),
+        reason,
+    };
+    if !bytes.starts_with(magic) {
+        return Err(err(
+            "header",
+            format!(
+                "missing the magic number {}",
+                String::from_utf8_lossy(magic)
+            ),
+        ));
     }
     let version = bytes
         .get(8..12)
         .map(|v| u32::from_le_bytes(v.try_into().expect("4 bytes")))
-        .ok_or_else(|| err("header", "truncated before the version"))?;
-    if version == 0 || version > FORMAT_VERSION {
+        .ok_or_else(|| err("header", "truncated before the version".into()))?;
+    if version == 0 || version > newest {
         return Err(err(
             "header",
-            format!("version {version} is not one this crank reads (1 to {FORMAT_VERSION})"),
+            format!("version {version} is not one this crank reads (1 to {newest})"),
         ));
     }
     let body = &bytes[12..];
-    let doc: BinModel = options(body.len() as u64)
+    options(body.len() as u64)
         .deserialize(body)
-        .map_err(|e| err("body", e.to_string()))?;
+        .map_err(|e| err("body", e.to_string()))
+}
+
+pub(super) fn decode<F: Scalar>(bytes: &[u8]) -> Result<Sequential<F>> {
+    let doc: BinModel = unframe(bytes, MAGIC, FORMAT_VERSION, FORMAT)?;
     let spec = ModelSpec::from_json(&doc.spec)?;
     let resolved = spec.resolve()?;
     let width = match doc.dtype.as_str() {

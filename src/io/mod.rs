@@ -14,10 +14,11 @@
 //! that fails half way leaves the previous file as it was.
 
 mod binary;
-
+mod checkpoint;
 mod json;
 mod safetensors;
 
+pub use checkpoint::Checkpoint;
 pub use safetensors::torch_names;
 
 use crate::spec::{Limits, ModelSpec};
