@@ -80,6 +80,18 @@ pub fn zip3_map<F: Scalar>(
     }
 }
 
+/// `a[i] = f(a[i], b[i])`.
+pub fn zip_inplace<F: Scalar>(a: &mut [F], b: &[F], f: impl Fn(F, F) -> F + Sync) {
+    debug_assert_eq!(a.len(), b.len());
+    if a.len() < PAR_THRESHOLD {
+        a.iter_mut().zip(b).for_each(|(a, &b)| *a = f(*a, b));
+    } else {
+        a.par_chunks_mut(CHUNK)
+            .zip(b.par_chunks(CHUNK))
+            .for_each(|(a, b)| a.iter_mut().zip(b).for_each(|(a, &b)| *a = f(*a, b)));
+    }
+}
+
 /// `y[i] += alpha * x[i]`.
 pub fn axpy<F: Scalar>(alpha: F, x: &[F], y: &mut [F]) {
     debug_assert_eq!(x.len(), y.len());
@@ -89,6 +101,32 @@ pub fn axpy<F: Scalar>(alpha: F, x: &[F], y: &mut [F]) {
         y.par_chunks_mut(CHUNK)
             .zip(x.par_chunks(CHUNK))
             .for_each(|(y, x)| y.iter_mut().zip(x).for_each(|(y, &x)| *y += alpha * x));
+    }
+}
+
+/// An optimizer's fused update: for each element `i`, `f(&mut param[i], grad[i], state_i)` with
+/// `state_i` the `K` values `state[K·i .. K·(i+1)]` (an optimizer's buffers, interleaved).
+pub fn update_with_state<F: Scalar, const K: usize>(
+    param: &mut [F],
+    grad: &[F],
+    state: &mut [F],
+    f: impl Fn(&mut F, F, &mut [F; K]) + Sync,
+) {
+    debug_assert_eq!(param.len(), grad.len());
+    debug_assert_eq!(state.len(), K * param.len());
+    let run = |p: &mut [F], g: &[F], s: &mut [F]| {
+        for ((p, &g), s) in p.iter_mut().zip(g).zip(s.chunks_exact_mut(K)) {
+            f(p, g, s.try_into().expect("K values"));
+        }
+    };
+    if param.len() < PAR_THRESHOLD {
+        run(param, grad, state);
+    } else {
+        param
+            .par_chunks_mut(CHUNK)
+            .zip(grad.par_chunks(CHUNK))
+            .zip(state.par_chunks_mut(CHUNK * K))
+            .for_each(|((p, g), s)| run(p, g, s));
     }
 }
 

@@ -63,7 +63,7 @@ pub use gemm::backend;
 pub use layer::{Dense, Layer, Mode};
 pub use loss::{Loss, Target};
 pub use model::{Sequential, SequentialBuilder, Workspace};
-pub use optim::{Optimizer, OptimizerState, Sgd};
+pub use optim::{Adagrad, Adam, Optimizer, OptimizerState, RmsProp, Schedule, Scheduler, Sgd};
 pub use scalar::Scalar;
 
 /// The README's code examples, compiled and run as doctests.

@@ -60,12 +60,11 @@ fn one_sgd_step_matches_hand_computation() {
 fn parameter_gradients_are_batch_means() {
     // The same sample twice must give the same step as the sample once.
     let (mut once, mut twice) = (hand_model(), hand_model());
-    let sgd = Sgd::new(0.1).unwrap();
     once.train_step(
         array![[1.0, 2.0]].view(),
         &array![[1.0]],
         &Loss::Mse,
-        &mut sgd.clone(),
+        &mut Sgd::new(0.1).unwrap(),
     )
     .unwrap();
     twice
@@ -73,7 +72,7 @@ fn parameter_gradients_are_batch_means() {
             array![[1.0, 2.0], [1.0, 2.0]].view(),
             &array![[1.0], [1.0]],
             &Loss::Mse,
-            &mut sgd.clone(),
+            &mut Sgd::new(0.1).unwrap(),
         )
         .unwrap();
     assert_eq!(params(&mut once), params(&mut twice));

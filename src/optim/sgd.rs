@@ -1,22 +1,94 @@
-//! Plain stochastic gradient descent.
+//! Stochastic gradient descent, with PyTorch's momentum, dampening, Nesterov and weight decay.
 
-use super::{Optimizer, OptimizerState, check_lengths};
+use super::{Buffers, check, check_lengths};
 use crate::{Error, Result, Scalar, kernels};
-use serde::{Deserialize, Serialize};
 
-/// Stochastic gradient descent: `p ← p − lr · g`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// SGD as in `torch.optim.SGD`: with weight decay `λ`, momentum `μ` and dampening `τ`,
+/// `g ← g + λp`; `b ← g` on the first step and `b ← μb + (1 − τ)g` after; `g ← g + μb`
+/// (Nesterov) or `g ← b`; `p ← p − lr·g`. Without momentum, `p ← p − lr·(g + λp)`.
+#[derive(Debug)]
 pub struct Sgd {
     lr: f64,
-    #[serde(default)]
+    momentum: f64,
+    dampening: f64,
+    weight_decay: f64,
+    nesterov: bool,
     steps: u64,
+    buffers: Buffers,
 }
 
 impl Sgd {
-    /// SGD with learning rate `lr` (finite and positive).
+    fn name(&self) -> &'static str {
+        "SGD"
+    }
+
+    /// Plain SGD with learning rate `lr` (finite and positive).
     pub fn new(lr: f64) -> Result<Self> {
         check_lr(lr)?;
-        Ok(Sgd { lr, steps: 0 })
+        Ok(Sgd {
+            lr,
+            momentum: 0.0,
+            dampening: 0.0,
+            weight_decay: 0.0,
+            nesterov: false,
+            steps: 0,
+            buffers: Buffers::new(&["momentum"], 0.0),
+        })
+    }
+
+    /// With momentum `μ` in `[0, 1)`.
+    pub fn momentum(mut self, momentum: f64) -> Result<Self> {
+        check("momentum", momentum, (0.0..1.0).contains(&momentum))?;
+        self.momentum = momentum;
+        Ok(self)
+    }
+
+    /// With dampening `τ` in `[0, 1]` of the momentum's new gradient.
+    pub fn dampening(mut self, dampening: f64) -> Result<Self> {
+        check("dampening", dampening, (0.0..=1.0).contains(&dampening))?;
+        self.dampening = dampening;
+        Ok(self)
+    }
+
+    /// With Nesterov momentum (needs momentum and no dampening, as in PyTorch).
+    pub fn nesterov(mut self) -> Result<Self> {
+        if self.momentum <= 0.0 || self.dampening != 0.0 {
+            return Err(Error::Config(
+                "Nesterov momentum needs momentum > 0 and dampening 0".into(),
+            ));
+        }
+        self.nesterov = true;
+        Ok(self)
+    }
+
+    /// With L2 weight decay `λ ≥ 0` added to the gradient.
+    pub fn weight_decay(mut self, weight_decay: f64) -> Result<Self> {
+        check("weight_decay", weight_decay, weight_decay >= 0.0)?;
+        self.weight_decay = weight_decay;
+        Ok(self)
+    }
+
+    fn step<F: Scalar>(&mut self, index: usize, param: &mut [F], grad: &[F]) -> Result<()> {
+        check_lengths("SGD", index, param.len(), grad.len())?;
+        let (lr, wd) = (F::of(self.lr), F::of(self.weight_decay));
+        if self.momentum == 0.0 {
+            if self.weight_decay == 0.0 {
+                kernels::axpy(-lr, grad, param);
+            } else {
+                kernels::zip_inplace(param, grad, |p, g| p - lr * (g + wd * p));
+            }
+            return Ok(());
+        }
+        let (mu, keep) = (F::of(self.momentum), F::of(1.0 - self.dampening));
+        let nesterov = self.nesterov;
+        let (buf, fresh) = self.buffers.get::<F>(index, param.len())?;
+        kernels::update_with_state::<F, 1>(param, grad, buf, |p, g, [b]| {
+            let g = g + wd * *p;
+            *b = if fresh { g } else { mu * *b + keep * g };
+            let d = if nesterov { g + mu * *b } else { *b };
+            *p -= lr * d;
+        });
+        Ok(())
     }
 }
 
@@ -30,49 +102,4 @@ pub(crate) fn check_lr(lr: f64) -> Result<()> {
     }
 }
 
-impl Sgd {
-    fn step<F: Scalar>(&self, index: usize, param: &mut [F], grad: &[F]) -> Result<()> {
-        check_lengths("SGD", index, param.len(), grad.len())?;
-        kernels::axpy(F::of(-self.lr), grad, param);
-        Ok(())
-    }
-}
-
-impl Optimizer for Sgd {
-    fn begin_step(&mut self) {
-        self.steps += 1;
-    }
-
-    fn update_f32(&mut self, index: usize, param: &mut [f32], grad: &[f32]) -> Result<()> {
-        self.step(index, param, grad)
-    }
-
-    fn update_f64(&mut self, index: usize, param: &mut [f64], grad: &[f64]) -> Result<()> {
-        self.step(index, param, grad)
-    }
-
-    fn learning_rate(&self) -> f64 {
-        self.lr
-    }
-
-    fn set_learning_rate(&mut self, lr: f64) {
-        self.lr = lr;
-    }
-
-    fn state(&self) -> OptimizerState {
-        OptimizerState {
-            optimizer: "SGD".into(),
-            learning_rate: self.lr,
-            steps: self.steps,
-            slots: Vec::new(),
-        }
-    }
-
-    fn load_state(&mut self, state: &OptimizerState) -> Result<()> {
-        state.expect("SGD")?;
-        check_lr(state.learning_rate)?;
-        self.lr = state.learning_rate;
-        self.steps = state.steps;
-        Ok(())
-    }
-}
+super::optimizer_impl!(Sgd);
