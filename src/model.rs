@@ -1,10 +1,10 @@
 //! The `Sequential` model: layers chained one after another, trained on a loss.
 
 use crate::buffer::Buffer;
-use crate::layer::{Dense, Layer, Mode, Param};
+use crate::layer::{BatchNorm, Dense, Dropout, Layer, LayerNorm, Mode, Param};
 use crate::loss::{Loss, Target};
 use crate::optim::Optimizer;
-use crate::spec::{DenseSpec, LayerSpec, ModelSpec};
+use crate::spec::{BatchNormSpec, DenseSpec, DropoutSpec, LayerNormSpec, LayerSpec, ModelSpec};
 use crate::{Activation, Error, Result, Scalar, kernels};
 use ndarray::{Array1, Array2, ArrayView2};
 use rand::SeedableRng;
@@ -53,26 +53,64 @@ pub struct Sequential<F: Scalar = f32> {
 #[must_use]
 pub struct SequentialBuilder<F> {
     input_size: usize,
-    layers: Vec<(Option<String>, usize, Activation)>,
+    layers: Vec<LayerSpec>,
     seed: u64,
     scalar: PhantomData<F>,
 }
 
 impl<F: Scalar> SequentialBuilder<F> {
     /// Appends a [`Dense`] layer with `units` outputs, named `dense_<index>`.
-    pub fn dense(mut self, units: usize, activation: Activation) -> Self {
-        self.layers.push((None, units, activation));
-        self
+    pub fn dense(self, units: usize, activation: Activation) -> Self {
+        self.layer(LayerSpec::Dense(DenseSpec {
+            name: None,
+            input_size: None,
+            output_size: units,
+            activation_function: activation,
+        }))
     }
 
     /// Appends a [`Dense`] layer with a name of your choosing.
-    pub fn dense_named(
-        mut self,
-        name: impl Into<String>,
-        units: usize,
-        activation: Activation,
-    ) -> Self {
-        self.layers.push((Some(name.into()), units, activation));
+    pub fn dense_named(self, name: impl Into<String>, units: usize, activation: Activation) -> Self {
+        self.layer(LayerSpec::Dense(DenseSpec {
+            name: Some(name.into()),
+            input_size: None,
+            output_size: units,
+            activation_function: activation,
+        }))
+    }
+
+    /// Appends inverted [`Dropout`] with probability `rate`.
+    pub fn dropout(self, rate: f64) -> Self {
+        self.layer(LayerSpec::Dropout(DropoutSpec {
+            name: None,
+            input_size: None,
+            rate,
+            seed: None,
+        }))
+    }
+
+    /// Appends [`BatchNorm`] with PyTorch's defaults (momentum 0.1, ε = 1e-5).
+    pub fn batch_norm(self) -> Self {
+        self.layer(LayerSpec::BatchNorm(BatchNormSpec {
+            name: None,
+            input_size: None,
+            momentum: 0.1,
+            eps: 1e-5,
+        }))
+    }
+
+    /// Appends [`LayerNorm`] with ε = 1e-5.
+    pub fn layer_norm(self) -> Self {
+        self.layer(LayerSpec::LayerNorm(LayerNormSpec {
+            name: None,
+            input_size: None,
+            eps: 1e-5,
+        }))
+    }
+
+    /// Appends any layer by its description.
+    pub fn layer(mut self, spec: LayerSpec) -> Self {
+        self.layers.push(spec);
         self
     }
 
@@ -85,19 +123,16 @@ impl<F: Scalar> SequentialBuilder<F> {
 
     /// The description of the model this builder makes.
     pub fn to_spec(&self) -> ModelSpec {
-        let layers = self
-            .layers
-            .iter()
-            .enumerate()
-            .map(|(i, (name, units, activation))| {
-                LayerSpec::Dense(DenseSpec {
-                    name: name.clone(),
-                    input_size: (i == 0).then_some(self.input_size),
-                    output_size: *units,
-                    activation_function: *activation,
-                })
-            })
-            .collect();
+        let mut layers = self.layers.clone();
+        if let Some(first) = layers.first_mut() {
+            let input = Some(self.input_size);
+            match first {
+                LayerSpec::Dense(d) => d.input_size = input,
+                LayerSpec::Dropout(d) => d.input_size = input,
+                LayerSpec::BatchNorm(d) => d.input_size = input,
+                LayerSpec::LayerNorm(d) => d.input_size = input,
+            }
+        }
         ModelSpec {
             seed: Some(self.seed),
             layers,
@@ -108,6 +143,56 @@ impl<F: Scalar> SequentialBuilder<F> {
     pub fn build(self) -> Result<Sequential<F>> {
         Sequential::from_spec(&self.to_spec())
     }
+}
+
+/// Makes one layer from its checked description: fresh (`tensors` is `None`, weights drawn from
+/// `rng`) or from saved tensors in the order of [`LayerSpec::tensor_shapes`].
+fn build_layer<F: Scalar>(
+    index: usize,
+    name: String,
+    input: usize,
+    spec: LayerSpec,
+    model_seed: u64,
+    rng: &mut Xoshiro256PlusPlus,
+    tensors: Option<Vec<Vec<F>>>,
+) -> Result<Box<dyn Layer<F>>> {
+    let mut tensors = tensors.map(|t| t.into_iter().map(Array1::from_vec));
+    let mut next = || tensors.as_mut().and_then(|t| t.next());
+    Ok(match spec {
+        LayerSpec::Dense(d) => {
+            let dense = match (next(), next()) {
+                (Some(w), Some(b)) => {
+                    let w = w
+                        .into_shape_with_order((input, d.output_size))
+                        .map_err(|e| Error::Config(format!("layer {index} ({name}) weights: {e}")))?;
+                    Dense::from_weights(name, w, b, d.activation_function)?
+                }
+                _ => {
+                    let dense = Dense::new(input, d.output_size, d.activation_function, rng)?.with_name(name);
+                    log::info!(
+                        "initialised {} (Dense): {input} -> {}, {}, He normal, seed {model_seed}",
+                        dense.name(),
+                        d.output_size,
+                        d.activation_function
+                    );
+                    dense
+                }
+            };
+            Box::new(dense)
+        }
+        LayerSpec::Dropout(d) => {
+            let seed = d.seed.unwrap_or_else(|| model_seed ^ (index as u64 + 1).wrapping_mul(0xD1B5_4A32_D192_ED03));
+            Box::new(Dropout::new(name, input, d.rate, seed)?)
+        }
+        LayerSpec::BatchNorm(b) => Box::new(match (next(), next(), next(), next()) {
+            (Some(g), Some(be), Some(m), Some(v)) => BatchNorm::from_tensors(name, g, be, m, v, b.momentum, b.eps),
+            _ => BatchNorm::new(name, input, b.momentum, b.eps),
+        }),
+        LayerSpec::LayerNorm(l) => Box::new(match (next(), next()) {
+            (Some(g), Some(be)) => LayerNorm::from_tensors(name, g, be, l.eps),
+            _ => LayerNorm::new(name, input, l.eps),
+        }),
+    })
 }
 
 impl<F: Scalar> Sequential<F> {
@@ -127,23 +212,12 @@ impl<F: Scalar> Sequential<F> {
         let resolved = spec.resolve()?;
         let seed = spec.seed.unwrap_or(DEFAULT_SEED);
         let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
-        let mut layers: Vec<Box<dyn Layer<F>>> = Vec::with_capacity(resolved.layers.len());
-        for (name, input, layer) in resolved.layers {
-            let built: Box<dyn Layer<F>> = match layer {
-                LayerSpec::Dense(d) => {
-                    let dense = Dense::new(input, d.output_size, d.activation_function, &mut rng)?
-                        .with_name(name);
-                    log::info!(
-                        "initialised {} (Dense): {input} -> {}, {}, He normal, seed {seed}",
-                        dense.name(),
-                        d.output_size,
-                        d.activation_function
-                    );
-                    Box::new(dense)
-                }
-            };
-            layers.push(built);
-        }
+        let layers = resolved
+            .layers
+            .into_iter()
+            .enumerate()
+            .map(|(i, (name, input, layer))| build_layer(i, name, input, layer, seed, &mut rng, None))
+            .collect::<Result<Vec<_>>>()?;
         Sequential::from_layers(resolved.input_size, layers)
     }
 
@@ -190,24 +264,9 @@ impl<F: Scalar> Sequential<F> {
                     return Err(bad(format!("{tensor} value {p} is not finite")));
                 }
             }
-            let mut values = values.into_iter();
-            let built: Box<dyn Layer<F>> = match layer {
-                LayerSpec::Dense(d) => {
-                    let (w, b) = (
-                        values.next().unwrap_or_default(),
-                        values.next().unwrap_or_default(),
-                    );
-                    let w = Array2::from_shape_vec((input, d.output_size), w)
-                        .map_err(|e| bad(e.to_string()))?;
-                    Box::new(Dense::from_weights(
-                        name,
-                        w,
-                        Array1::from_vec(b),
-                        d.activation_function,
-                    )?)
-                }
-            };
-            layers.push(built);
+            let seed = spec.seed.unwrap_or(DEFAULT_SEED);
+            let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
+            layers.push(build_layer(i, name, input, layer, seed, &mut rng, Some(values))?);
         }
         Sequential::from_layers(resolved.input_size, layers)
     }
@@ -334,6 +393,9 @@ impl<F: Scalar> Sequential<F> {
     ) -> Result<F> {
         let step = Some(self.steps);
         self.check_input(&x, step)?;
+        for layer in &mut self.layers {
+            layer.set_step(self.steps);
+        }
         self.forward(x, Mode::Train)?;
 
         let last = self.layers.last().expect("a model has layers");
@@ -388,6 +450,55 @@ impl<F: Scalar> Sequential<F> {
         }
     }
 
+    /// Applies the gradients of the latest [`compute_gradients`](Self::compute_gradients)
+    /// with `optimizer` (PyTorch's `optimizer.step()`), and counts a step.
+    pub fn apply_gradients<O: Optimizer + ?Sized>(&mut self, optimizer: &mut O) -> Result<()> {
+        optimizer.begin_step();
+        let mut result = Ok(());
+        self.visit_params(|i, p| {
+            if result.is_ok() {
+                result = F::update(optimizer, i, p.value, p.grad);
+            }
+        });
+        result?;
+        self.steps += 1;
+        Ok(())
+    }
+
+    /// Scales all gradients so that their global L2 norm is at most `max_norm`, as PyTorch's
+    /// `clip_grad_norm_` (scale `max_norm / (norm + 1e-6)` when below 1). Returns the norm
+    /// before clipping.
+    pub fn clip_grad_norm(&mut self, max_norm: f64) -> Result<f64> {
+        if !(max_norm > 0.0 && max_norm.is_finite()) {
+            return Err(Error::Config(format!("max_norm must be finite and positive, got {max_norm}")));
+        }
+        let mut sum_sq = 0.0;
+        for layer in &mut self.layers {
+            layer.visit_grads_mut(&mut |g| sum_sq += kernels::sum_map(g, |v| v * v).as_f64());
+        }
+        let norm = sum_sq.sqrt();
+        let coef = max_norm / (norm + 1e-6);
+        if coef < 1.0 {
+            let c = F::of(coef);
+            for layer in &mut self.layers {
+                layer.visit_grads_mut(&mut |g| kernels::map_inplace(g, |v| v * c));
+            }
+        }
+        Ok(norm)
+    }
+
+    /// Clamps every gradient element to `[-clip, clip]` (PyTorch's `clip_grad_value_`).
+    pub fn clip_grad_value(&mut self, clip: f64) -> Result<()> {
+        if !(clip > 0.0 && clip.is_finite()) {
+            return Err(Error::Config(format!("clip value must be finite and positive, got {clip}")));
+        }
+        let c = F::of(clip);
+        for layer in &mut self.layers {
+            layer.visit_grads_mut(&mut |g| kernels::map_inplace(g, |v| v.max(-c).min(c)));
+        }
+        Ok(())
+    }
+
     /// One training step: forward, loss, backward and an optimizer update. Returns the batch's
     /// mean loss (before the update).
     ///
@@ -401,20 +512,8 @@ impl<F: Scalar> Sequential<F> {
         optimizer: &mut O,
     ) -> Result<F> {
         let value = self.compute_gradients(x, y, loss)?;
-        optimizer.begin_step();
-        let mut result = Ok(());
-        self.visit_params(|i, p| {
-            if result.is_ok() {
-                result = F::update(optimizer, i, p.value, p.grad);
-            }
-        });
-        result?;
-        log::debug!(
-            "step {}: {loss} loss {value} on a batch of {}",
-            self.steps,
-            x.nrows()
-        );
-        self.steps += 1;
+        self.apply_gradients(optimizer)?;
+        log::debug!("step {}: {loss} loss {value} on a batch of {}", self.steps, x.nrows());
         Ok(value)
     }
 

@@ -63,6 +63,70 @@ impl Default for Limits {
 pub enum LayerSpec {
     /// A fully connected layer ([`crate::Dense`]).
     Dense(DenseSpec),
+    /// Inverted dropout ([`crate::layer::Dropout`]).
+    Dropout(DropoutSpec),
+    /// Batch normalisation over the batch ([`crate::layer::BatchNorm`]).
+    BatchNorm(BatchNormSpec),
+    /// Layer normalisation over each sample's features ([`crate::layer::LayerNorm`]).
+    LayerNorm(LayerNormSpec),
+}
+
+/// The description of a [`crate::layer::Dropout`] layer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DropoutSpec {
+    /// The layer's name; `dropout_<index>` when left out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Features in (and out); checked against the previous layer when given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_size: Option<usize>,
+    /// The probability of zeroing an element, in `[0, 1)`.
+    pub rate: f64,
+    /// Seed of the masks; derived from the model's seed and the layer's index when left out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
+}
+
+/// The description of a [`crate::layer::BatchNorm`] layer (PyTorch's `BatchNorm1d`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchNormSpec {
+    /// The layer's name; `batchnorm_<index>` when left out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Features in (and out); checked against the previous layer when given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_size: Option<usize>,
+    /// Weight of each batch in the running statistics (PyTorch's default 0.1).
+    #[serde(default = "default_momentum")]
+    pub momentum: f64,
+    /// Added to the variance (default 1e-5).
+    #[serde(default = "default_eps")]
+    pub eps: f64,
+}
+
+/// The description of a [`crate::layer::LayerNorm`] layer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LayerNormSpec {
+    /// The layer's name; `layernorm_<index>` when left out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Features in (and out); checked against the previous layer when given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_size: Option<usize>,
+    /// Added to the variance (default 1e-5).
+    #[serde(default = "default_eps")]
+    pub eps: f64,
+}
+
+fn default_momentum() -> f64 {
+    0.1
+}
+
+fn default_eps() -> f64 {
+    1e-5
 }
 
 /// The description of a [`crate::Dense`] layer, with the seed's keys.
@@ -88,6 +152,9 @@ impl LayerSpec {
     pub fn kind(&self) -> &'static str {
         match self {
             LayerSpec::Dense(_) => "Dense",
+            LayerSpec::Dropout(_) => "Dropout",
+            LayerSpec::BatchNorm(_) => "BatchNorm",
+            LayerSpec::LayerNorm(_) => "LayerNorm",
         }
     }
 
@@ -95,6 +162,9 @@ impl LayerSpec {
     pub fn name(&self) -> Option<&str> {
         match self {
             LayerSpec::Dense(d) => d.name.as_deref(),
+            LayerSpec::Dropout(d) => d.name.as_deref(),
+            LayerSpec::BatchNorm(d) => d.name.as_deref(),
+            LayerSpec::LayerNorm(d) => d.name.as_deref(),
         }
     }
 
@@ -102,13 +172,17 @@ impl LayerSpec {
     pub fn input_size(&self) -> Option<usize> {
         match self {
             LayerSpec::Dense(d) => d.input_size,
+            LayerSpec::Dropout(d) => d.input_size,
+            LayerSpec::BatchNorm(d) => d.input_size,
+            LayerSpec::LayerNorm(d) => d.input_size,
         }
     }
 
-    /// The output size.
-    pub fn output_size(&self) -> usize {
+    /// The output size for a given input size.
+    pub fn output_size(&self, input_size: usize) -> usize {
         match self {
             LayerSpec::Dense(d) => d.output_size,
+            _ => input_size,
         }
     }
 
@@ -116,17 +190,36 @@ impl LayerSpec {
     pub fn tensor_names(kind: &str) -> &'static [&'static str] {
         match kind {
             "Dense" => &["weights", "biases"],
+            "BatchNorm" => &["gamma", "beta", "running_mean", "running_var"],
+            "LayerNorm" => &["gamma", "beta"],
             _ => &[],
         }
     }
 
     /// The tensors a layer of this description holds, with their shapes, in saving order.
     pub fn tensor_shapes(&self, input_size: usize) -> Vec<(&'static str, Vec<usize>)> {
+        let out = self.output_size(input_size);
+        Self::tensor_names(self.kind())
+            .iter()
+            .map(|&name| match (self, name) {
+                (LayerSpec::Dense(_), "weights") => (name, vec![input_size, out]),
+                _ => (name, vec![out]),
+            })
+            .collect()
+    }
+
+    /// Checks the layer's own settings (rates, epsilons).
+    fn check_settings(&self) -> std::result::Result<(), String> {
+        let bad = |field: &str, v: f64| Err(format!("field `{field}` = {v} is out of range"));
         match self {
-            LayerSpec::Dense(d) => vec![
-                ("weights", vec![input_size, d.output_size]),
-                ("biases", vec![d.output_size]),
-            ],
+            LayerSpec::Dropout(d) if !(0.0..1.0).contains(&d.rate) => bad("rate", d.rate),
+            LayerSpec::BatchNorm(b) if !(b.momentum > 0.0 && b.momentum <= 1.0) => bad("momentum", b.momentum),
+            LayerSpec::BatchNorm(BatchNormSpec { eps, .. }) | LayerSpec::LayerNorm(LayerNormSpec { eps, .. })
+                if !(*eps > 0.0 && eps.is_finite()) =>
+            {
+                bad("eps", *eps)
+            }
+            _ => Ok(()),
         }
     }
 }
@@ -274,15 +367,12 @@ impl ModelSpec {
                 (_, Some(given)) => given,
                 (Some(w), None) => w,
             };
-            for (field, v) in [("input_size", input), ("output_size", spec.output_size())] {
+            for (field, v) in [("input_size", input), ("output_size", spec.output_size(input))] {
                 if v == 0 {
-                    return Err(layer_err(
-                        i,
-                        &name,
-                        format!("field `{field}` must be at least 1"),
-                    ));
+                    return Err(layer_err(i, &name, format!("field `{field}` must be at least 1")));
                 }
             }
+            spec.check_settings().map_err(|reason| layer_err(i, &name, reason))?;
             for (tensor, shape) in spec.tensor_shapes(input) {
                 let n = shape
                     .iter()
@@ -318,7 +408,7 @@ impl ModelSpec {
                     "field `name` repeats an earlier layer's name",
                 ));
             }
-            width = Some(spec.output_size());
+            width = Some(spec.output_size(input));
             layers.push((name, input, spec.clone()));
         }
         Ok(Resolved {

@@ -24,7 +24,8 @@ fn err(at: impl Into<String>, reason: impl Into<String>) -> Error {
 }
 
 /// The PyTorch module index of each layer in the equivalent `torch.nn.Sequential`: the names of
-/// its tensors are `"{index}.weight"` and `"{index}.bias"`.
+/// its tensors are `"{index}.weight"`, `"{index}.bias"` (and for batch normalisation
+/// `"{index}.running_mean"`, `"{index}.running_var"`, `"{index}.num_batches_tracked"`).
 pub fn torch_names(spec: &ModelSpec) -> Vec<usize> {
     let mut next = 0;
     spec.layers
@@ -32,12 +33,23 @@ pub fn torch_names(spec: &ModelSpec) -> Vec<usize> {
         .map(|layer| {
             let index = next;
             next += match layer {
-                LayerSpec::Dense(d) if d.activation_function == Activation::Identity => 1,
-                LayerSpec::Dense(_) => 2,
+                LayerSpec::Dense(d) if d.activation_function != Activation::Identity => 2,
+                _ => 1,
             };
             index
         })
         .collect()
+}
+
+/// PyTorch's name for each of a layer's tensors, in crank's order, and whether PyTorch stores
+/// it transposed (`Linear.weight` is `[out, in]`).
+fn torch_tensors(layer: &LayerSpec) -> &'static [(&'static str, bool)] {
+    match layer {
+        LayerSpec::Dense(_) => &[("weight", true), ("bias", false)],
+        LayerSpec::BatchNorm(_) => &[("weight", false), ("bias", false), ("running_mean", false), ("running_var", false)],
+        LayerSpec::LayerNorm(_) => &[("weight", false), ("bias", false)],
+        LayerSpec::Dropout(_) => &[],
+    }
 }
 
 /// `[rows, cols]` row-major to `[cols, rows]` row-major.
@@ -51,39 +63,30 @@ fn transpose<F: Copy>(data: &[F], rows: usize, cols: usize) -> Vec<F> {
 
 pub(super) fn encode<F: Scalar>(model: &Sequential<F>) -> Result<Vec<u8>> {
     let spec = model.to_spec();
-    let dtype = if F::NAME == "f32" {
-        Dtype::F32
-    } else {
-        Dtype::F64
-    };
+    let dtype = if F::NAME == "f32" { Dtype::F32 } else { Dtype::F64 };
     let resolved = spec.resolve()?;
-    let mut owned: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
-    for ((index, (_, input, layer)), values) in torch_names(&spec)
-        .into_iter()
-        .zip(&resolved.layers)
-        .zip(model.tensors())
-    {
-        match layer {
-            LayerSpec::Dense(d) => {
-                let w = transpose(&values[0], *input, d.output_size);
-                owned.push((
-                    format!("{index}.weight"),
-                    vec![d.output_size, *input],
-                    to_le_bytes(&w),
-                ));
-                owned.push((
-                    format!("{index}.bias"),
-                    vec![d.output_size],
-                    to_le_bytes(&values[1]),
-                ));
-            }
+    let mut owned: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
+    for ((index, (_, input, layer)), values) in torch_names(&spec).into_iter().zip(&resolved.layers).zip(model.tensors()) {
+        for (((suffix, transposed), (_, shape)), data) in
+            torch_tensors(layer).iter().zip(layer.tensor_shapes(*input)).zip(&values)
+        {
+            let (shape, bytes) = if *transposed {
+                (vec![shape[1], shape[0]], to_le_bytes(&transpose(data, shape[0], shape[1])))
+            } else {
+                (shape, to_le_bytes(data))
+            };
+            owned.push((format!("{index}.{suffix}"), dtype, shape, bytes));
+        }
+        if let LayerSpec::BatchNorm(_) = layer {
+            // PyTorch's BatchNorm1d carries a batch counter (int64, shape []); crank does not
+            // use it, but load_state_dict(strict=True) expects it.
+            owned.push((format!("{index}.num_batches_tracked"), Dtype::I64, vec![], model.steps().to_le_bytes().to_vec()));
         }
     }
     let views = owned
         .iter()
-        .map(|(name, shape, bytes)| {
-            let view = TensorView::new(dtype, shape.clone(), bytes)
-                .map_err(|e| err(name, e.to_string()))?;
+        .map(|(name, dtype, shape, bytes)| {
+            let view = TensorView::new(*dtype, shape.clone(), bytes).map_err(|e| err(name, e.to_string()))?;
             Ok((name.clone(), view))
         })
         .collect::<Result<Vec<_>>>()?;
@@ -96,8 +99,7 @@ pub(super) fn encode<F: Scalar>(model: &Sequential<F>) -> Result<Vec<u8>> {
 }
 
 pub(super) fn decode<F: Scalar>(bytes: &[u8], spec: Option<&ModelSpec>) -> Result<Sequential<F>> {
-    let (_, metadata) =
-        SafeTensors::read_metadata(bytes).map_err(|e| err("header", e.to_string()))?;
+    let (_, metadata) = SafeTensors::read_metadata(bytes).map_err(|e| err("header", e.to_string()))?;
     let file = SafeTensors::deserialize(bytes).map_err(|e| err("header", e.to_string()))?;
     let from_file;
     let spec = match spec {
@@ -107,12 +109,7 @@ pub(super) fn decode<F: Scalar>(bytes: &[u8], spec: Option<&ModelSpec>) -> Resul
                 .metadata()
                 .as_ref()
                 .and_then(|m| m.get("crank_spec"))
-                .ok_or_else(|| {
-                    err(
-                        "metadata",
-                        "no crank architecture (`crank_spec`); pass the model's description",
-                    )
-                })?;
+                .ok_or_else(|| err("metadata", "no crank architecture (`crank_spec`); pass the model's description"))?;
             from_file = ModelSpec::from_json(text)?;
             &from_file
         }
@@ -121,40 +118,31 @@ pub(super) fn decode<F: Scalar>(bytes: &[u8], spec: Option<&ModelSpec>) -> Resul
     let mut expected = HashSet::new();
     let mut tensors = Vec::with_capacity(resolved.layers.len());
     for (index, (name, input, layer)) in torch_names(spec).into_iter().zip(&resolved.layers) {
-        let LayerSpec::Dense(d) = layer;
-        let mut read = |suffix: &str, shape: Vec<usize>| -> Result<Vec<F>> {
+        let mut values = Vec::new();
+        for ((suffix, transposed), (_, shape)) in torch_tensors(layer).iter().zip(layer.tensor_shapes(*input)) {
             let key = format!("{index}.{suffix}");
             let at = format!("tensor `{key}` (layer {name})");
+            let stored_shape = if *transposed { vec![shape[1], shape[0]] } else { shape.clone() };
             let view = file.tensor(&key).map_err(|_| err(&at, "missing"))?;
-            if view.shape() != shape.as_slice() {
-                return Err(err(
-                    &at,
-                    format!("shape {:?}, expected {shape:?}", view.shape()),
-                ));
+            if view.shape() != stored_shape.as_slice() {
+                return Err(err(&at, format!("shape {:?}, expected {stored_shape:?}", view.shape())));
             }
             let dtype = match view.dtype() {
                 Dtype::F32 => "f32",
                 Dtype::F64 => "f64",
-                other => {
-                    return Err(err(
-                        &at,
-                        format!("dtype {other:?}; crank reads F32 and F64"),
-                    ));
-                }
+                other => return Err(err(&at, format!("dtype {other:?}; crank reads F32 and F64"))),
             };
+            let data: Vec<F> = from_le_bytes(view.data(), dtype).ok_or_else(|| err(&at, "data length does not match its shape"))?;
+            values.push(if *transposed { transpose(&data, shape[1], shape[0]) } else { data });
             expected.insert(key);
-            from_le_bytes(view.data(), dtype)
-                .ok_or_else(|| err(&at, "data length does not match its shape"))
-        };
-        let w = read("weight", vec![d.output_size, *input])?;
-        let b = read("bias", vec![d.output_size])?;
-        tensors.push(vec![transpose(&w, d.output_size, *input), b]);
+        }
+        if let LayerSpec::BatchNorm(_) = layer {
+            expected.insert(format!("{index}.num_batches_tracked"));
+        }
+        tensors.push(values);
     }
     if let Some(extra) = file.names().into_iter().find(|n| !expected.contains(*n)) {
-        return Err(err(
-            format!("tensor `{extra}`"),
-            "not part of the architecture",
-        ));
+        return Err(err(format!("tensor `{extra}`"), "not part of the architecture"));
     }
     Sequential::from_tensors(spec, tensors)
 }

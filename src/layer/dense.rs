@@ -276,6 +276,12 @@ impl<F: Scalar> Layer<F> for Dense<F> {
         self.dx.view()
     }
 
+    fn visit_grads_mut(&mut self, f: &mut dyn FnMut(&mut [F])) {
+        let contiguous = "gradients are in standard layout";
+        f(self.grad_weights.as_slice_mut().expect(contiguous));
+        f(self.grad_biases.as_slice_mut().expect(contiguous));
+    }
+
     fn visit_params(&mut self, f: &mut dyn FnMut(Param<'_, F>)) {
         let contiguous = "parameters are in standard layout";
         f(Param {

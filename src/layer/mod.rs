@@ -15,8 +15,12 @@
 //! larger than an earlier one allocate nothing.
 
 mod dense;
+mod dropout;
+mod norm;
 
 pub use dense::Dense;
+pub use dropout::Dropout;
+pub use norm::{BatchNorm, LayerNorm};
 
 use crate::spec::LayerSpec;
 use crate::{Result, Scalar};
@@ -78,6 +82,10 @@ pub trait Layer<F: Scalar>: Send + Sync + Debug {
         String::new()
     }
 
+    /// Tells the layer the model's step count before a training forward (dropout seeds its
+    /// masks from it).
+    fn set_step(&mut self, _step: u64) {}
+
     /// Runs the layer on a batch `(batch, input_size)` and keeps the result in its own buffer.
     /// The caller guarantees the input's width; `input` must stay the same until `backward`.
     fn forward(&mut self, input: ArrayView2<'_, F>, mode: Mode) -> Result<()>;
@@ -101,6 +109,9 @@ pub trait Layer<F: Scalar>: Send + Sync + Debug {
 
     /// Calls `f` on each parameter and its gradient, always in the same order.
     fn visit_params(&mut self, f: &mut dyn FnMut(Param<'_, F>));
+
+    /// Calls `f` on each parameter's gradient, mutably (for clipping).
+    fn visit_grads_mut(&mut self, f: &mut dyn FnMut(&mut [F]));
 
     /// The layer's description, with its name and input size filled in (the seed's `to_dict`).
     fn to_spec(&self) -> LayerSpec;

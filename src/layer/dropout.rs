@@ -1,0 +1,157 @@
+//! Inverted dropout.
+
+use super::{Layer, Mode, Param, Tensor};
+use crate::buffer::Buffer;
+use crate::spec::{DropoutSpec, LayerSpec};
+use crate::{Error, Result, Scalar, kernels};
+use ndarray::{ArrayView2, ArrayViewMut2};
+use rand::{RngExt, SeedableRng};
+use rand_xoshiro::Xoshiro256PlusPlus;
+
+/// Inverted dropout: in training each element is zeroed with probability `rate` and the rest are
+/// scaled by `1 / (1 − rate)`; in evaluation it is the identity.
+///
+/// The masks come from a `Xoshiro256PlusPlus` seeded with the layer's seed and the model's step
+/// count, so they are reproducible and a resumed checkpoint draws the same masks.
+#[derive(Debug, Clone)]
+pub struct Dropout<F: Scalar> {
+    name: String,
+    size: usize,
+    rate: f64,
+    seed: u64,
+    step: u64,
+    /// `0` or `1 / (1 − rate)` per element of the latest training batch.
+    mask: Buffer<F>,
+    y: Buffer<F>,
+    dx: Buffer<F>,
+    /// Whether the latest forward applied a mask (training) or passed the input through.
+    masked: bool,
+}
+
+impl<F: Scalar> Dropout<F> {
+    /// Dropout over `size` features with probability `rate` in `[0, 1)`.
+    pub fn new(name: impl Into<String>, size: usize, rate: f64, seed: u64) -> Result<Self> {
+        if !(0.0..1.0).contains(&rate) {
+            return Err(Error::Config(format!("dropout rate {rate} is not in [0, 1)")));
+        }
+        Ok(Dropout {
+            name: name.into(),
+            size,
+            rate,
+            seed,
+            step: 0,
+            mask: Buffer::default(),
+            y: Buffer::default(),
+            dx: Buffer::default(),
+            masked: false,
+        })
+    }
+
+    fn check(&self, input: &ArrayView2<'_, F>) -> Result<()> {
+        if input.ncols() != self.size {
+            return Err(Error::shape(
+                format!("layer {} input", self.name),
+                format!("(batch, {})", self.size),
+                format!("{:?}", input.dim()),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl<F: Scalar> Layer<F> for Dropout<F> {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn kind(&self) -> &'static str {
+        "Dropout"
+    }
+
+    fn input_size(&self) -> usize {
+        self.size
+    }
+
+    fn output_size(&self) -> usize {
+        self.size
+    }
+
+    fn num_params(&self) -> usize {
+        0
+    }
+
+    fn describe(&self) -> String {
+        format!("rate {}", self.rate)
+    }
+
+    fn set_step(&mut self, step: u64) {
+        self.step = step;
+    }
+
+    fn forward(&mut self, input: ArrayView2<'_, F>, mode: Mode) -> Result<()> {
+        self.check(&input)?;
+        let (batch, n) = input.dim();
+        self.y.resize(batch, n);
+        self.y.view_mut().assign(&input);
+        self.masked = mode == Mode::Train && self.rate > 0.0;
+        if self.masked {
+            let mut rng = Xoshiro256PlusPlus::seed_from_u64(self.seed ^ self.step.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+            let (keep, scale) = (1.0 - self.rate, F::of(1.0 / (1.0 - self.rate)));
+            self.mask.resize(batch, n);
+            for m in self.mask.as_mut_slice() {
+                *m = if rng.random::<f64>() < keep { scale } else { F::zero() };
+            }
+            kernels::zip_inplace(self.y.as_mut_slice(), self.mask.as_slice(), |y, m| y * m);
+        }
+        Ok(())
+    }
+
+    fn output(&self) -> ArrayView2<'_, F> {
+        self.y.view()
+    }
+
+    fn backward(&mut self, input: ArrayView2<'_, F>, grad_output: ArrayView2<'_, F>, need_input_grad: bool) -> Result<()> {
+        self.check(&input)?;
+        if grad_output.dim() != self.y.shape() {
+            return Err(Error::shape(
+                format!("layer {} backward", self.name),
+                format!("{:?}", self.y.shape()),
+                format!("{:?}", grad_output.dim()),
+            ));
+        }
+        if need_input_grad {
+            let (batch, n) = grad_output.dim();
+            self.dx.resize(batch, n);
+            self.dx.view_mut().assign(&grad_output);
+            if self.masked {
+                kernels::zip_inplace(self.dx.as_mut_slice(), self.mask.as_slice(), |g, m| g * m);
+            }
+        }
+        Ok(())
+    }
+
+    fn input_grad(&self) -> ArrayView2<'_, F> {
+        self.dx.view()
+    }
+
+    fn visit_params(&mut self, _f: &mut dyn FnMut(Param<'_, F>)) {}
+
+    fn visit_grads_mut(&mut self, _f: &mut dyn FnMut(&mut [F])) {}
+
+    fn to_spec(&self) -> LayerSpec {
+        LayerSpec::Dropout(DropoutSpec {
+            name: Some(self.name.clone()),
+            input_size: Some(self.size),
+            rate: self.rate,
+            seed: Some(self.seed),
+        })
+    }
+
+    fn visit_tensors(&self, _f: &mut dyn FnMut(Tensor<'_, F>)) {}
+
+    fn infer(&self, input: ArrayView2<'_, F>, mut out: ArrayViewMut2<'_, F>) -> Result<()> {
+        self.check(&input)?;
+        out.assign(&input);
+        Ok(())
+    }
+}
