@@ -70,7 +70,12 @@ impl<F: Scalar> SequentialBuilder<F> {
     }
 
     /// Appends a [`Dense`] layer with a name of your choosing.
-    pub fn dense_named(self, name: impl Into<String>, units: usize, activation: Activation) -> Self {
+    pub fn dense_named(
+        self,
+        name: impl Into<String>,
+        units: usize,
+        activation: Activation,
+    ) -> Self {
         self.layer(LayerSpec::Dense(DenseSpec {
             name: Some(name.into()),
             input_size: None,
@@ -164,11 +169,14 @@ fn build_layer<F: Scalar>(
                 (Some(w), Some(b)) => {
                     let w = w
                         .into_shape_with_order((input, d.output_size))
-                        .map_err(|e| Error::Config(format!("layer {index} ({name}) weights: {e}")))?;
+                        .map_err(|e| {
+                            Error::Config(format!("layer {index} ({name}) weights: {e}"))
+                        })?;
                     Dense::from_weights(name, w, b, d.activation_function)?
                 }
                 _ => {
-                    let dense = Dense::new(input, d.output_size, d.activation_function, rng)?.with_name(name);
+                    let dense = Dense::new(input, d.output_size, d.activation_function, rng)?
+                        .with_name(name);
                     log::info!(
                         "initialised {} (Dense): {input} -> {}, {}, He normal, seed {model_seed}",
                         dense.name(),
@@ -181,11 +189,15 @@ fn build_layer<F: Scalar>(
             Box::new(dense)
         }
         LayerSpec::Dropout(d) => {
-            let seed = d.seed.unwrap_or_else(|| model_seed ^ (index as u64 + 1).wrapping_mul(0xD1B5_4A32_D192_ED03));
+            let seed = d.seed.unwrap_or_else(|| {
+                model_seed ^ (index as u64 + 1).wrapping_mul(0xD1B5_4A32_D192_ED03)
+            });
             Box::new(Dropout::new(name, input, d.rate, seed)?)
         }
         LayerSpec::BatchNorm(b) => Box::new(match (next(), next(), next(), next()) {
-            (Some(g), Some(be), Some(m), Some(v)) => BatchNorm::from_tensors(name, g, be, m, v, b.momentum, b.eps),
+            (Some(g), Some(be), Some(m), Some(v)) => {
+                BatchNorm::from_tensors(name, g, be, m, v, b.momentum, b.eps)
+            }
             _ => BatchNorm::new(name, input, b.momentum, b.eps),
         }),
         LayerSpec::LayerNorm(l) => Box::new(match (next(), next()) {
@@ -216,7 +228,9 @@ impl<F: Scalar> Sequential<F> {
             .layers
             .into_iter()
             .enumerate()
-            .map(|(i, (name, input, layer))| build_layer(i, name, input, layer, seed, &mut rng, None))
+            .map(|(i, (name, input, layer))| {
+                build_layer(i, name, input, layer, seed, &mut rng, None)
+            })
             .collect::<Result<Vec<_>>>()?;
         Sequential::from_layers(resolved.input_size, layers)
     }
@@ -266,7 +280,15 @@ impl<F: Scalar> Sequential<F> {
             }
             let seed = spec.seed.unwrap_or(DEFAULT_SEED);
             let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
-            layers.push(build_layer(i, name, input, layer, seed, &mut rng, Some(values))?);
+            layers.push(build_layer(
+                i,
+                name,
+                input,
+                layer,
+                seed,
+                &mut rng,
+                Some(values),
+            )?);
         }
         Sequential::from_layers(resolved.input_size, layers)
     }
@@ -470,7 +492,9 @@ impl<F: Scalar> Sequential<F> {
     /// before clipping.
     pub fn clip_grad_norm(&mut self, max_norm: f64) -> Result<f64> {
         if !(max_norm > 0.0 && max_norm.is_finite()) {
-            return Err(Error::Config(format!("max_norm must be finite and positive, got {max_norm}")));
+            return Err(Error::Config(format!(
+                "max_norm must be finite and positive, got {max_norm}"
+            )));
         }
         let mut sum_sq = 0.0;
         for layer in &mut self.layers {
@@ -490,7 +514,9 @@ impl<F: Scalar> Sequential<F> {
     /// Clamps every gradient element to `[-clip, clip]` (PyTorch's `clip_grad_value_`).
     pub fn clip_grad_value(&mut self, clip: f64) -> Result<()> {
         if !(clip > 0.0 && clip.is_finite()) {
-            return Err(Error::Config(format!("clip value must be finite and positive, got {clip}")));
+            return Err(Error::Config(format!(
+                "clip value must be finite and positive, got {clip}"
+            )));
         }
         let c = F::of(clip);
         for layer in &mut self.layers {
@@ -513,7 +539,11 @@ impl<F: Scalar> Sequential<F> {
     ) -> Result<F> {
         let value = self.compute_gradients(x, y, loss)?;
         self.apply_gradients(optimizer)?;
-        log::debug!("step {}: {loss} loss {value} on a batch of {}", self.steps, x.nrows());
+        log::debug!(
+            "step {}: {loss} loss {value} on a batch of {}",
+            self.steps,
+            x.nrows()
+        );
         Ok(value)
     }
 

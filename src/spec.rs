@@ -213,8 +213,11 @@ impl LayerSpec {
         let bad = |field: &str, v: f64| Err(format!("field `{field}` = {v} is out of range"));
         match self {
             LayerSpec::Dropout(d) if !(0.0..1.0).contains(&d.rate) => bad("rate", d.rate),
-            LayerSpec::BatchNorm(b) if !(b.momentum > 0.0 && b.momentum <= 1.0) => bad("momentum", b.momentum),
-            LayerSpec::BatchNorm(BatchNormSpec { eps, .. }) | LayerSpec::LayerNorm(LayerNormSpec { eps, .. })
+            LayerSpec::BatchNorm(b) if !(b.momentum > 0.0 && b.momentum <= 1.0) => {
+                bad("momentum", b.momentum)
+            }
+            LayerSpec::BatchNorm(BatchNormSpec { eps, .. })
+            | LayerSpec::LayerNorm(LayerNormSpec { eps, .. })
                 if !(*eps > 0.0 && eps.is_finite()) =>
             {
                 bad("eps", *eps)
@@ -367,12 +370,20 @@ impl ModelSpec {
                 (_, Some(given)) => given,
                 (Some(w), None) => w,
             };
-            for (field, v) in [("input_size", input), ("output_size", spec.output_size(input))] {
+            for (field, v) in [
+                ("input_size", input),
+                ("output_size", spec.output_size(input)),
+            ] {
                 if v == 0 {
-                    return Err(layer_err(i, &name, format!("field `{field}` must be at least 1")));
+                    return Err(layer_err(
+                        i,
+                        &name,
+                        format!("field `{field}` must be at least 1"),
+                    ));
                 }
             }
-            spec.check_settings().map_err(|reason| layer_err(i, &name, reason))?;
+            spec.check_settings()
+                .map_err(|reason| layer_err(i, &name, reason))?;
             for (tensor, shape) in spec.tensor_shapes(input) {
                 let n = shape
                     .iter()

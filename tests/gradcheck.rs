@@ -1,7 +1,7 @@
 //! Finite-difference gradient checks (f64) for Dense under every activation, for every loss, and
 //! for a whole model, over random shapes.
 
-use crank::layer::{Layer, Mode};
+use crank::layer::{BatchNorm, Dropout, Layer, LayerNorm, Mode};
 use crank::{Activation, Dense, Loss, Sequential, Target};
 use ndarray::{Array1, Array2};
 use proptest::prelude::*;
@@ -185,4 +185,144 @@ proptest! {
             }
         }
     }
+}
+
+/// `J = Σ c ⊙ layer(x)` in training mode.
+fn layer_objective(layer: &mut dyn Layer<f64>, x: &Array2<f64>, c: &Array2<f64>) -> f64 {
+    layer.forward(x.view(), Mode::Train).unwrap();
+    (&layer.output() * c).sum()
+}
+
+/// Checks a layer's input gradient and `B ·` parameter gradients against finite differences of
+/// `J = Σ c ⊙ layer(x)`.
+fn check_layer(
+    layer: &mut dyn Layer<f64>,
+    x: &Array2<f64>,
+    c: &Array2<f64>,
+) -> Result<(), TestCaseError> {
+    let what = layer.name().to_string();
+    layer.forward(x.view(), Mode::Train).unwrap();
+    layer.backward(x.view(), c.view(), true).unwrap();
+    let dx = layer.input_grad().to_owned();
+    let mut grads = Vec::new();
+    layer.visit_params(&mut |p| grads.push(p.grad.to_vec()));
+    let b = x.nrows() as f64;
+    for idx in ndarray::indices(x.dim()) {
+        let (mut xp, mut xm) = (x.clone(), x.clone());
+        xp[idx] += H;
+        xm[idx] -= H;
+        let fd = (layer_objective(layer, &xp, c) - layer_objective(layer, &xm, c)) / (2.0 * H);
+        close(dx[idx], fd, &format!("{what} dx{idx:?}"))?;
+    }
+    for (pi, grad) in grads.iter().enumerate() {
+        for (e, &g) in grad.iter().enumerate() {
+            let shift = |layer: &mut dyn Layer<f64>, d: f64| {
+                let mut k = 0;
+                layer.visit_params(&mut |p| {
+                    if k == pi {
+                        p.value[e] += d;
+                    }
+                    k += 1;
+                });
+            };
+            shift(layer, H);
+            let lp = layer_objective(layer, x, c);
+            shift(layer, -2.0 * H);
+            let lm = layer_objective(layer, x, c);
+            shift(layer, H);
+            close(
+                b * g,
+                (lp - lm) / (2.0 * H),
+                &format!("{what} param {pi}[{e}]"),
+            )?;
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(32))]
+
+    /// BatchNorm (batch statistics), LayerNorm and Dropout (a fixed mask for a fixed step).
+    #[test]
+    fn normalisation_and_dropout_gradients_match_finite_differences(
+        batch in 2usize..6, n in 1usize..6, seed: u64,
+    ) {
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
+        let x = random(&mut rng, (batch, n), 2.0);
+        let c = random(&mut rng, (batch, n), 1.0);
+        let gamma = Array1::from_shape_simple_fn(n, || 0.5 + rng.random::<f64>());
+        let beta = Array1::from_shape_simple_fn(n, || rng.random::<f64>() - 0.5);
+        // With a batch of 2 a feature's normalised values are ±1 whatever x is, so the
+        // gradient is 0 and finite differences see only rounding: use ε large enough to matter.
+        let mut bn = BatchNorm::from_tensors("bn", gamma.clone(), beta.clone(), Array1::zeros(n), Array1::ones(n), 0.1, 1e-3);
+        check_layer(&mut bn, &x, &c)?;
+        let mut ln = LayerNorm::from_tensors("ln", gamma, beta, 1e-3);
+        check_layer(&mut ln, &x, &c)?;
+        let mut dropout = Dropout::new("dropout", n, 0.4, seed).unwrap();
+        check_layer(&mut dropout, &x, &c)?;
+    }
+}
+
+#[test]
+fn dropout_is_identity_in_eval_and_unbiased_in_training() {
+    let x = Array2::from_elem((200, 50), 1.0f64);
+    let mut d = Dropout::new("d", 50, 0.3, 7).unwrap();
+    d.forward(x.view(), Mode::Eval).unwrap();
+    assert_eq!(d.output(), x);
+    d.forward(x.view(), Mode::Train).unwrap();
+    let out = d.output();
+    let zeros = out.iter().filter(|v| **v == 0.0).count() as f64 / out.len() as f64;
+    assert!((zeros - 0.3).abs() < 0.02, "dropped {zeros}");
+    assert!(
+        (out.mean().unwrap() - 1.0).abs() < 0.03,
+        "mean {}",
+        out.mean().unwrap()
+    );
+    assert!(
+        out.iter()
+            .all(|v| *v == 0.0 || (v - 1.0 / 0.7).abs() < 1e-12)
+    );
+    // Another step draws another mask; the same step, the same one.
+    let first = out.to_owned();
+    d.set_step(1);
+    d.forward(x.view(), Mode::Train).unwrap();
+    assert_ne!(d.output(), first);
+    d.set_step(0);
+    d.forward(x.view(), Mode::Train).unwrap();
+    assert_eq!(d.output(), first);
+}
+
+#[test]
+fn batchnorm_running_statistics_follow_pytorch() {
+    // x has column means (2, -1) and biased variances (1, 4); B = 4, so the unbiased ones are
+    // 4/3 and 16/3. PyTorch: running = 0.9 · running + 0.1 · batch (unbiased variance).
+    let x = ndarray::array![[1.0, -3.0], [3.0, 1.0], [1.0, -3.0], [3.0, 1.0]];
+    let mut bn = BatchNorm::<f64>::new("bn", 2, 0.1, 1e-5);
+    bn.forward(x.view(), Mode::Train).unwrap();
+    let rm = bn.running_mean().clone();
+    let rv = bn.running_var().clone();
+    assert!(
+        (rm[0] - 0.2).abs() < 1e-12 && (rm[1] + 0.1).abs() < 1e-12,
+        "{rm}"
+    );
+    assert!(
+        (rv[0] - (0.9 + 0.1 * 4.0 / 3.0)).abs() < 1e-12
+            && (rv[1] - (0.9 + 0.1 * 16.0 / 3.0)).abs() < 1e-12,
+        "{rv}"
+    );
+    // Training output is normalised with the batch statistics.
+    let y = bn.output();
+    assert!((y[[0, 0]] + 1.0 / (1.0f64 + 1e-5).sqrt()).abs() < 1e-12);
+    // Evaluation uses the running statistics, in forward and in infer alike.
+    bn.forward(x.view(), Mode::Eval).unwrap();
+    let mut out = Array2::zeros((4, 2));
+    bn.infer(x.view(), out.view_mut()).unwrap();
+    assert_eq!(bn.output(), out);
+    assert!((out[[0, 0]] - (1.0 - 0.2) / (rv[0] + 1e-5).sqrt()).abs() < 1e-12);
+    // A batch of one cannot be normalised in training.
+    assert!(
+        bn.forward(x.slice(ndarray::s![..1, ..]), Mode::Train)
+            .is_err()
+    );
 }

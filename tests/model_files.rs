@@ -375,3 +375,49 @@ fn hostile_safetensors_files() {
         assert!(Sequential::<f32>::from_bytes(&good[..cut], Format::Safetensors).is_err());
     }
 }
+
+#[test]
+fn every_layer_kind_round_trips_with_its_statistics() {
+    let mut m = Sequential::<f64>::builder(5)
+        .dense(8, Activation::Relu)
+        .batch_norm()
+        .dropout(0.25)
+        .dense(6, Activation::Gelu)
+        .layer_norm()
+        .dense(3, Activation::Identity)
+        .seed(4)
+        .build()
+        .unwrap();
+    let x = inputs::<f64>();
+    let mut sgd = crank::Sgd::new(0.1).unwrap();
+    for _ in 0..3 {
+        m.train_step(
+            x.view(),
+            &vec![0, 1, 2, 1],
+            &crank::Loss::SoftmaxCrossEntropy,
+            &mut sgd,
+        )
+        .unwrap();
+    }
+    let want = m.predict(x.view()).unwrap();
+    for format in [Format::Json, Format::Bincode, Format::Safetensors] {
+        let back = Sequential::<f64>::from_bytes(&m.to_bytes(format).unwrap(), format).unwrap();
+        assert_eq!(back.to_spec(), m.to_spec(), "{format:?}");
+        assert_eq!(back.predict(x.view()).unwrap(), want, "{format:?}");
+    }
+    // PyTorch's names: Linear, ReLU, BatchNorm1d, Dropout, Linear, GELU, LayerNorm, Linear.
+    assert_eq!(crank::io::torch_names(&m.to_spec()), vec![0, 2, 3, 4, 6, 7]);
+    let doc: serde_json::Value =
+        serde_json::from_slice(&m.to_bytes(Format::Json).unwrap()).unwrap();
+    let bn = &doc["layers"][1];
+    assert_eq!(bn["type"], "BatchNorm");
+    assert_eq!(bn["running_var"].as_array().unwrap().len(), 8);
+    assert!(
+        bn["running_mean"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|v| v.as_f64() != Some(0.0))
+    );
+    assert_eq!(doc["layers"][2]["rate"], 0.25);
+}

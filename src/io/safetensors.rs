@@ -46,7 +46,12 @@ pub fn torch_names(spec: &ModelSpec) -> Vec<usize> {
 fn torch_tensors(layer: &LayerSpec) -> &'static [(&'static str, bool)] {
     match layer {
         LayerSpec::Dense(_) => &[("weight", true), ("bias", false)],
-        LayerSpec::BatchNorm(_) => &[("weight", false), ("bias", false), ("running_mean", false), ("running_var", false)],
+        LayerSpec::BatchNorm(_) => &[
+            ("weight", false),
+            ("bias", false),
+            ("running_mean", false),
+            ("running_var", false),
+        ],
         LayerSpec::LayerNorm(_) => &[("weight", false), ("bias", false)],
         LayerSpec::Dropout(_) => &[],
     }
@@ -63,15 +68,28 @@ fn transpose<F: Copy>(data: &[F], rows: usize, cols: usize) -> Vec<F> {
 
 pub(super) fn encode<F: Scalar>(model: &Sequential<F>) -> Result<Vec<u8>> {
     let spec = model.to_spec();
-    let dtype = if F::NAME == "f32" { Dtype::F32 } else { Dtype::F64 };
+    let dtype = if F::NAME == "f32" {
+        Dtype::F32
+    } else {
+        Dtype::F64
+    };
     let resolved = spec.resolve()?;
     let mut owned: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
-    for ((index, (_, input, layer)), values) in torch_names(&spec).into_iter().zip(&resolved.layers).zip(model.tensors()) {
-        for (((suffix, transposed), (_, shape)), data) in
-            torch_tensors(layer).iter().zip(layer.tensor_shapes(*input)).zip(&values)
+    for ((index, (_, input, layer)), values) in torch_names(&spec)
+        .into_iter()
+        .zip(&resolved.layers)
+        .zip(model.tensors())
+    {
+        for (((suffix, transposed), (_, shape)), data) in torch_tensors(layer)
+            .iter()
+            .zip(layer.tensor_shapes(*input))
+            .zip(&values)
         {
             let (shape, bytes) = if *transposed {
-                (vec![shape[1], shape[0]], to_le_bytes(&transpose(data, shape[0], shape[1])))
+                (
+                    vec![shape[1], shape[0]],
+                    to_le_bytes(&transpose(data, shape[0], shape[1])),
+                )
             } else {
                 (shape, to_le_bytes(data))
             };
@@ -80,13 +98,19 @@ pub(super) fn encode<F: Scalar>(model: &Sequential<F>) -> Result<Vec<u8>> {
         if let LayerSpec::BatchNorm(_) = layer {
             // PyTorch's BatchNorm1d carries a batch counter (int64, shape []); crank does not
             // use it, but load_state_dict(strict=True) expects it.
-            owned.push((format!("{index}.num_batches_tracked"), Dtype::I64, vec![], model.steps().to_le_bytes().to_vec()));
+            owned.push((
+                format!("{index}.num_batches_tracked"),
+                Dtype::I64,
+                vec![],
+                model.steps().to_le_bytes().to_vec(),
+            ));
         }
     }
     let views = owned
         .iter()
         .map(|(name, dtype, shape, bytes)| {
-            let view = TensorView::new(*dtype, shape.clone(), bytes).map_err(|e| err(name, e.to_string()))?;
+            let view = TensorView::new(*dtype, shape.clone(), bytes)
+                .map_err(|e| err(name, e.to_string()))?;
             Ok((name.clone(), view))
         })
         .collect::<Result<Vec<_>>>()?;
@@ -99,7 +123,8 @@ pub(super) fn encode<F: Scalar>(model: &Sequential<F>) -> Result<Vec<u8>> {
 }
 
 pub(super) fn decode<F: Scalar>(bytes: &[u8], spec: Option<&ModelSpec>) -> Result<Sequential<F>> {
-    let (_, metadata) = SafeTensors::read_metadata(bytes).map_err(|e| err("header", e.to_string()))?;
+    let (_, metadata) =
+        SafeTensors::read_metadata(bytes).map_err(|e| err("header", e.to_string()))?;
     let file = SafeTensors::deserialize(bytes).map_err(|e| err("header", e.to_string()))?;
     let from_file;
     let spec = match spec {
@@ -109,7 +134,12 @@ pub(super) fn decode<F: Scalar>(bytes: &[u8], spec: Option<&ModelSpec>) -> Resul
                 .metadata()
                 .as_ref()
                 .and_then(|m| m.get("crank_spec"))
-                .ok_or_else(|| err("metadata", "no crank architecture (`crank_spec`); pass the model's description"))?;
+                .ok_or_else(|| {
+                    err(
+                        "metadata",
+                        "no crank architecture (`crank_spec`); pass the model's description",
+                    )
+                })?;
             from_file = ModelSpec::from_json(text)?;
             &from_file
         }
@@ -119,21 +149,40 @@ pub(super) fn decode<F: Scalar>(bytes: &[u8], spec: Option<&ModelSpec>) -> Resul
     let mut tensors = Vec::with_capacity(resolved.layers.len());
     for (index, (name, input, layer)) in torch_names(spec).into_iter().zip(&resolved.layers) {
         let mut values = Vec::new();
-        for ((suffix, transposed), (_, shape)) in torch_tensors(layer).iter().zip(layer.tensor_shapes(*input)) {
+        for ((suffix, transposed), (_, shape)) in
+            torch_tensors(layer).iter().zip(layer.tensor_shapes(*input))
+        {
             let key = format!("{index}.{suffix}");
             let at = format!("tensor `{key}` (layer {name})");
-            let stored_shape = if *transposed { vec![shape[1], shape[0]] } else { shape.clone() };
+            let stored_shape = if *transposed {
+                vec![shape[1], shape[0]]
+            } else {
+                shape.clone()
+            };
             let view = file.tensor(&key).map_err(|_| err(&at, "missing"))?;
             if view.shape() != stored_shape.as_slice() {
-                return Err(err(&at, format!("shape {:?}, expected {stored_shape:?}", view.shape())));
+                return Err(err(
+                    &at,
+                    format!("shape {:?}, expected {stored_shape:?}", view.shape()),
+                ));
             }
             let dtype = match view.dtype() {
                 Dtype::F32 => "f32",
                 Dtype::F64 => "f64",
-                other => return Err(err(&at, format!("dtype {other:?}; crank reads F32 and F64"))),
+                other => {
+                    return Err(err(
+                        &at,
+                        format!("dtype {other:?}; crank reads F32 and F64"),
+                    ));
+                }
             };
-            let data: Vec<F> = from_le_bytes(view.data(), dtype).ok_or_else(|| err(&at, "data length does not match its shape"))?;
-            values.push(if *transposed { transpose(&data, shape[1], shape[0]) } else { data });
+            let data: Vec<F> = from_le_bytes(view.data(), dtype)
+                .ok_or_else(|| err(&at, "data length does not match its shape"))?;
+            values.push(if *transposed {
+                transpose(&data, shape[1], shape[0])
+            } else {
+                data
+            });
             expected.insert(key);
         }
         if let LayerSpec::BatchNorm(_) = layer {
@@ -142,7 +191,10 @@ pub(super) fn decode<F: Scalar>(bytes: &[u8], spec: Option<&ModelSpec>) -> Resul
         tensors.push(values);
     }
     if let Some(extra) = file.names().into_iter().find(|n| !expected.contains(*n)) {
-        return Err(err(format!("tensor `{extra}`"), "not part of the architecture"));
+        return Err(err(
+            format!("tensor `{extra}`"),
+            "not part of the architecture",
+        ));
     }
     Sequential::from_tensors(spec, tensors)
 }

@@ -32,7 +32,9 @@ impl<F: Scalar> Dropout<F> {
     /// Dropout over `size` features with probability `rate` in `[0, 1)`.
     pub fn new(name: impl Into<String>, size: usize, rate: f64, seed: u64) -> Result<Self> {
         if !(0.0..1.0).contains(&rate) {
-            return Err(Error::Config(format!("dropout rate {rate} is not in [0, 1)")));
+            return Err(Error::Config(format!(
+                "dropout rate {rate} is not in [0, 1)"
+            )));
         }
         Ok(Dropout {
             name: name.into(),
@@ -95,11 +97,17 @@ impl<F: Scalar> Layer<F> for Dropout<F> {
         self.y.view_mut().assign(&input);
         self.masked = mode == Mode::Train && self.rate > 0.0;
         if self.masked {
-            let mut rng = Xoshiro256PlusPlus::seed_from_u64(self.seed ^ self.step.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+            let mut rng = Xoshiro256PlusPlus::seed_from_u64(
+                self.seed ^ self.step.wrapping_mul(0x9E37_79B9_7F4A_7C15),
+            );
             let (keep, scale) = (1.0 - self.rate, F::of(1.0 / (1.0 - self.rate)));
             self.mask.resize(batch, n);
             for m in self.mask.as_mut_slice() {
-                *m = if rng.random::<f64>() < keep { scale } else { F::zero() };
+                *m = if rng.random::<f64>() < keep {
+                    scale
+                } else {
+                    F::zero()
+                };
             }
             kernels::zip_inplace(self.y.as_mut_slice(), self.mask.as_slice(), |y, m| y * m);
         }
@@ -110,7 +118,12 @@ impl<F: Scalar> Layer<F> for Dropout<F> {
         self.y.view()
     }
 
-    fn backward(&mut self, input: ArrayView2<'_, F>, grad_output: ArrayView2<'_, F>, need_input_grad: bool) -> Result<()> {
+    fn backward(
+        &mut self,
+        input: ArrayView2<'_, F>,
+        grad_output: ArrayView2<'_, F>,
+        need_input_grad: bool,
+    ) -> Result<()> {
         self.check(&input)?;
         if grad_output.dim() != self.y.shape() {
             return Err(Error::shape(

@@ -4,6 +4,9 @@
 //! with `x̂` the input normalised over the batch (BatchNorm, per feature) or over the features
 //! (LayerNorm, per sample). Parameter gradients are batch means, as for [`Dense`](super::Dense).
 
+// Per-feature loops read and write several arrays at the same index; indexing says so plainly.
+#![allow(clippy::needless_range_loop)]
+
 use super::{Layer, Mode, Param, Tensor};
 use crate::buffer::Buffer;
 use crate::spec::{BatchNormSpec, LayerNormSpec, LayerSpec};
@@ -82,7 +85,11 @@ fn check_width<F>(name: &str, size: usize, input: &ArrayView2<'_, F>) -> Result<
 
 fn check_grad<F>(name: &str, want: (usize, usize), g: &ArrayView2<'_, F>) -> Result<()> {
     if g.dim() != want {
-        return Err(Error::shape(format!("layer {name} backward"), format!("{want:?}"), format!("{:?}", g.dim())));
+        return Err(Error::shape(
+            format!("layer {name} backward"),
+            format!("{want:?}"),
+            format!("{:?}", g.dim()),
+        ));
     }
     Ok(())
 }
@@ -211,7 +218,10 @@ impl<F: Scalar> Layer<F> for BatchNorm<F> {
                     *v += (x - m) * (x - m);
                 }
             }
-            let (mom, unbias) = (F::of(self.momentum), F::of(batch as f64 / (batch as f64 - 1.0)));
+            let (mom, unbias) = (
+                F::of(self.momentum),
+                F::of(batch as f64 / (batch as f64 - 1.0)),
+            );
             for j in 0..n {
                 let v = var[j] * inv_b;
                 self.inv_std[j] = F::one() / (v + eps).sqrt();
@@ -227,7 +237,12 @@ impl<F: Scalar> Layer<F> for BatchNorm<F> {
         self.xhat.resize(batch, n);
         self.y.resize(batch, n);
         let (g, b) = (&self.affine.gamma, &self.affine.beta);
-        for ((row, mut xh), mut y) in input.rows().into_iter().zip(self.xhat.view_mut().rows_mut()).zip(self.y.view_mut().rows_mut()) {
+        for ((row, mut xh), mut y) in input
+            .rows()
+            .into_iter()
+            .zip(self.xhat.view_mut().rows_mut())
+            .zip(self.y.view_mut().rows_mut())
+        {
             for j in 0..n {
                 xh[j] = (row[j] - self.mean[j]) * self.inv_std[j];
                 y[j] = g[j] * xh[j] + b[j];
@@ -240,18 +255,36 @@ impl<F: Scalar> Layer<F> for BatchNorm<F> {
         self.y.view()
     }
 
-    fn backward(&mut self, input: ArrayView2<'_, F>, grad_output: ArrayView2<'_, F>, need_input_grad: bool) -> Result<()> {
+    fn backward(
+        &mut self,
+        input: ArrayView2<'_, F>,
+        grad_output: ArrayView2<'_, F>,
+        need_input_grad: bool,
+    ) -> Result<()> {
         check_width(&self.name, self.input_size(), &input)?;
         check_grad(&self.name, self.y.shape(), &grad_output)?;
         self.affine.grads(&grad_output, &self.xhat);
         if need_input_grad {
             let (batch, n) = grad_output.dim();
             self.dx.resize(batch, n);
-            let (gamma, dg, db) = (&self.affine.gamma, &self.affine.grad_gamma, &self.affine.grad_beta);
+            let (gamma, dg, db) = (
+                &self.affine.gamma,
+                &self.affine.grad_gamma,
+                &self.affine.grad_beta,
+            );
             let coupled = self.batch_stats;
-            for ((g, xh), mut dx) in grad_output.rows().into_iter().zip(self.xhat.view().rows()).zip(self.dx.view_mut().rows_mut()) {
+            for ((g, xh), mut dx) in grad_output
+                .rows()
+                .into_iter()
+                .zip(self.xhat.view().rows())
+                .zip(self.dx.view_mut().rows_mut())
+            {
                 for j in 0..n {
-                    let centred = if coupled { g[j] - db[j] - xh[j] * dg[j] } else { g[j] };
+                    let centred = if coupled {
+                        g[j] - db[j] - xh[j] * dg[j]
+                    } else {
+                        g[j]
+                    };
                     dx[j] = gamma[j] * self.inv_std[j] * centred;
                 }
             }
@@ -324,7 +357,12 @@ impl<F: Scalar> LayerNorm<F> {
     }
 
     /// A layer with the given scale and shift.
-    pub fn from_tensors(name: impl Into<String>, gamma: Array1<F>, beta: Array1<F>, eps: f64) -> Self {
+    pub fn from_tensors(
+        name: impl Into<String>,
+        gamma: Array1<F>,
+        beta: Array1<F>,
+        eps: f64,
+    ) -> Self {
         LayerNorm {
             name: name.into(),
             eps,
@@ -342,7 +380,9 @@ impl<F: Scalar> LayerNorm<F> {
         let mean = row.sum() / n;
         let var = row.fold(F::zero(), |s, &x| s + (x - mean) * (x - mean)) / n;
         let inv_std = F::one() / (var + F::of(self.eps)).sqrt();
-        xhat.iter_mut().zip(row).for_each(|(h, &x)| *h = (x - mean) * inv_std);
+        xhat.iter_mut()
+            .zip(row)
+            .for_each(|(h, &x)| *h = (x - mean) * inv_std);
         inv_std
     }
 }
@@ -374,13 +414,23 @@ impl<F: Scalar> Layer<F> for LayerNorm<F> {
         let mut xhat = std::mem::take(&mut self.xhat);
         xhat.resize(batch, n);
         self.inv_std.resize(batch, F::zero());
-        for (i, (row, xh)) in input.rows().into_iter().zip(xhat.as_mut_slice().chunks_mut(n)).enumerate() {
+        for (i, (row, xh)) in input
+            .rows()
+            .into_iter()
+            .zip(xhat.as_mut_slice().chunks_mut(n))
+            .enumerate()
+        {
             self.inv_std[i] = self.normalise(row, xh);
         }
         self.xhat = xhat;
         self.y.resize(batch, n);
         let (g, b) = (&self.affine.gamma, &self.affine.beta);
-        for (xh, y) in self.xhat.as_slice().chunks(n).zip(self.y.as_mut_slice().chunks_mut(n)) {
+        for (xh, y) in self
+            .xhat
+            .as_slice()
+            .chunks(n)
+            .zip(self.y.as_mut_slice().chunks_mut(n))
+        {
             for j in 0..n {
                 y[j] = g[j] * xh[j] + b[j];
             }
@@ -392,7 +442,12 @@ impl<F: Scalar> Layer<F> for LayerNorm<F> {
         self.y.view()
     }
 
-    fn backward(&mut self, input: ArrayView2<'_, F>, grad_output: ArrayView2<'_, F>, need_input_grad: bool) -> Result<()> {
+    fn backward(
+        &mut self,
+        input: ArrayView2<'_, F>,
+        grad_output: ArrayView2<'_, F>,
+        need_input_grad: bool,
+    ) -> Result<()> {
         check_width(&self.name, self.input_size(), &input)?;
         check_grad(&self.name, self.y.shape(), &grad_output)?;
         self.affine.grads(&grad_output, &self.xhat);
@@ -454,7 +509,13 @@ impl<F: Scalar> Layer<F> for LayerNorm<F> {
         check_width(&self.name, self.input_size(), &input)?;
         let (g, b) = (&self.affine.gamma, &self.affine.beta);
         for (row, mut y) in input.rows().into_iter().zip(out.rows_mut()) {
-            let y = y.as_slice_mut().ok_or_else(|| Error::shape(format!("layer {} output buffer", self.name), "contiguous rows", "strided"))?;
+            let y = y.as_slice_mut().ok_or_else(|| {
+                Error::shape(
+                    format!("layer {} output buffer", self.name),
+                    "contiguous rows",
+                    "strided",
+                )
+            })?;
             self.normalise(row, y);
             for j in 0..y.len() {
                 y[j] = g[j] * y[j] + b[j];
