@@ -27,6 +27,18 @@ pub enum Error {
         /// The training step (0-based count of completed steps), when training.
         step: Option<u64>,
     },
+    /// Training diverged: a loss or gradient went non-finite. The model keeps the weights from
+    /// before that step.
+    #[error("training diverged at epoch {epoch}, batch {batch}: {source}")]
+    Diverged {
+        /// 1-based epoch.
+        epoch: usize,
+        /// 1-based batch within the epoch.
+        batch: usize,
+        /// What went non-finite.
+        #[source]
+        source: Box<Error>,
+    },
     /// A target that does not fit the loss or the network's output.
     #[error("invalid target for {loss}: {reason}")]
     Target {

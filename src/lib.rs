@@ -52,10 +52,12 @@ pub mod io;
 pub mod kernels;
 pub mod layer;
 pub mod loss;
+pub mod metrics;
 pub mod model;
 pub mod optim;
 mod scalar;
 pub mod spec;
+pub mod train;
 
 pub use activation::Activation;
 pub use error::{Error, Result};

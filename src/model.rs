@@ -12,6 +12,10 @@ use rand_xoshiro::Xoshiro256PlusPlus;
 use std::fmt;
 use std::marker::PhantomData;
 
+/// Every layer's saved tensors: `[layer][tensor]` values, row-major, in the order of
+/// [`LayerSpec::tensor_shapes`].
+pub(crate) type LayerTensors<F> = Vec<Vec<Vec<F>>>;
+
 /// The seed used when a builder is given none: models are reproducible by default.
 pub const DEFAULT_SEED: u64 = 0;
 
@@ -238,7 +242,7 @@ impl<F: Scalar> Sequential<F> {
     /// A model from its description and saved tensors: `tensors[layer][k]` holds the values of
     /// the `k`-th tensor of [`LayerSpec::tensor_shapes`], row-major. Lengths are checked
     /// against the description before any layer is made.
-    pub(crate) fn from_tensors(spec: &ModelSpec, tensors: Vec<Vec<Vec<F>>>) -> Result<Self> {
+    pub(crate) fn from_tensors(spec: &ModelSpec, tensors: LayerTensors<F>) -> Result<Self> {
         let resolved = spec.resolve()?;
         if tensors.len() != resolved.layers.len() {
             return Err(Error::Spec {
@@ -302,8 +306,17 @@ impl<F: Scalar> Sequential<F> {
         }
     }
 
+    /// Replaces every layer's tensors with `tensors` (as [`tensors`](Self::tensors) gave them),
+    /// keeping the step count.
+    pub(crate) fn restore_tensors(&mut self, tensors: LayerTensors<F>) -> Result<()> {
+        let steps = self.steps;
+        *self = Sequential::from_tensors(&self.to_spec(), tensors)?;
+        self.steps = steps;
+        Ok(())
+    }
+
     /// Every layer's tensors, in the order of [`LayerSpec::tensor_shapes`].
-    pub(crate) fn tensors(&self) -> Vec<Vec<Vec<F>>> {
+    pub(crate) fn tensors(&self) -> LayerTensors<F> {
         self.layers
             .iter()
             .map(|l| {

@@ -1,0 +1,504 @@
+//! The training loop: [`Sequential::fit`] with validation, metrics, schedules, clipping, early
+//! stopping, callbacks and a [`History`].
+
+use crate::loss::{Loss, Target};
+use crate::metrics::{Metric, Tally};
+use crate::model::{LayerTensors, Workspace};
+use crate::optim::{Optimizer, Schedule, Scheduler};
+use crate::{Error, Result, Scalar, Sequential};
+use ndarray::{Array2, ArrayView2, Axis, s};
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use rand_xoshiro::Xoshiro256PlusPlus;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+/// Settings of [`Sequential::fit`]. Serializable, so a training file can hold them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FitOptions {
+    /// Passes over the training data (default 10).
+    pub epochs: usize,
+    /// Samples per step (default 32); the last batch of an epoch may be smaller.
+    pub batch_size: usize,
+    /// Shuffle the training samples every epoch (default true).
+    pub shuffle: bool,
+    /// Seed of the shuffling generator (default 0).
+    pub seed: u64,
+    /// Hold out this fraction of the training data, taken from its end before any shuffling
+    /// (as Keras's `validation_split`), when no validation set is given.
+    pub validation_fraction: Option<f64>,
+    /// Metrics to report besides the loss, on the training batches and the validation set.
+    pub metrics: Vec<Metric>,
+    /// Stop when a monitored value stops improving.
+    pub early_stopping: Option<EarlyStopping>,
+    /// How the learning rate changes per epoch.
+    pub schedule: Option<Schedule>,
+    /// Clip the gradients' global L2 norm to this value before each update.
+    pub clip_norm: Option<f64>,
+    /// Clip every gradient element to `[-v, v]` before each update.
+    pub clip_value: Option<f64>,
+}
+
+impl Default for FitOptions {
+    fn default() -> Self {
+        FitOptions {
+            epochs: 10,
+            batch_size: 32,
+            shuffle: true,
+            seed: 0,
+            validation_fraction: None,
+            metrics: Vec::new(),
+            early_stopping: None,
+            schedule: None,
+            clip_norm: None,
+            clip_value: None,
+        }
+    }
+}
+
+/// Stops training when `monitor` has not improved by `min_delta` for `patience` epochs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EarlyStopping {
+    /// The history column to watch (default `"val_loss"`); accuracies and R² count as better
+    /// when higher, everything else when lower.
+    pub monitor: String,
+    /// Epochs without improvement before stopping (default 5).
+    pub patience: usize,
+    /// The smallest change that counts as an improvement (default 0).
+    pub min_delta: f64,
+    /// Put back the weights of the best epoch when stopping (default true).
+    pub restore_best_weights: bool,
+}
+
+impl Default for EarlyStopping {
+    fn default() -> Self {
+        EarlyStopping {
+            monitor: "val_loss".into(),
+            patience: 5,
+            min_delta: 0.0,
+            restore_best_weights: true,
+        }
+    }
+}
+
+/// One epoch's record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Epoch {
+    /// 1-based epoch number.
+    pub epoch: usize,
+    /// The learning rate used in the epoch.
+    pub lr: f64,
+    /// Wall-clock seconds the epoch took (training and validation).
+    pub seconds: f64,
+    /// `loss` and the metrics on the training batches; `val_loss`, `val_<metric>` on the
+    /// validation set.
+    pub metrics: BTreeMap<String, f64>,
+}
+
+/// What [`Sequential::fit`] did, epoch by epoch.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct History {
+    /// The epochs run.
+    pub epochs: Vec<Epoch>,
+    /// The epoch whose weights the model ends with when early stopping restored them.
+    pub best_epoch: Option<usize>,
+}
+
+impl History {
+    /// The history as JSON.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("a History always serializes")
+    }
+
+    /// The history as CSV: `epoch,lr,seconds` and then one column per metric, sorted.
+    pub fn to_csv(&self) -> String {
+        let mut columns: Vec<&String> = self.epochs.iter().flat_map(|e| e.metrics.keys()).collect();
+        columns.sort();
+        columns.dedup();
+        let mut out = String::from("epoch,lr,seconds");
+        for c in &columns {
+            out.push(',');
+            out.push_str(c);
+        }
+        out.push('\n');
+        for e in &self.epochs {
+            out.push_str(&format!("{},{},{}", e.epoch, e.lr, e.seconds));
+            for c in &columns {
+                out.push(',');
+                if let Some(v) = e.metrics.get(*c) {
+                    out.push_str(&v.to_string());
+                }
+            }
+            out.push('\n');
+        }
+        out
+    }
+
+    /// The values of one column, epoch by epoch (`NaN` where an epoch lacks it).
+    pub fn column(&self, name: &str) -> Vec<f64> {
+        self.epochs
+            .iter()
+            .map(|e| e.metrics.get(name).copied().unwrap_or(f64::NAN))
+            .collect()
+    }
+}
+
+/// Hooks that [`Sequential::fit_with`] calls as training goes (a progress bar, logging).
+pub trait Callback {
+    /// After each training step.
+    fn on_batch_end(&mut self, _epoch: usize, _batch: usize, _batches: usize, _loss: f64) {}
+
+    /// After each epoch, with its record.
+    fn on_epoch_end(&mut self, _record: &Epoch) {}
+}
+
+/// No callbacks.
+impl Callback for () {}
+
+/// Samples and their targets, for [`Sequential::fit_with`].
+#[derive(Debug, Clone, Copy)]
+pub struct Dataset<'a, F> {
+    /// Features, `(samples, inputs)`.
+    pub x: ArrayView2<'a, F>,
+    /// Targets, one per sample.
+    pub y: Target<'a, F>,
+}
+
+impl<'a, F: Scalar> Dataset<'a, F> {
+    /// A data set of features and targets.
+    pub fn new(x: ArrayView2<'a, F>, y: impl Into<Target<'a, F>>) -> Result<Self> {
+        let y = y.into();
+        if y.len() != x.nrows() {
+            return Err(Error::shape(
+                "data set targets",
+                format!("{} targets", x.nrows()),
+                format!("{}", y.len()),
+            ));
+        }
+        Ok(Dataset { x, y })
+    }
+
+    fn split_at(self, at: usize) -> (Self, Self) {
+        let (xa, xb) = self.x.split_at(Axis(0), at);
+        let (ya, yb) = match self.y {
+            Target::Classes(c) => (Target::Classes(&c[..at]), Target::Classes(&c[at..])),
+            Target::Values(v) => {
+                let (a, b) = v.split_at(Axis(0), at);
+                (Target::Values(a), Target::Values(b))
+            }
+        };
+        (Dataset { x: xa, y: ya }, Dataset { x: xb, y: yb })
+    }
+}
+
+/// Reusable buffers for gathering shuffled batches.
+struct Batches<F> {
+    x: Array2<F>,
+    values: Array2<F>,
+    classes: Vec<usize>,
+}
+
+impl<F: Scalar> Batches<F> {
+    fn gather<'b>(
+        &'b mut self,
+        data: &Dataset<'_, F>,
+        rows: &[usize],
+    ) -> (ArrayView2<'b, F>, Target<'b, F>) {
+        let n = rows.len();
+        if self.x.nrows() < n || self.x.ncols() != data.x.ncols() {
+            self.x = Array2::zeros((n, data.x.ncols()));
+        }
+        for (i, &r) in rows.iter().enumerate() {
+            self.x.row_mut(i).assign(&data.x.row(r));
+        }
+        let target = match data.y {
+            Target::Classes(c) => {
+                self.classes.clear();
+                self.classes.extend(rows.iter().map(|&r| c[r]));
+                Target::Classes(&self.classes)
+            }
+            Target::Values(v) => {
+                if self.values.nrows() < n || self.values.ncols() != v.ncols() {
+                    self.values = Array2::zeros((n, v.ncols()));
+                }
+                for (i, &r) in rows.iter().enumerate() {
+                    self.values.row_mut(i).assign(&v.row(r));
+                }
+                Target::Values(self.values.slice(s![..n, ..]))
+            }
+        };
+        (self.x.slice(s![..n, ..]), target)
+    }
+}
+
+impl<F: Scalar> Sequential<F> {
+    /// Trains on `x` and `y` as `options` say, holding out `options.validation_fraction` for
+    /// validation. See [`fit_with`](Self::fit_with).
+    ///
+    /// ```
+    /// use crank::{Activation, Adam, Loss, Sequential};
+    /// use crank::train::{EarlyStopping, FitOptions};
+    /// use crank::metrics::Metric;
+    /// use ndarray::Array2;
+    ///
+    /// let x = Array2::from_shape_fn((200, 2), |(i, j)| ((i * 7 + j * 3) % 11) as f32 / 5.0 - 1.0);
+    /// let y: Vec<usize> = x.rows().into_iter().map(|r| (r[0] * r[1] > 0.0) as usize).collect();
+    /// let mut model = Sequential::<f32>::builder(2)
+    ///     .dense(16, Activation::Relu)
+    ///     .dense(2, Activation::Identity)
+    ///     .build()?;
+    /// let history = model.fit(x.view(), &y, &Loss::SoftmaxCrossEntropy, &mut Adam::new(0.01)?, &FitOptions {
+    ///     epochs: 50,
+    ///     validation_fraction: Some(0.2),
+    ///     metrics: vec![Metric::Accuracy],
+    ///     early_stopping: Some(EarlyStopping { patience: 10, ..Default::default() }),
+    ///     ..Default::default()
+    /// })?;
+    /// assert!(history.column("val_accuracy").last().unwrap() > &0.8);
+    /// # Ok::<(), crank::Error>(())
+    /// ```
+    pub fn fit<'d>(
+        &mut self,
+        x: ArrayView2<'d, F>,
+        y: impl Into<Target<'d, F>>,
+        loss: &Loss,
+        optimizer: &mut dyn Optimizer,
+        options: &FitOptions,
+    ) -> Result<History> {
+        let data = Dataset::new(x, y)?;
+        let (train, validation) = match options.validation_fraction {
+            Some(f) if (0.0..1.0).contains(&f) => {
+                let n_val = (data.x.nrows() as f64 * f).round() as usize;
+                if n_val == 0 {
+                    (data, None)
+                } else {
+                    let (t, v) = data.split_at(data.x.nrows() - n_val);
+                    (t, Some(v))
+                }
+            }
+            Some(f) => {
+                return Err(Error::Config(format!(
+                    "validation_fraction {f} is not in [0, 1)"
+                )));
+            }
+            None => (data, None),
+        };
+        self.fit_with(train, validation, loss, optimizer, options, &mut ())
+    }
+
+    /// Trains for `options.epochs` epochs of shuffled mini-batches, evaluating `validation`
+    /// after each epoch, and returns the [`History`].
+    ///
+    /// A non-finite loss or gradient stops training with [`Error::Diverged`] naming the epoch
+    /// and batch; the model keeps the last finite weights. With early stopping and
+    /// `restore_best_weights`, the model ends with the weights of the best epoch.
+    pub fn fit_with(
+        &mut self,
+        train: Dataset<'_, F>,
+        validation: Option<Dataset<'_, F>>,
+        loss: &Loss,
+        optimizer: &mut dyn Optimizer,
+        options: &FitOptions,
+        callback: &mut dyn Callback,
+    ) -> Result<History> {
+        let n = train.x.nrows();
+        if n == 0 || options.batch_size == 0 {
+            return Err(Error::Config(
+                "fit needs at least one sample and a batch size of at least 1".into(),
+            ));
+        }
+        if let Some(es) = &options.early_stopping
+            && es.monitor.starts_with("val_")
+            && validation.is_none()
+        {
+            return Err(Error::Config(format!(
+                "early stopping monitors {} but there is no validation set",
+                es.monitor
+            )));
+        }
+        let mut scheduler = match &options.schedule {
+            Some(s) => Some(Scheduler::new(s.clone(), optimizer.learning_rate())?),
+            None => None,
+        };
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(options.seed);
+        let mut order: Vec<usize> = (0..n).collect();
+        let mut batches = Batches {
+            x: Array2::zeros((0, 0)),
+            values: Array2::zeros((0, 0)),
+            classes: Vec::new(),
+        };
+        let mut ws = Workspace::new();
+        let mut history = History::default();
+        // The best monitored value, its epoch and (when restoring) its weights.
+        let mut best: Option<(f64, usize, LayerTensors<F>)> = None;
+        let mut waited = 0;
+        let n_batches = n.div_ceil(options.batch_size);
+
+        for epoch in 1..=options.epochs {
+            let start = Instant::now();
+            if let (1, Some(s)) = (epoch, &scheduler) {
+                optimizer.set_learning_rate(s.lr());
+            }
+            let lr = optimizer.learning_rate();
+            order.iter_mut().enumerate().for_each(|(i, o)| *o = i);
+            if options.shuffle {
+                order.shuffle(&mut rng);
+            }
+            let mut tally = Tally::new(&options.metrics);
+            let mut loss_sum = 0.0;
+            for (b, rows) in order.chunks(options.batch_size).enumerate() {
+                let (x, y) = batches.gather(&train, rows);
+                let step = (|| {
+                    let value = self.compute_gradients(x, y, loss)?;
+                    tally.add(
+                        self.layers().last().expect("a model has layers").output(),
+                        &y,
+                    );
+                    if let Some(c) = options.clip_value {
+                        self.clip_grad_value(c)?;
+                    }
+                    if let Some(c) = options.clip_norm {
+                        self.clip_grad_norm(c)?;
+                    }
+                    self.apply_gradients(optimizer)?;
+                    Ok(value)
+                })();
+                let value: F = step.map_err(|e| match e {
+                    e @ Error::NonFinite { .. } => Error::Diverged {
+                        epoch,
+                        batch: b + 1,
+                        source: Box::new(e),
+                    },
+                    other => other,
+                })?;
+                loss_sum += value.as_f64() * rows.len() as f64;
+                callback.on_batch_end(epoch, b + 1, n_batches, value.as_f64());
+            }
+            let mut metrics = BTreeMap::new();
+            metrics.insert("loss".to_string(), loss_sum / n as f64);
+            for m in &options.metrics {
+                metrics.insert(m.name(), tally.value(m)?);
+            }
+            if let Some(val) = &validation {
+                let (val_loss, tally) =
+                    self.evaluate_tally(val, loss, &options.metrics, &mut ws)?;
+                metrics.insert("val_loss".to_string(), val_loss);
+                for m in &options.metrics {
+                    metrics.insert(format!("val_{}", m.name()), tally.value(m)?);
+                }
+            }
+            let record = Epoch {
+                epoch,
+                lr,
+                seconds: start.elapsed().as_secs_f64(),
+                metrics,
+            };
+            log::info!(
+                "epoch {epoch}/{}: {}",
+                options.epochs,
+                record
+                    .metrics
+                    .iter()
+                    .map(|(k, v)| format!("{k} {v:.5}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            callback.on_epoch_end(&record);
+            let monitored = options.early_stopping.as_ref().map(|es| {
+                record.metrics.get(&es.monitor).copied().ok_or_else(|| {
+                    Error::Config(format!(
+                        "early stopping monitors {}, which the history does not have",
+                        es.monitor
+                    ))
+                })
+            });
+            let plateau_metric = record
+                .metrics
+                .get("val_loss")
+                .or(record.metrics.get("loss"))
+                .copied();
+            history.epochs.push(record);
+            if let Some(s) = &mut scheduler {
+                optimizer.set_learning_rate(s.step(plateau_metric)?);
+            }
+
+            if let (Some(es), Some(value)) = (&options.early_stopping, monitored) {
+                let value = value?;
+                let sign = if Metric::higher_is_better(&es.monitor) {
+                    -1.0
+                } else {
+                    1.0
+                };
+                let improved = best
+                    .as_ref()
+                    .is_none_or(|(b, _, _)| sign * value < sign * b - es.min_delta);
+                if improved {
+                    let weights = if es.restore_best_weights {
+                        self.tensors()
+                    } else {
+                        Vec::new()
+                    };
+                    best = Some((value, epoch, weights));
+                    waited = 0;
+                } else {
+                    waited += 1;
+                    if waited >= es.patience {
+                        log::info!(
+                            "early stopping after epoch {epoch}: {} has not improved for {waited} epochs",
+                            es.monitor
+                        );
+                        break;
+                    }
+                }
+            }
+        }
+        if let (Some(es), Some((_, epoch, weights))) = (&options.early_stopping, best)
+            && es.restore_best_weights
+        {
+            self.restore_tensors(weights)?;
+            history.best_epoch = Some(epoch);
+        }
+        Ok(history)
+    }
+
+    /// The mean loss and the metric sums over a data set, predicted in chunks of 1,024.
+    fn evaluate_tally(
+        &self,
+        data: &Dataset<'_, F>,
+        loss: &Loss,
+        metrics: &[Metric],
+        ws: &mut Workspace<F>,
+    ) -> Result<(f64, Tally)> {
+        let mut tally = Tally::new(metrics);
+        let mut total = 0.0;
+        let n = data.x.nrows();
+        for start in (0..n).step_by(1024) {
+            let end = (start + 1024).min(n);
+            let part = data.split_at(start).1.split_at(end - start).0;
+            let out = self.predict_with(part.x, ws)?;
+            total += loss.loss(out, part.y)?.as_f64() * (end - start) as f64;
+            tally.add(out, &part.y);
+        }
+        Ok((total / n.max(1) as f64, tally))
+    }
+
+    /// Evaluates `metrics` and the loss on a data set: `{"loss": …, "<metric>": …}`.
+    pub fn evaluate_metrics<'d>(
+        &self,
+        x: ArrayView2<'d, F>,
+        y: impl Into<Target<'d, F>>,
+        loss: &Loss,
+        metrics: &[Metric],
+    ) -> Result<BTreeMap<String, f64>> {
+        let data = Dataset::new(x, y)?;
+        let (value, tally) = self.evaluate_tally(&data, loss, metrics, &mut Workspace::new())?;
+        let mut out = BTreeMap::from([("loss".to_string(), value)]);
+        for m in metrics {
+            out.insert(m.name(), tally.value(m)?);
+        }
+        Ok(out)
+    }
+}
