@@ -15,10 +15,17 @@ pub const PAR_THRESHOLD: usize = 1 << 15;
 /// Elements per rayon task; fixed so that reductions do not depend on the thread count.
 const CHUNK: usize = 1 << 13;
 
+/// Whether `n` elements are worth spreading over rayon's threads: above the threshold and with
+/// more than one thread to spread them over.
+#[inline]
+fn parallel(n: usize) -> bool {
+    n >= PAR_THRESHOLD && rayon::current_num_threads() > 1
+}
+
 /// `out[i] = f(a[i])`.
 pub fn map<F: Scalar>(out: &mut [F], a: &[F], f: impl Fn(F) -> F + Sync) {
     debug_assert_eq!(out.len(), a.len());
-    if out.len() < PAR_THRESHOLD {
+    if !parallel(out.len()) {
         out.iter_mut().zip(a).for_each(|(o, &x)| *o = f(x));
     } else {
         out.par_chunks_mut(CHUNK)
@@ -29,7 +36,7 @@ pub fn map<F: Scalar>(out: &mut [F], a: &[F], f: impl Fn(F) -> F + Sync) {
 
 /// `a[i] = f(a[i])`.
 pub fn map_inplace<F: Scalar>(a: &mut [F], f: impl Fn(F) -> F + Sync) {
-    if a.len() < PAR_THRESHOLD {
+    if !parallel(a.len()) {
         a.iter_mut().for_each(|x| *x = f(*x));
     } else {
         a.par_chunks_mut(CHUNK)
@@ -40,7 +47,7 @@ pub fn map_inplace<F: Scalar>(a: &mut [F], f: impl Fn(F) -> F + Sync) {
 /// `out[i] = f(a[i], b[i])`.
 pub fn zip_map<F: Scalar>(out: &mut [F], a: &[F], b: &[F], f: impl Fn(F, F) -> F + Sync) {
     debug_assert!(out.len() == a.len() && a.len() == b.len());
-    if out.len() < PAR_THRESHOLD {
+    if !parallel(out.len()) {
         for ((o, &x), &y) in out.iter_mut().zip(a).zip(b) {
             *o = f(x, y);
         }
@@ -70,7 +77,7 @@ pub fn zip3_map<F: Scalar>(
             *o = f(x, y, z);
         }
     };
-    if out.len() < PAR_THRESHOLD {
+    if !parallel(out.len()) {
         run(out, a, b, c);
     } else {
         out.par_chunks_mut(CHUNK)
@@ -83,7 +90,7 @@ pub fn zip3_map<F: Scalar>(
 /// `a[i] = f(a[i], b[i])`.
 pub fn zip_inplace<F: Scalar>(a: &mut [F], b: &[F], f: impl Fn(F, F) -> F + Sync) {
     debug_assert_eq!(a.len(), b.len());
-    if a.len() < PAR_THRESHOLD {
+    if !parallel(a.len()) {
         a.iter_mut().zip(b).for_each(|(a, &b)| *a = f(*a, b));
     } else {
         a.par_chunks_mut(CHUNK)
@@ -95,7 +102,7 @@ pub fn zip_inplace<F: Scalar>(a: &mut [F], b: &[F], f: impl Fn(F, F) -> F + Sync
 /// `y[i] += alpha * x[i]`.
 pub fn axpy<F: Scalar>(alpha: F, x: &[F], y: &mut [F]) {
     debug_assert_eq!(x.len(), y.len());
-    if y.len() < PAR_THRESHOLD {
+    if !parallel(y.len()) {
         y.iter_mut().zip(x).for_each(|(y, &x)| *y += alpha * x);
     } else {
         y.par_chunks_mut(CHUNK)
@@ -119,7 +126,7 @@ pub fn update_with_state<F: Scalar, const K: usize>(
             f(p, g, s.try_into().expect("K values"));
         }
     };
-    if param.len() < PAR_THRESHOLD {
+    if !parallel(param.len()) {
         run(param, grad, state);
     } else {
         param
@@ -133,7 +140,7 @@ pub fn update_with_state<F: Scalar, const K: usize>(
 /// `Σ f(a[i])`, summed chunk by chunk in a fixed order.
 pub fn sum_map<F: Scalar>(a: &[F], f: impl Fn(F) -> F + Sync) -> F {
     let chunk_sum = |c: &[F]| c.iter().fold(F::zero(), |s, &x| s + f(x));
-    if a.len() < PAR_THRESHOLD {
+    if !parallel(a.len()) {
         a.chunks(CHUNK).map(chunk_sum).fold(F::zero(), |s, x| s + x)
     } else {
         let partial: Vec<F> = a.par_chunks(CHUNK).map(chunk_sum).collect();
@@ -141,13 +148,11 @@ pub fn sum_map<F: Scalar>(a: &[F], f: impl Fn(F) -> F + Sync) -> F {
     }
 }
 
-/// Whether every element is finite.
+/// Whether every element is finite. `x − x` is 0 for a finite `x` and NaN otherwise, so the
+/// check is one vectorised sum without branches.
+#[allow(clippy::eq_op)] // x − x is the point: it is NaN exactly when x is not finite
 pub fn all_finite<F: Scalar>(a: &[F]) -> bool {
-    if a.len() < PAR_THRESHOLD {
-        a.iter().all(|x| x.is_finite())
-    } else {
-        a.par_chunks(CHUNK).all(|c| c.iter().all(|x| x.is_finite()))
-    }
+    sum_map(a, |x| x - x) == F::zero()
 }
 
 /// Applies `f` to each row (of length `cols`) of a row-major matrix stored in `a`.
@@ -155,7 +160,7 @@ pub fn for_each_row<F: Scalar>(a: &mut [F], cols: usize, f: impl Fn(&mut [F]) + 
     if cols == 0 {
         return;
     }
-    if a.len() < PAR_THRESHOLD {
+    if !parallel(a.len()) {
         a.chunks_mut(cols).for_each(f);
     } else {
         let rows_per_task = (CHUNK / cols).max(1);
@@ -175,7 +180,7 @@ pub fn for_each_row_zip<F: Scalar>(
     if cols == 0 {
         return;
     }
-    if a.len() < PAR_THRESHOLD {
+    if !parallel(a.len()) {
         a.chunks_mut(cols)
             .zip(b.chunks(cols))
             .for_each(|(a, b)| f(a, b));
@@ -200,7 +205,7 @@ pub fn column_sums<F: Scalar>(a: &[F], cols: usize, scale: F, out: &mut [F]) {
         return;
     }
     let rows = a.len() / cols;
-    if a.len() < PAR_THRESHOLD || cols < 64 {
+    if !parallel(a.len()) || cols < 64 {
         for row in a.chunks(cols) {
             out.iter_mut().zip(row).for_each(|(o, &x)| *o += x);
         }

@@ -34,9 +34,9 @@
 //! Gradients follow the seed's convention: a loss is the **mean** over the batch, and parameter
 //! gradients are batch means (see [`loss`]).
 //!
-//! Threads: rayon's global pool (`RAYON_NUM_THREADS`) runs the kernels, the pure-Rust GEMM uses
-//! `MATMUL_NUM_THREADS` (read once per process), OpenBLAS `OPENBLAS_NUM_THREADS`. The same seed
-//! and thread count give bitwise identical weights.
+//! Threads: [`set_threads`] (or `RAYON_NUM_THREADS`) sets rayon's pool for the kernels and,
+//! under `openblas`, OpenBLAS's threads; the pure-Rust GEMM reads `MATMUL_NUM_THREADS` once per
+//! process. The same seed and thread count give bitwise identical weights.
 
 #![warn(missing_docs)]
 
@@ -57,6 +57,7 @@ pub mod model;
 pub mod optim;
 mod scalar;
 pub mod spec;
+mod threads;
 pub mod train;
 
 pub use activation::Activation;
@@ -67,6 +68,7 @@ pub use loss::{Loss, Target};
 pub use model::{Sequential, SequentialBuilder, Workspace};
 pub use optim::{Adagrad, Adam, Optimizer, OptimizerState, RmsProp, Schedule, Scheduler, Sgd};
 pub use scalar::Scalar;
+pub use threads::set_threads;
 
 /// The README's code examples, compiled and run as doctests.
 #[cfg(doctest)]
