@@ -109,7 +109,8 @@ fn data<F: Scalar>(rows: usize, cols: usize, salt: usize) -> Array2<F> {
 /// Seconds for a step's (or an inference's) GEMMs alone, same shapes and backend.
 fn gemm_only<F: Scalar>(w: &Workload, repeats: usize, target: f64) -> f64 {
     let b = w.batch;
-    let layers: Vec<(Array2<F>, Array2<F>, Array2<F>, Array2<F>, Array2<F>)> = w
+    // Per layer: input, weights, output (and δ), weight gradient, input gradient.
+    let mut layers: Vec<[Array2<F>; 5]> = w
         .sizes
         .windows(2)
         .enumerate()
@@ -126,7 +127,7 @@ fn gemm_only<F: Scalar>(w: &Workload, repeats: usize, target: f64) -> f64 {
     let mut layers = layers;
     time(
         || {
-            for (i, (x, wt, z, dw, dx)) in layers.iter_mut().enumerate() {
+            for (i, [x, wt, z, dw, dx]) in layers.iter_mut().enumerate() {
                 general_mat_mul(F::one(), &*x, &*wt, F::one(), z);
                 if !w.inference {
                     general_mat_mul(F::one(), &x.t(), &*z, F::zero(), dw);
