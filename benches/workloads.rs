@@ -115,16 +115,15 @@ fn gemm_only<F: Scalar>(w: &Workload, repeats: usize, target: f64) -> f64 {
         .windows(2)
         .enumerate()
         .map(|(i, s)| {
-            (
+            [
                 data(b, s[0], i),
                 data(s[0], s[1], i),
                 data(b, s[1], i),
                 data(s[0], s[1], i),
                 data(b, s[0], i),
-            )
+            ]
         })
         .collect();
-    let mut layers = layers;
     time(
         || {
             for (i, [x, wt, z, dw, dx]) in layers.iter_mut().enumerate() {
