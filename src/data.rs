@@ -268,3 +268,249 @@ impl<F: Scalar> Batcher<F> {
         Ok((self.x.slice(ndarray::s![..rows.len(), ..]), &self.labels))
     }
 }
+
+/// A data set as read from a file: numeric features and each sample's label as written.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Table {
+    /// Features, `(samples, features)`.
+    pub features: Array2<f64>,
+    /// The label of each sample, as text.
+    pub labels: Vec<String>,
+    /// The feature columns' names.
+    pub feature_names: Vec<String>,
+    /// The label column's name.
+    pub label_name: String,
+}
+
+impl Table {
+    /// Reads a data file by its name: IDX (`*-idx3-ubyte`, optionally `.gz`, with the labels
+    /// from the matching `*-labels-idx1-ubyte` file) or else CSV with a header.
+    pub fn read(path: impl AsRef<Path>, label: Option<&str>) -> Result<Self> {
+        let path = path.as_ref();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
+        if name.contains("idx3-ubyte") {
+            Self::from_idx(path)
+        } else {
+            Self::from_csv(path, label)
+        }
+    }
+
+    /// Reads a CSV file with a header row: the column named `label` (or else the last) holds the
+    /// labels, as integers or any text; every other column must be numeric. A bad cell, a ragged
+    /// row or an empty file is an error naming the file, line and column.
+    pub fn from_csv(path: impl AsRef<Path>, label: Option<&str>) -> Result<Self> {
+        let path = path.as_ref();
+        let io = |source| Error::Io {
+            path: path.to_owned(),
+            source,
+        };
+        let data_err = |line: u64, column: usize, reason: String| Error::Data {
+            path: path.to_owned(),
+            line,
+            column,
+            reason,
+        };
+        let file = std::fs::File::open(path).map_err(io)?;
+        let mut reader = csv::ReaderBuilder::new()
+            .has_headers(true)
+            .from_reader(file);
+        let header = reader
+            .headers()
+            .map_err(|e| data_err(1, 1, e.to_string()))?
+            .clone();
+        if header.len() < 2 {
+            return Err(data_err(
+                1,
+                1,
+                "need a header with at least one feature column and a label column".into(),
+            ));
+        }
+        let label_col = match label {
+            Some(name) => header
+                .iter()
+                .position(|h| h.trim() == name)
+                .ok_or_else(|| data_err(1, 1, format!("no column named {name:?}")))?,
+            None => header.len() - 1,
+        };
+        let mut values = Vec::new();
+        let mut labels = Vec::new();
+        for (row, record) in reader.records().enumerate() {
+            let line = row as u64 + 2;
+            let record = record.map_err(|e| data_err(line, 1, e.to_string()))?;
+            for (col, cell) in record.iter().enumerate() {
+                let cell = cell.trim();
+                if col == label_col {
+                    if cell.is_empty() {
+                        return Err(data_err(line, col + 1, "empty label".into()));
+                    }
+                    labels.push(cell.to_string());
+                } else {
+                    let v = cell
+                        .parse::<f64>()
+                        .ok()
+                        .filter(|v| v.is_finite())
+                        .ok_or_else(|| {
+                            data_err(line, col + 1, format!("{cell:?} is not a finite number"))
+                        })?;
+                    values.push(v);
+                }
+            }
+        }
+        if labels.is_empty() {
+            return Err(data_err(2, 1, "the file has a header but no rows".into()));
+        }
+        let features = Array2::from_shape_vec((labels.len(), header.len() - 1), values)
+            .map_err(|e| data_err(1, 1, e.to_string()))?;
+        Ok(Table {
+            features,
+            labels,
+            feature_names: header
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| *i != label_col)
+                .map(|(_, h)| h.to_string())
+                .collect(),
+            label_name: header[label_col].to_string(),
+        })
+    }
+
+    /// Reads IDX images (`*-images-idx3-ubyte[.gz]`, the MNIST family) as pixel features, with
+    /// the labels from the file of the same name with `labels-idx1` in place of `images-idx3`.
+    pub fn from_idx(images: impl AsRef<Path>) -> Result<Self> {
+        let images = images.as_ref();
+        let name = images.to_string_lossy();
+        let labels_path = std::path::PathBuf::from(name.replace("images-idx3", "labels-idx1"));
+        let (dims, pixels) = read_idx(images)?;
+        let (ldims, labels) = read_idx(&labels_path)?;
+        let bad = |path: &Path, reason: String| Error::Data {
+            path: path.to_owned(),
+            line: 0,
+            column: 0,
+            reason,
+        };
+        if dims.len() != 3 || ldims.len() != 1 {
+            return Err(bad(
+                images,
+                format!(
+                    "expected 3-d images and 1-d labels, found {} and {} dimensions",
+                    dims.len(),
+                    ldims.len()
+                ),
+            ));
+        }
+        if dims[0] != ldims[0] {
+            return Err(bad(
+                &labels_path,
+                format!("{} labels for {} images", ldims[0], dims[0]),
+            ));
+        }
+        let width = dims[1] * dims[2];
+        let features = Array2::from_shape_vec(
+            (dims[0], width),
+            pixels.into_iter().map(f64::from).collect(),
+        )
+        .map_err(|e| bad(images, e.to_string()))?;
+        Ok(Table {
+            features,
+            labels: labels.iter().map(|l| l.to_string()).collect(),
+            feature_names: (0..width).map(|i| format!("p{i}")).collect(),
+            label_name: "label".into(),
+        })
+    }
+}
+
+/// Reads an unsigned-byte IDX file (gzip-compressed when its name ends in `.gz`): its dimensions
+/// and data. The dimensions are checked against the bytes present before anything is allocated.
+pub fn read_idx(path: &Path) -> Result<(Vec<usize>, Vec<u8>)> {
+    use std::io::Read;
+    let io = |source| Error::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let bad = |reason: String| Error::Data {
+        path: path.to_owned(),
+        line: 0,
+        column: 0,
+        reason,
+    };
+    let raw = std::fs::read(path).map_err(io)?;
+    let bytes = if path.extension().is_some_and(|e| e == "gz") {
+        let mut out = Vec::new();
+        // A gzip stream is bounded by the IDX sizes checked below; 1 GiB caps a bomb.
+        flate2::read::GzDecoder::new(raw.as_slice())
+            .take(1 << 30)
+            .read_to_end(&mut out)
+            .map_err(|e| bad(format!("gzip: {e}")))?;
+        out
+    } else {
+        raw
+    };
+    if bytes.len() < 4 || bytes[0] != 0 || bytes[1] != 0 {
+        return Err(bad("not an IDX file (bad magic number)".into()));
+    }
+    if bytes[2] != 0x08 {
+        return Err(bad(format!(
+            "IDX element type 0x{:02x}; crank reads unsigned bytes (0x08)",
+            bytes[2]
+        )));
+    }
+    let n_dims = bytes[3] as usize;
+    let header = 4 + 4 * n_dims;
+    if n_dims == 0 || bytes.len() < header {
+        return Err(bad("truncated IDX header".into()));
+    }
+    let dims: Vec<usize> = (0..n_dims)
+        .map(|i| {
+            u32::from_be_bytes(bytes[4 + 4 * i..8 + 4 * i].try_into().expect("4 bytes")) as usize
+        })
+        .collect();
+    let total = dims.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d));
+    match total {
+        Some(t) if t == bytes.len() - header => Ok((dims, bytes[header..].to_vec())),
+        _ => Err(bad(format!(
+            "dimensions {dims:?} do not match the {} data bytes",
+            bytes.len() - header
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn idx_files_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let images = dir.path().join("t-images-idx3-ubyte");
+        let labels = dir.path().join("t-labels-idx1-ubyte");
+        let mut img = vec![0, 0, 8, 3, 0, 0, 0, 2, 0, 0, 0, 2, 0, 0, 0, 3];
+        img.extend(0..12u8);
+        std::fs::write(&images, &img).unwrap();
+        std::fs::write(&labels, [0, 0, 8, 1, 0, 0, 0, 2, 7, 3]).unwrap();
+        let t = Table::read(&images, None).unwrap();
+        assert_eq!(t.features.dim(), (2, 6));
+        assert_eq!(t.features[[1, 5]], 11.0);
+        assert_eq!(t.labels, vec!["7", "3"]);
+        // Truncated data, a hostile dimension, a wrong type.
+        std::fs::write(&images, &img[..20]).unwrap();
+        assert!(
+            Table::read(&images, None)
+                .unwrap_err()
+                .to_string()
+                .contains("do not match")
+        );
+        img[4..8].copy_from_slice(&u32::MAX.to_be_bytes());
+        std::fs::write(&images, &img).unwrap();
+        assert!(Table::read(&images, None).is_err());
+        std::fs::write(&images, [0, 0, 0x0d, 1, 0, 0, 0, 0]).unwrap();
+        assert!(
+            Table::read(&images, None)
+                .unwrap_err()
+                .to_string()
+                .contains("element type")
+        );
+    }
+}

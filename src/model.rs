@@ -4,7 +4,9 @@ use crate::buffer::Buffer;
 use crate::layer::{BatchNorm, Dense, Dropout, Layer, LayerNorm, Mode, Param};
 use crate::loss::{Loss, Target};
 use crate::optim::Optimizer;
-use crate::spec::{BatchNormSpec, DenseSpec, DropoutSpec, LayerNormSpec, LayerSpec, ModelSpec};
+use crate::spec::{
+    BatchNormSpec, DenseSpec, DropoutSpec, LayerNormSpec, LayerSpec, ModelSpec, Preprocessing,
+};
 use crate::{Activation, Error, Result, Scalar, kernels};
 use ndarray::{Array1, Array2, ArrayView2};
 use rand::SeedableRng;
@@ -50,6 +52,7 @@ pub struct Sequential<F: Scalar = f32> {
     /// Gradient of the loss for the last layer's output.
     grad: Buffer<F>,
     steps: u64,
+    preprocessing: Option<Preprocessing>,
 }
 
 /// Builds a [`Sequential`] model layer by layer; see [`Sequential::builder`].
@@ -145,6 +148,7 @@ impl<F: Scalar> SequentialBuilder<F> {
         ModelSpec {
             seed: Some(self.seed),
             layers,
+            preprocessing: None,
         }
     }
 
@@ -236,7 +240,9 @@ impl<F: Scalar> Sequential<F> {
                 build_layer(i, name, input, layer, seed, &mut rng, None)
             })
             .collect::<Result<Vec<_>>>()?;
-        Sequential::from_layers(resolved.input_size, layers)
+        let mut model = Sequential::from_layers(resolved.input_size, layers)?;
+        model.preprocessing = spec.preprocessing.clone();
+        Ok(model)
     }
 
     /// A model from its description and saved tensors: `tensors[layer][k]` holds the values of
@@ -294,7 +300,9 @@ impl<F: Scalar> Sequential<F> {
                 Some(values),
             )?);
         }
-        Sequential::from_layers(resolved.input_size, layers)
+        let mut model = Sequential::from_layers(resolved.input_size, layers)?;
+        model.preprocessing = spec.preprocessing.clone();
+        Ok(model)
     }
 
     /// The model's description (the seed's `to_dict`); [`from_spec`](Self::from_spec) of it
@@ -303,7 +311,22 @@ impl<F: Scalar> Sequential<F> {
         ModelSpec {
             seed: None,
             layers: self.layers.iter().map(|l| l.to_spec()).collect(),
+            preprocessing: self.preprocessing.clone(),
         }
+    }
+
+    /// The preprocessing kept with the model (standardisation, class names), if any.
+    pub fn preprocessing(&self) -> Option<&Preprocessing> {
+        self.preprocessing.as_ref()
+    }
+
+    /// Keeps `preprocessing` with the model; it is saved in every format.
+    pub fn set_preprocessing(&mut self, preprocessing: Option<Preprocessing>) -> Result<()> {
+        let mut spec = self.to_spec();
+        spec.preprocessing = preprocessing;
+        spec.resolve()?;
+        self.preprocessing = spec.preprocessing;
+        Ok(())
     }
 
     /// Replaces every layer's tensors with `tensors` (as [`tensors`](Self::tensors) gave them),
@@ -349,6 +372,7 @@ impl<F: Scalar> Sequential<F> {
             layers,
             grad: Buffer::default(),
             steps: 0,
+            preprocessing: None,
         })
     }
 

@@ -236,6 +236,27 @@ pub struct ModelSpec {
     pub seed: Option<u64>,
     /// The layers, first to last.
     pub layers: Vec<LayerSpec>,
+    /// How raw inputs are turned into the model's inputs and outputs into labels, kept with the
+    /// model so that predictions apply the same as training did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preprocessing: Option<Preprocessing>,
+}
+
+/// What a model needs besides its layers to serve raw data: the standardisation fitted on the
+/// training data and the names of the classes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Preprocessing {
+    /// Per-feature mean subtracted from the inputs.
+    pub mean: Vec<f64>,
+    /// Per-feature standard deviation the centred inputs are divided by.
+    pub std: Vec<f64>,
+    /// The class names, in output order (classification only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub classes: Option<Vec<String>>,
+    /// The name of the label column the model was trained on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
 }
 
 /// A checked model description: every layer with its name and input size resolved.
@@ -278,6 +299,8 @@ impl ModelSpec {
             #[serde(default)]
             seed: Option<u64>,
             layers: Vec<serde_json::Value>,
+            #[serde(default)]
+            preprocessing: Option<Preprocessing>,
         }
         let raw: Raw = serde_json::from_value(value).map_err(|e| Error::Spec {
             at: "model".into(),
@@ -308,6 +331,7 @@ impl ModelSpec {
         let spec = ModelSpec {
             seed: raw.seed,
             layers,
+            preprocessing: raw.preprocessing,
         };
         spec.resolve()?;
         Ok(spec)
@@ -422,10 +446,77 @@ impl ModelSpec {
             width = Some(spec.output_size(input));
             layers.push((name, input, spec.clone()));
         }
+        if let Some(p) = &self.preprocessing {
+            let bad = |reason: String| Error::Spec {
+                at: "preprocessing".into(),
+                reason,
+            };
+            let n = layers[0].1;
+            if p.mean.len() != n || p.std.len() != n {
+                return Err(bad(format!(
+                    "{} means and {} deviations for {n} inputs",
+                    p.mean.len(),
+                    p.std.len()
+                )));
+            }
+            if p.mean.iter().any(|m| !m.is_finite())
+                || p.std.iter().any(|s| !(s.is_finite() && *s > 0.0))
+            {
+                return Err(bad(
+                    "means must be finite and deviations finite and positive".into(),
+                ));
+            }
+            let outputs = width.unwrap_or(0);
+            if let Some(c) = &p.classes
+                && c.len() != outputs
+            {
+                return Err(bad(format!(
+                    "{} class names for {outputs} outputs",
+                    c.len()
+                )));
+            }
+        }
         Ok(Resolved {
             input_size: layers[0].1,
             layers,
         })
+    }
+}
+
+/// Reads a JSON or YAML document (by the file's extension: `.json` is JSON, anything else YAML,
+/// which also reads JSON) under crank's limits.
+pub fn read_document(path: &std::path::Path) -> Result<serde_json::Value> {
+    let io = |source| Error::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let len = std::fs::metadata(path).map_err(io)?.len();
+    if len > 64 << 20 {
+        return Err(Error::Spec {
+            at: path.display().to_string(),
+            reason: format!("{len} bytes is more than a description may hold (64 MiB)"),
+        });
+    }
+    let text = std::fs::read_to_string(path).map_err(io)?;
+    let in_file = |e: Error| match e {
+        Error::Spec { at, reason } => Error::Spec {
+            at: format!("{} ({at})", path.display()),
+            reason,
+        },
+        other => other,
+    };
+    if path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("json"))
+    {
+        serde_json::from_str(&text).map_err(|e| {
+            in_file(Error::Spec {
+                at: "JSON".into(),
+                reason: e.to_string(),
+            })
+        })
+    } else {
+        parse_yaml(&text).map_err(in_file)
     }
 }
 
@@ -441,7 +532,14 @@ pub(crate) fn parse_yaml<T: serde::de::DeserializeOwned>(text: &str) -> Result<T
     options.budget = Some(budget);
     serde_saphyr::from_str_with_options(text, options).map_err(|e| Error::Spec {
         at: "YAML".into(),
-        reason: e.to_string(),
+        // The first line says what and where; the rest is a drawn snippet of the input.
+        reason: e
+            .to_string()
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .trim_start_matches("error: ")
+            .to_string(),
     })
 }
 

@@ -181,6 +181,23 @@ impl<'a, F: Scalar> Dataset<'a, F> {
         Ok(Dataset { x, y })
     }
 
+    /// Splits off the last `fraction` of the samples (rounded) as a validation set, as Keras's
+    /// `validation_split`: `(training, validation)`, with no validation set when it would be empty.
+    pub fn holdout(self, fraction: f64) -> Result<(Self, Option<Self>)> {
+        if !(0.0..1.0).contains(&fraction) {
+            return Err(Error::Config(format!(
+                "validation_fraction {fraction} is not in [0, 1)"
+            )));
+        }
+        let n = self.x.nrows();
+        let n_val = ((n as f64 * fraction).round() as usize).min(n.saturating_sub(1));
+        if n_val == 0 {
+            return Ok((self, None));
+        }
+        let (train, val) = self.split_at(n - n_val);
+        Ok((train, Some(val)))
+    }
+
     fn split_at(self, at: usize) -> (Self, Self) {
         let (xa, xb) = self.x.split_at(Axis(0), at);
         let (ya, yb) = match self.y {
@@ -270,20 +287,7 @@ impl<F: Scalar> Sequential<F> {
     ) -> Result<History> {
         let data = Dataset::new(x, y)?;
         let (train, validation) = match options.validation_fraction {
-            Some(f) if (0.0..1.0).contains(&f) => {
-                let n_val = (data.x.nrows() as f64 * f).round() as usize;
-                if n_val == 0 {
-                    (data, None)
-                } else {
-                    let (t, v) = data.split_at(data.x.nrows() - n_val);
-                    (t, Some(v))
-                }
-            }
-            Some(f) => {
-                return Err(Error::Config(format!(
-                    "validation_fraction {f} is not in [0, 1)"
-                )));
-            }
+            Some(f) => data.holdout(f)?,
             None => (data, None),
         };
         self.fit_with(train, validation, loss, optimizer, options, &mut ())

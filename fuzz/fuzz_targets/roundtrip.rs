@@ -91,6 +91,7 @@ fuzz_target!(|m: Model| {
     let spec = ModelSpec {
         seed: Some(m.seed),
         layers,
+        preprocessing: None,
     };
     if m.f64 {
         check::<f64>(&spec, &m.weights);

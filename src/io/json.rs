@@ -73,6 +73,8 @@ struct ModelOut<'a, F: Scalar> {
     version: u32,
     dtype: &'static str,
     layers: Vec<LayerOut<'a, F>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    preprocessing: Option<crate::spec::Preprocessing>,
 }
 
 pub(super) fn encode<F: Scalar>(model: &Sequential<F>) -> Result<Vec<u8>> {
@@ -105,6 +107,7 @@ pub(super) fn encode<F: Scalar>(model: &Sequential<F>) -> Result<Vec<u8>> {
         version: FORMAT_VERSION,
         dtype: F::NAME,
         layers,
+        preprocessing: spec.preprocessing.clone(),
     };
     serde_json::to_vec(&doc).map_err(|e| err("output", e.to_string()))
 }
@@ -207,6 +210,7 @@ pub(super) fn decode<F: Scalar>(bytes: &[u8]) -> Result<Sequential<F>> {
     let Some(Value::Array(raw_layers)) = top.remove("layers") else {
         return Err(err("field `layers`", "missing or not an array"));
     };
+    let preprocessing = top.remove("preprocessing");
     if let Some(k) = top.keys().next() {
         return Err(err("document", format!("unknown field `{k}`")));
     }
@@ -232,6 +236,9 @@ pub(super) fn decode<F: Scalar>(bytes: &[u8]) -> Result<Sequential<F>> {
     }
     let mut spec_doc = Map::new();
     spec_doc.insert("layers".into(), Value::Array(descriptions));
+    if let Some(p) = preprocessing {
+        spec_doc.insert("preprocessing".into(), p);
+    }
     let spec = ModelSpec::from_value(Value::Object(spec_doc))?;
     let resolved = spec.resolve()?;
 

@@ -7,12 +7,14 @@
 
 mod adagrad;
 mod adam;
+mod config;
 mod rmsprop;
 mod schedule;
 mod sgd;
 
 pub use adagrad::Adagrad;
 pub use adam::Adam;
+pub use config::OptimizerSpec;
 pub use rmsprop::RmsProp;
 pub use schedule::{Schedule, Scheduler};
 pub use sgd::Sgd;

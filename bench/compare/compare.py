@@ -1,0 +1,236 @@
+"""Side-by-side training-step and inference throughput: crank, the seed's numpy design, PyTorch
+(when installed) and JAX (when installed), on the same workloads and thread counts.
+
+    python3 bench/compare/compare.py [--threads 1 2] [--quick] [--features openblas]
+
+Prints one table of samples/s per workload and thread count, with crank's ratio to the best
+other, and the GEMM-only bound crank's bench measures. Threads are pinned the same way for all:
+threadpoolctl for numpy, torch.set_num_threads, XLA flags for JAX, and RAYON_NUM_THREADS /
+MATMUL_NUM_THREADS / OPENBLAS_NUM_THREADS for crank.
+"""
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+WORKLOADS = [
+    # name, sizes, batch, inference, dtype
+    ("S b64", [784, 128, 10], 64, False, "f32"),
+    ("M b128", [784, 512, 512, 10], 128, False, "f32"),
+    ("M b256", [784, 512, 512, 10], 256, False, "f32"),
+    ("M b256 f64", [784, 512, 512, 10], 256, False, "f64"),
+    ("L b256", [1024, 1024, 1024, 1024, 10], 256, False, "f32"),
+    ("M infer b1024", [784, 512, 512, 10], 1024, True, "f32"),
+    ("tiny b32", [6, 64, 8, 4], 32, False, "f32"),
+    ("tiny infer b1", [6, 64, 8, 4], 1, True, "f32"),
+]
+
+
+def timeit(f, quick):
+    for _ in range(3):
+        f()
+    t0 = time.perf_counter()
+    f()
+    once = max(time.perf_counter() - t0, 1e-9)
+    target = 0.05 if quick else 0.2
+    calls = int(min(max(target / once, 1), 1_000_000))
+    samples = []
+    for _ in range(3 if quick else 7):
+        t0 = time.perf_counter()
+        for _ in range(calls):
+            f()
+        samples.append((time.perf_counter() - t0) / calls)
+    return sorted(samples)[len(samples) // 2]
+
+
+def data(batch, sizes, dtype):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((batch, sizes[0])).astype(dtype)
+    y = np.arange(batch) % sizes[-1]
+    return x, y
+
+
+def numpy_seed(sizes, batch, inference, dtype, quick):
+    """The seed's design: Dense layers with He init, ReLU, softmax cross-entropy, SGD."""
+    rng = np.random.default_rng(1)
+    layers = [
+        [(rng.standard_normal((i, o)) * np.sqrt(2.0 / i)).astype(dtype), np.zeros(o, dtype)]
+        for i, o in zip(sizes[:-1], sizes[1:])
+    ]
+    x, y = data(batch, sizes, dtype)
+    lr = dtype(1e-3)
+
+    def forward(h):
+        zs, inputs = [], []
+        for k, (w, b) in enumerate(layers):
+            inputs.append(h)
+            z = h @ w + b
+            zs.append(z)
+            h = np.maximum(z, 0) if k < len(layers) - 1 else z
+        return h, zs, inputs
+
+    def step():
+        out, zs, inputs = forward(x)
+        e = np.exp(out - out.max(axis=1, keepdims=True))
+        p = e / e.sum(axis=1, keepdims=True)
+        g = p
+        g[np.arange(batch), y] -= 1
+        for k in reversed(range(len(layers))):
+            w, b = layers[k]
+            delta = g if k == len(layers) - 1 else g * (zs[k] > 0)
+            dw = inputs[k].T @ delta / batch
+            db = delta.sum(axis=0) / batch
+            if k > 0:
+                g = delta @ w.T
+            w -= lr * dw
+            b -= lr * db
+
+    return timeit((lambda: forward(x)) if inference else step, quick)
+
+
+def torch_run(sizes, batch, inference, dtype, quick):
+    import torch
+
+    mods = []
+    for k, (i, o) in enumerate(zip(sizes[:-1], sizes[1:])):
+        mods.append(torch.nn.Linear(i, o))
+        if k < len(sizes) - 2:
+            mods.append(torch.nn.ReLU())
+    tdtype = torch.float32 if dtype == np.float32 else torch.float64
+    model = torch.nn.Sequential(*mods).to(tdtype)
+    x, y = data(batch, sizes, dtype)
+    x, y = torch.from_numpy(x), torch.from_numpy(y)
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3)
+    loss_fn = torch.nn.CrossEntropyLoss()
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        loss_fn(model(x), y).backward()
+        opt.step()
+
+    def infer():
+        with torch.no_grad():
+            model(x)
+
+    return timeit(infer if inference else step, quick)
+
+
+def jax_run(sizes, batch, inference, dtype, quick):
+    import jax
+    import jax.numpy as jnp
+
+    if dtype == np.float64:
+        jax.config.update("jax_enable_x64", True)
+    key = jax.random.PRNGKey(1)
+    params = []
+    for i, o in zip(sizes[:-1], sizes[1:]):
+        key, sub = jax.random.split(key)
+        params.append((jax.random.normal(sub, (i, o), dtype) * np.sqrt(2.0 / i), jnp.zeros(o, dtype)))
+    x, y = data(batch, sizes, dtype)
+    x, y = jnp.asarray(x), jnp.asarray(y)
+
+    def forward(params, x):
+        h = x
+        for k, (w, b) in enumerate(params):
+            h = h @ w + b
+            if k < len(params) - 1:
+                h = jax.nn.relu(h)
+        return h
+
+    def loss(params):
+        logits = forward(params, x)
+        return -jnp.mean(jax.nn.log_softmax(logits)[jnp.arange(batch), y])
+
+    @jax.jit
+    def step(params):
+        grads = jax.grad(loss)(params)
+        return [(w - 1e-3 * gw, b - 1e-3 * gb) for (w, b), (gw, gb) in zip(params, grads)]
+
+    infer = jax.jit(forward)
+    state = {"p": params}
+
+    def run_step():
+        state["p"] = step(state["p"])
+        jax.block_until_ready(state["p"])
+
+    def run_infer():
+        jax.block_until_ready(infer(params, x))
+
+    return timeit(run_infer if inference else run_step, quick)
+
+
+def crank_run(threads, quick, features):
+    env = dict(os.environ, RAYON_NUM_THREADS=str(threads), MATMUL_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads))
+    cmd = ["cargo", "bench", "--quiet", "--bench", "workloads"]
+    if features:
+        cmd += ["--features", features]
+    cmd += ["--", "--json"] + (["--quick"] if quick else [])
+    root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
+    out = subprocess.run(cmd, env=env, cwd=root, capture_output=True, text=True, check=True).stdout
+    rows = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    return {r["workload"]: r for r in rows}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--features", default="")
+    args = ap.parse_args()
+
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        sys.exit("needs threadpoolctl: pip install threadpoolctl")
+    others = {"numpy-seed": numpy_seed}
+    versions = [f"numpy {np.__version__}"]
+    try:
+        import torch
+
+        others["pytorch"] = torch_run
+        versions.append(f"torch {torch.__version__}")
+    except ImportError:
+        pass
+    try:
+        import jax
+
+        others["jax-jit"] = jax_run
+        versions.append(f"jax {jax.__version__}")
+    except ImportError:
+        pass
+
+    print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}, " + ", ".join(versions))
+    header = f"{'workload':<15} {'thr':>3} {'crank':>10} " + " ".join(f"{k:>11}" for k in others) + f" {'GEMM bound':>11} {'crank/best':>10} {'of bound':>8}"
+    print(header)
+    for threads in args.threads:
+        crank = crank_run(threads, args.quick, args.features)
+        for name, sizes, batch, inference, dt in WORKLOADS:
+            dtype = np.float32 if dt == "f32" else np.float64
+            rates = {}
+            with threadpool_limits(limits=threads):
+                if "pytorch" in others:
+                    import torch
+
+                    torch.set_num_threads(threads)
+                for k, f in others.items():
+                    try:
+                        rates[k] = batch / f(sizes, batch, inference, dtype, args.quick)
+                    except Exception as e:  # a framework that cannot run a workload
+                        print(f"  {k} {name}: {e}", file=sys.stderr)
+            c = crank.get(name, {})
+            rate, bound = c.get("samples_per_s", float("nan")), c.get("gemm_only_samples_per_s", float("nan"))
+            best = max(rates.values()) if rates else float("nan")
+            print(
+                f"{name:<15} {threads:>3} {rate:>10.0f} "
+                + " ".join(f"{rates.get(k, float('nan')):>11.0f}" for k in others)
+                + f" {bound:>11.0f} {rate / best:>9.2f}x {rate / bound:>7.0%}"
+            )
+
+
+if __name__ == "__main__":
+    main()
