@@ -293,6 +293,10 @@ impl Table {
             .unwrap_or_default();
         if name.contains("idx3-ubyte") {
             Self::from_idx(path)
+        } else if name.ends_with(".npz") {
+            Self::from_npz(path)
+        } else if name.ends_with(".npy") {
+            Self::from_npy(path)
         } else {
             Self::from_csv(path, label)
         }
@@ -374,6 +378,58 @@ impl Table {
                 .map(|(_, h)| h.to_string())
                 .collect(),
             label_name: header[label_col].to_string(),
+        })
+    }
+
+    /// Reads a NumPy `.npz` archive (compressed or not) with the features in an array named
+    /// `x` (2-d) and the labels in `y` (1-d, integers or numbers), of any common dtype.
+    pub fn from_npz(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let bad = |reason: String| Error::Data { path: path.to_owned(), line: 0, column: 0, reason };
+        let file = std::fs::File::open(path).map_err(|source| Error::Io { path: path.to_owned(), source })?;
+        let mut npz = ndarray_npy::NpzReader::new(file).map_err(|e| bad(e.to_string()))?;
+        let names = npz.names().map_err(|e| bad(e.to_string()))?;
+        let find = |want: &str| names.iter().find(|n| n.trim_end_matches(".npy") == want).cloned();
+        let x_name = find("x").ok_or_else(|| bad(format!("no array named `x` (found {names:?})")))?;
+        let y_name = find("y").ok_or_else(|| bad(format!("no array named `y` (found {names:?})")))?;
+        let features = npz_matrix(&mut npz, &x_name).map_err(|e| bad(format!("array `x`: {e}")))?;
+        let labels = npz_labels(&mut npz, &y_name).map_err(|e| bad(format!("array `y`: {e}")))?;
+        if labels.len() != features.nrows() {
+            return Err(bad(format!("{} labels for {} samples", labels.len(), features.nrows())));
+        }
+        Ok(Table {
+            feature_names: (0..features.ncols()).map(|i| format!("x{i}")).collect(),
+            features,
+            labels,
+            label_name: "y".into(),
+        })
+    }
+
+    /// Reads a NumPy `.npy` file of features (2-d) without labels, for predictions.
+    pub fn from_npy(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let bad = |reason: String| Error::Data { path: path.to_owned(), line: 0, column: 0, reason };
+        macro_rules! try_read {
+            ($($t:ty),*) => {{
+                let mut errors: Vec<String> = Vec::new();
+                let mut out = None;
+                $(
+                    if out.is_none() {
+                        match ndarray_npy::read_npy::<_, Array2<$t>>(path) {
+                            Ok(a) => out = Some(a.mapv(|v| v as f64)),
+                            Err(e) => errors.push(e.to_string()),
+                        }
+                    }
+                )*
+                out.ok_or_else(|| bad(errors.join("; ")))
+            }};
+        }
+        let features = try_read!(f64, f32, u8, i64, i32)?;
+        Ok(Table {
+            feature_names: (0..features.ncols()).map(|i| format!("x{i}")).collect(),
+            labels: Vec::new(),
+            features,
+            label_name: "y".into(),
         })
     }
 
@@ -513,4 +569,38 @@ mod tests {
                 .contains("element type")
         );
     }
+}
+
+/// A 2-d array of any common dtype from an `.npz` archive, as `f64`.
+fn npz_matrix<R: std::io::Read + std::io::Seek>(npz: &mut ndarray_npy::NpzReader<R>, name: &str) -> std::result::Result<Array2<f64>, String> {
+    macro_rules! attempt {
+        ($($t:ty),*) => {{
+            let mut errors: Vec<String> = Vec::new();
+            $(
+                match npz.by_name::<ndarray::OwnedRepr<$t>, ndarray::Ix2>(name) {
+                    Ok(a) => return Ok(a.mapv(|v| v as f64)),
+                    Err(e) => errors.push(e.to_string()),
+                }
+            )*
+            Err(errors.join("; "))
+        }};
+    }
+    attempt!(f64, f32, u8, i64, i32)
+}
+
+/// A 1-d label array from an `.npz` archive, as text (integers without a decimal point).
+fn npz_labels<R: std::io::Read + std::io::Seek>(npz: &mut ndarray_npy::NpzReader<R>, name: &str) -> std::result::Result<Vec<String>, String> {
+    macro_rules! attempt {
+        ($($t:ty),*) => {{
+            let mut errors: Vec<String> = Vec::new();
+            $(
+                match npz.by_name::<ndarray::OwnedRepr<$t>, ndarray::Ix1>(name) {
+                    Ok(a) => return Ok(a.iter().map(|v| v.to_string()).collect()),
+                    Err(e) => errors.push(e.to_string()),
+                }
+            )*
+            Err(errors.join("; "))
+        }};
+    }
+    attempt!(i64, i32, u8, f64, f32)
 }

@@ -1,14 +1,14 @@
 //! The `crank` command: train, evaluate, predict, inspect and convert from a model file.
 
 use clap::{Parser, Subcommand};
-use crank::data::Table;
+use crank::data::{Standardizer, Table};
 use crank::io::{Checkpoint, Format};
 use crank::metrics::Metric;
 use crank::optim::OptimizerSpec;
 use crank::spec::{ModelSpec, Preprocessing, read_document};
 use crank::train::{Callback, Dataset, Epoch, FitOptions, History};
 use crank::{Activation, Loss, Sequential, Target};
-use ndarray::{Array2, Axis};
+use ndarray::Array2;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -249,12 +249,13 @@ fn prepare(table: &Table, pre: &Preprocessing, path: &Path, with_labels: bool) -
             pre.mean.len()
         ));
     }
-    let mut x = table.features.mapv(|v| v as f32);
-    for mut row in x.rows_mut() {
-        for (j, v) in row.iter_mut().enumerate() {
-            *v = ((*v as f64 - pre.mean[j]) / pre.std[j]) as f32;
-        }
-    }
+    let scaler = Standardizer {
+        mean: pre.mean.iter().copied().collect(),
+        std: pre.std.iter().copied().collect(),
+    };
+    let mut features = table.features.clone();
+    ctx(scaler.transform(&mut features))?;
+    let x = features.mapv(|v| v as f32);
     let (mut classes, mut values) = (Vec::new(), Array2::zeros((0, 1)));
     if with_labels {
         match &pre.classes {
@@ -297,16 +298,9 @@ fn prepare(table: &Table, pre: &Preprocessing, path: &Path, with_labels: bool) -
 
 fn fit_preprocessing(table: &Table, standardize: bool, loss: &Loss, label: &str) -> Preprocessing {
     let n = table.features.ncols();
-    let (mean, std) = if standardize {
-        let mean = table.features.mean_axis(Axis(0)).expect("rows").to_vec();
-        let std = table
-            .features
-            .std_axis(Axis(0), 0.0)
-            .mapv(|s| if s > 0.0 { s } else { 1.0 })
-            .to_vec();
-        (mean, std)
-    } else {
-        (vec![0.0; n], vec![1.0; n])
+    let (mean, std) = match Standardizer::fit(table.features.view()) {
+        Ok(s) if standardize => (s.mean.to_vec(), s.std.to_vec()),
+        _ => (vec![0.0; n], vec![1.0; n]),
     };
     let classes = matches!(loss, Loss::SoftmaxCrossEntropy).then(|| class_names(&table.labels));
     Preprocessing {
