@@ -385,17 +385,36 @@ impl Table {
     /// `x` (2-d) and the labels in `y` (1-d, integers or numbers), of any common dtype.
     pub fn from_npz(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        let bad = |reason: String| Error::Data { path: path.to_owned(), line: 0, column: 0, reason };
-        let file = std::fs::File::open(path).map_err(|source| Error::Io { path: path.to_owned(), source })?;
+        let bad = |reason: String| Error::Data {
+            path: path.to_owned(),
+            line: 0,
+            column: 0,
+            reason,
+        };
+        let file = std::fs::File::open(path).map_err(|source| Error::Io {
+            path: path.to_owned(),
+            source,
+        })?;
         let mut npz = ndarray_npy::NpzReader::new(file).map_err(|e| bad(e.to_string()))?;
         let names = npz.names().map_err(|e| bad(e.to_string()))?;
-        let find = |want: &str| names.iter().find(|n| n.trim_end_matches(".npy") == want).cloned();
-        let x_name = find("x").ok_or_else(|| bad(format!("no array named `x` (found {names:?})")))?;
-        let y_name = find("y").ok_or_else(|| bad(format!("no array named `y` (found {names:?})")))?;
+        let find = |want: &str| {
+            names
+                .iter()
+                .find(|n| n.trim_end_matches(".npy") == want)
+                .cloned()
+        };
+        let x_name =
+            find("x").ok_or_else(|| bad(format!("no array named `x` (found {names:?})")))?;
+        let y_name =
+            find("y").ok_or_else(|| bad(format!("no array named `y` (found {names:?})")))?;
         let features = npz_matrix(&mut npz, &x_name).map_err(|e| bad(format!("array `x`: {e}")))?;
         let labels = npz_labels(&mut npz, &y_name).map_err(|e| bad(format!("array `y`: {e}")))?;
         if labels.len() != features.nrows() {
-            return Err(bad(format!("{} labels for {} samples", labels.len(), features.nrows())));
+            return Err(bad(format!(
+                "{} labels for {} samples",
+                labels.len(),
+                features.nrows()
+            )));
         }
         Ok(Table {
             feature_names: (0..features.ncols()).map(|i| format!("x{i}")).collect(),
@@ -408,7 +427,12 @@ impl Table {
     /// Reads a NumPy `.npy` file of features (2-d) without labels, for predictions.
     pub fn from_npy(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        let bad = |reason: String| Error::Data { path: path.to_owned(), line: 0, column: 0, reason };
+        let bad = |reason: String| Error::Data {
+            path: path.to_owned(),
+            line: 0,
+            column: 0,
+            reason,
+        };
         macro_rules! try_read {
             ($($t:ty),*) => {{
                 let mut errors: Vec<String> = Vec::new();
@@ -572,7 +596,10 @@ mod tests {
 }
 
 /// A 2-d array of any common dtype from an `.npz` archive, as `f64`.
-fn npz_matrix<R: std::io::Read + std::io::Seek>(npz: &mut ndarray_npy::NpzReader<R>, name: &str) -> std::result::Result<Array2<f64>, String> {
+fn npz_matrix<R: std::io::Read + std::io::Seek>(
+    npz: &mut ndarray_npy::NpzReader<R>,
+    name: &str,
+) -> std::result::Result<Array2<f64>, String> {
     macro_rules! attempt {
         ($($t:ty),*) => {{
             let mut errors: Vec<String> = Vec::new();
@@ -589,7 +616,10 @@ fn npz_matrix<R: std::io::Read + std::io::Seek>(npz: &mut ndarray_npy::NpzReader
 }
 
 /// A 1-d label array from an `.npz` archive, as text (integers without a decimal point).
-fn npz_labels<R: std::io::Read + std::io::Seek>(npz: &mut ndarray_npy::NpzReader<R>, name: &str) -> std::result::Result<Vec<String>, String> {
+fn npz_labels<R: std::io::Read + std::io::Seek>(
+    npz: &mut ndarray_npy::NpzReader<R>,
+    name: &str,
+) -> std::result::Result<Vec<String>, String> {
     macro_rules! attempt {
         ($($t:ty),*) => {{
             let mut errors: Vec<String> = Vec::new();

@@ -377,9 +377,12 @@ fn fashion_mnist_one_epoch() {
 #[test]
 fn npz_training_and_npy_prediction() {
     let d = dir("npz");
-    let x = ndarray::Array2::from_shape_fn((100, 3), |(i, j)| ((i * 7 + j * 5) % 11) as f64 / 5.0 - 1.0);
+    let x = ndarray::Array2::from_shape_fn((100, 3), |(i, j)| {
+        ((i * 7 + j * 5) % 11) as f64 / 5.0 - 1.0
+    });
     let y = ndarray::Array1::from_shape_fn(100, |i| (x[[i, 0]] > x[[i, 1]]) as i64);
-    let mut npz = ndarray_npy::NpzWriter::new_compressed(std::fs::File::create(d.join("data.npz")).unwrap());
+    let mut npz =
+        ndarray_npy::NpzWriter::new_compressed(std::fs::File::create(d.join("data.npz")).unwrap());
     npz.add_array("x", &x).unwrap();
     npz.add_array("y", &y).unwrap();
     npz.finish().unwrap();
@@ -389,11 +392,41 @@ fn npz_training_and_npy_prediction() {
         "layers: [{type: Dense, input_size: 3, output_size: 16, activation_function: ReLU}, {type: Dense, output_size: 2}]\ntraining: {optimizer: {type: Adam, lr: 0.03}, epochs: 60, batch_size: 16}\n",
     )
     .unwrap();
-    stdout(crank().arg("train").arg(d.join("m.yaml")).arg("--data").arg(d.join("data.npz")).arg("--out").arg(d.join("m.crank")));
-    stdout(crank().arg("predict").arg(d.join("m.crank")).arg("--data").arg(d.join("x.npy")).arg("--out").arg(d.join("p.csv")));
+    stdout(
+        crank()
+            .arg("train")
+            .arg(d.join("m.yaml"))
+            .arg("--data")
+            .arg(d.join("data.npz"))
+            .arg("--out")
+            .arg(d.join("m.crank")),
+    );
+    stdout(
+        crank()
+            .arg("predict")
+            .arg(d.join("m.crank"))
+            .arg("--data")
+            .arg(d.join("x.npy"))
+            .arg("--out")
+            .arg(d.join("p.csv")),
+    );
     let pred = std::fs::read_to_string(d.join("p.csv")).unwrap();
-    let right = pred.lines().skip(1).zip(&y).filter(|(l, y)| l.split(',').next() == Some(&y.to_string())).count();
+    let right = pred
+        .lines()
+        .skip(1)
+        .zip(&y)
+        .filter(|(l, y)| l.split(',').next() == Some(&y.to_string()))
+        .count();
     assert!(right >= 90, "{right} of 100");
     std::fs::write(d.join("bad.npz"), b"PK not really").unwrap();
-    fails(crank().arg("train").arg(d.join("m.yaml")).arg("--data").arg(d.join("bad.npz")).arg("--out").arg(d.join("x.crank")), "bad.npz");
+    fails(
+        crank()
+            .arg("train")
+            .arg(d.join("m.yaml"))
+            .arg("--data")
+            .arg(d.join("bad.npz"))
+            .arg("--out")
+            .arg(d.join("x.crank")),
+        "bad.npz",
+    );
 }
