@@ -557,44 +557,6 @@ pub fn read_idx(path: &Path) -> Result<(Vec<usize>, Vec<u8>)> {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn idx_files_are_checked() {
-        let dir = tempfile::tempdir().unwrap();
-        let images = dir.path().join("t-images-idx3-ubyte");
-        let labels = dir.path().join("t-labels-idx1-ubyte");
-        let mut img = vec![0, 0, 8, 3, 0, 0, 0, 2, 0, 0, 0, 2, 0, 0, 0, 3];
-        img.extend(0..12u8);
-        std::fs::write(&images, &img).unwrap();
-        std::fs::write(&labels, [0, 0, 8, 1, 0, 0, 0, 2, 7, 3]).unwrap();
-        let t = Table::read(&images, None).unwrap();
-        assert_eq!(t.features.dim(), (2, 6));
-        assert_eq!(t.features[[1, 5]], 11.0);
-        assert_eq!(t.labels, vec!["7", "3"]);
-        // Truncated data, a hostile dimension, a wrong type.
-        std::fs::write(&images, &img[..20]).unwrap();
-        assert!(
-            Table::read(&images, None)
-                .unwrap_err()
-                .to_string()
-                .contains("do not match")
-        );
-        img[4..8].copy_from_slice(&u32::MAX.to_be_bytes());
-        std::fs::write(&images, &img).unwrap();
-        assert!(Table::read(&images, None).is_err());
-        std::fs::write(&images, [0, 0, 0x0d, 1, 0, 0, 0, 0]).unwrap();
-        assert!(
-            Table::read(&images, None)
-                .unwrap_err()
-                .to_string()
-                .contains("element type")
-        );
-    }
-}
-
 /// A 2-d array of any common dtype from an `.npz` archive, as `f64`.
 fn npz_matrix<R: std::io::Read + std::io::Seek>(
     npz: &mut ndarray_npy::NpzReader<R>,
@@ -633,4 +595,42 @@ fn npz_labels<R: std::io::Read + std::io::Seek>(
         }};
     }
     attempt!(i64, i32, u8, f64, f32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn idx_files_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let images = dir.path().join("t-images-idx3-ubyte");
+        let labels = dir.path().join("t-labels-idx1-ubyte");
+        let mut img = vec![0, 0, 8, 3, 0, 0, 0, 2, 0, 0, 0, 2, 0, 0, 0, 3];
+        img.extend(0..12u8);
+        std::fs::write(&images, &img).unwrap();
+        std::fs::write(&labels, [0, 0, 8, 1, 0, 0, 0, 2, 7, 3]).unwrap();
+        let t = Table::read(&images, None).unwrap();
+        assert_eq!(t.features.dim(), (2, 6));
+        assert_eq!(t.features[[1, 5]], 11.0);
+        assert_eq!(t.labels, vec!["7", "3"]);
+        // Truncated data, a hostile dimension, a wrong type.
+        std::fs::write(&images, &img[..20]).unwrap();
+        assert!(
+            Table::read(&images, None)
+                .unwrap_err()
+                .to_string()
+                .contains("do not match")
+        );
+        img[4..8].copy_from_slice(&u32::MAX.to_be_bytes());
+        std::fs::write(&images, &img).unwrap();
+        assert!(Table::read(&images, None).is_err());
+        std::fs::write(&images, [0, 0, 0x0d, 1, 0, 0, 0, 0]).unwrap();
+        assert!(
+            Table::read(&images, None)
+                .unwrap_err()
+                .to_string()
+                .contains("element type")
+        );
+    }
 }
