@@ -4,12 +4,13 @@
 
 use arbitrary::Arbitrary;
 use crank::io::Format;
-use crank::spec::{DenseSpec, LayerSpec, ModelSpec};
+use crank::spec::{BatchNormSpec, DenseSpec, DropoutSpec, LayerNormSpec, LayerSpec, ModelSpec};
 use crank::{Activation, Scalar, Sequential};
 use libfuzzer_sys::fuzz_target;
 
 #[derive(Arbitrary, Debug)]
 struct Layer {
+    kind: u8,
     units: u8,
     activation: u8,
     alpha: f64,
@@ -77,12 +78,33 @@ fuzz_target!(|m: Model| {
         .take(4)
         .enumerate()
         .map(|(i, l)| {
-            LayerSpec::Dense(DenseSpec {
-                name: l.named.then(|| format!("layer {i} \u{e9}\"")),
-                input_size: (i == 0).then_some(1 + m.input as usize % 24),
-                output_size: 1 + l.units as usize % 24,
-                activation_function: activation(l.activation, l.alpha),
-            })
+            let name = l.named.then(|| format!("layer {i} \u{e9}\""));
+            let input_size = (i == 0).then_some(1 + m.input as usize % 24);
+            match l.kind % 4 {
+                1 => LayerSpec::Dropout(DropoutSpec {
+                    name,
+                    input_size,
+                    rate: (l.units % 10) as f64 / 10.0,
+                    seed: Some(m.seed),
+                }),
+                2 => LayerSpec::BatchNorm(BatchNormSpec {
+                    name,
+                    input_size,
+                    momentum: 0.1,
+                    eps: 1e-5,
+                }),
+                3 => LayerSpec::LayerNorm(LayerNormSpec {
+                    name,
+                    input_size,
+                    eps: 1e-5,
+                }),
+                _ => LayerSpec::Dense(DenseSpec {
+                    name,
+                    input_size,
+                    output_size: 1 + l.units as usize % 24,
+                    activation_function: activation(l.activation, l.alpha),
+                }),
+            }
         })
         .collect();
     if layers.is_empty() {

@@ -223,6 +223,11 @@ fn class_names(labels: &[String]) -> Vec<String> {
     }
 }
 
+/// Reads a labelled data file and prepares it for a model.
+fn read_prepared(path: &Path, label: Option<&str>, pre: &Preprocessing) -> Result<Prepared> {
+    prepare(&ctx(Table::read(path, label))?, pre, path, true)
+}
+
 /// A data file made ready for a model: standardised features and targets.
 struct Prepared {
     x: Array2<f32>,
@@ -575,15 +580,10 @@ fn run(cli: Cli) -> Result<()> {
             }
             ctx(model.set_preprocessing(Some(pre.clone())))?;
             let train = prepare(&table, &pre, &data, true)?;
-            let val = match &val {
-                Some(p) => Some(prepare(
-                    &ctx(Table::read(p, label.as_deref()))?,
-                    &pre,
-                    p,
-                    true,
-                )?),
-                None => None,
-            };
+            let val = val
+                .as_deref()
+                .map(|p| read_prepared(p, label.as_deref(), &pre))
+                .transpose()?;
             let mut optimizer = ctx(training.optimizer.build())?;
             let h = train_and_save(
                 &mut model,
@@ -635,21 +635,11 @@ fn run(cli: Cli) -> Result<()> {
             }
             let pre = preprocessing_of(&model);
             let label = pre.label.clone();
-            let train = prepare(
-                &ctx(Table::read(&data, label.as_deref()))?,
-                &pre,
-                &data,
-                true,
-            )?;
-            let val = match &val {
-                Some(p) => Some(prepare(
-                    &ctx(Table::read(p, label.as_deref()))?,
-                    &pre,
-                    p,
-                    true,
-                )?),
-                None => None,
-            };
+            let train = read_prepared(&data, label.as_deref(), &pre)?;
+            let val = val
+                .as_deref()
+                .map(|p| read_prepared(p, label.as_deref(), &pre))
+                .transpose()?;
             let h = train_and_save(
                 &mut model,
                 &training,
@@ -668,12 +658,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Evaluate { model, data, json } => {
             let m = load(&model)?;
             let pre = preprocessing_of(&m);
-            let prepared = prepare(
-                &ctx(Table::read(&data, pre.label.as_deref()))?,
-                &pre,
-                &data,
-                true,
-            )?;
+            let prepared = read_prepared(&data, pre.label.as_deref(), &pre)?;
             let classification = pre.classes.is_some();
             let (loss, metrics) = if classification {
                 (
