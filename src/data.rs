@@ -32,81 +32,28 @@ impl<F: Scalar> Classification<F> {
         self.labels.iter().max().map_or(0, |m| m + 1)
     }
 
-    /// Reads a CSV file with a header row: numeric feature columns and an integer label column,
-    /// the one named `label_column` or else the last. A bad cell, a ragged row or an empty file
-    /// is an error naming the file, line and column.
+    /// Reads a CSV file with a header row (see [`Table::from_csv`]) whose labels are class
+    /// indices; a label that is not a whole number is an error naming its line and column.
     pub fn from_csv(path: impl AsRef<Path>, label_column: Option<&str>) -> Result<Self> {
         let path = path.as_ref();
-        let io = |source| Error::Io {
-            path: path.to_owned(),
-            source,
-        };
-        let file = std::fs::File::open(path).map_err(io)?;
-        let data_err = |line: u64, column: usize, reason: String| Error::Data {
-            path: path.to_owned(),
-            line,
-            column,
-            reason,
-        };
-        let mut reader = csv::ReaderBuilder::new()
-            .has_headers(true)
-            .from_reader(file);
-        let header = reader
-            .headers()
-            .map_err(|e| data_err(1, 1, e.to_string()))?
-            .clone();
-        if header.is_empty() {
-            return Err(data_err(1, 1, "no header row".into()));
-        }
-        let label = match label_column {
-            Some(name) => header
-                .iter()
-                .position(|h| h.trim() == name)
-                .ok_or_else(|| data_err(1, 1, format!("no column named {name:?}")))?,
-            None => header.len() - 1,
-        };
-        let width = header.len();
-        if width < 2 {
-            return Err(data_err(
-                1,
-                1,
-                "need at least one feature column and a label column".into(),
-            ));
-        }
-        let mut values = Vec::new();
-        let mut labels = Vec::new();
-        for (row, record) in reader.records().enumerate() {
-            let line = row as u64 + 2;
-            let record = record.map_err(|e| data_err(line, 1, e.to_string()))?;
-            for (col, cell) in record.iter().enumerate() {
-                let cell = cell.trim();
-                if col == label {
-                    let l = cell.parse::<usize>().map_err(|_| {
-                        data_err(
-                            line,
-                            col + 1,
-                            format!("label {cell:?} is not a class index"),
-                        )
-                    })?;
-                    labels.push(l);
-                } else {
-                    let v = cell
-                        .parse::<f64>()
-                        .ok()
-                        .filter(|v| v.is_finite())
-                        .ok_or_else(|| {
-                            data_err(line, col + 1, format!("{cell:?} is not a finite number"))
-                        })?;
-                    values.push(F::of(v));
-                }
-            }
-        }
-        if labels.is_empty() {
-            return Err(data_err(2, 1, "the file has a header but no rows".into()));
-        }
-        let x = Array2::from_shape_vec((labels.len(), width - 1), values)
-            .map_err(|e| data_err(1, 1, e.to_string()))?;
-        Ok(Classification { x, labels })
+        let table = Table::from_csv(path, label_column)?;
+        let labels = table
+            .labels
+            .iter()
+            .enumerate()
+            .map(|(i, l)| {
+                l.parse::<usize>().map_err(|_| Error::Data {
+                    path: path.to_owned(),
+                    line: i as u64 + 2,
+                    column: table.label_column,
+                    reason: format!("label {l:?} is not a class index"),
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Classification {
+            x: table.features.mapv(F::of),
+            labels,
+        })
     }
 
     /// Takes the given rows.
@@ -280,6 +227,9 @@ pub struct Table {
     pub feature_names: Vec<String>,
     /// The label column's name.
     pub label_name: String,
+    /// The label column's 1-based position in the file (after the features for files without
+    /// columns).
+    pub label_column: usize,
 }
 
 impl Table {
@@ -378,6 +328,7 @@ impl Table {
                 .map(|(_, h)| h.to_string())
                 .collect(),
             label_name: header[label_col].to_string(),
+            label_column: label_col + 1,
         })
     }
 
@@ -418,6 +369,7 @@ impl Table {
         }
         Ok(Table {
             feature_names: (0..features.ncols()).map(|i| format!("x{i}")).collect(),
+            label_column: features.ncols() + 1,
             features,
             labels,
             label_name: "y".into(),
@@ -452,6 +404,7 @@ impl Table {
         Ok(Table {
             feature_names: (0..features.ncols()).map(|i| format!("x{i}")).collect(),
             labels: Vec::new(),
+            label_column: features.ncols() + 1,
             features,
             label_name: "y".into(),
         })
@@ -498,6 +451,7 @@ impl Table {
             labels: labels.iter().map(|l| l.to_string()).collect(),
             feature_names: (0..width).map(|i| format!("p{i}")).collect(),
             label_name: "label".into(),
+            label_column: width + 1,
         })
     }
 }
