@@ -1,6 +1,6 @@
 //! Inverted dropout.
 
-use super::{Layer, Mode, Param, Tensor};
+use super::{Layer, Mode, Param, Tensor, check_width};
 use crate::buffer::Buffer;
 use crate::spec::{DropoutSpec, LayerSpec};
 use crate::{Error, Result, Scalar, kernels};
@@ -48,17 +48,6 @@ impl<F: Scalar> Dropout<F> {
             masked: false,
         })
     }
-
-    fn check(&self, input: &ArrayView2<'_, F>) -> Result<()> {
-        if input.ncols() != self.size {
-            return Err(Error::shape(
-                format!("layer {} input", self.name),
-                format!("(batch, {})", self.size),
-                format!("{:?}", input.dim()),
-            ));
-        }
-        Ok(())
-    }
 }
 
 impl<F: Scalar> Layer<F> for Dropout<F> {
@@ -91,7 +80,7 @@ impl<F: Scalar> Layer<F> for Dropout<F> {
     }
 
     fn forward(&mut self, input: ArrayView2<'_, F>, mode: Mode) -> Result<()> {
-        self.check(&input)?;
+        check_width(&self.name, self.size, &input)?;
         let (batch, n) = input.dim();
         self.y.resize(batch, n);
         self.y.view_mut().assign(&input);
@@ -124,7 +113,7 @@ impl<F: Scalar> Layer<F> for Dropout<F> {
         grad_output: ArrayView2<'_, F>,
         need_input_grad: bool,
     ) -> Result<()> {
-        self.check(&input)?;
+        check_width(&self.name, self.size, &input)?;
         if grad_output.dim() != self.y.shape() {
             return Err(Error::shape(
                 format!("layer {} backward", self.name),
@@ -163,7 +152,7 @@ impl<F: Scalar> Layer<F> for Dropout<F> {
     fn visit_tensors(&self, _f: &mut dyn FnMut(Tensor<'_, F>)) {}
 
     fn infer(&self, input: ArrayView2<'_, F>, mut out: ArrayViewMut2<'_, F>) -> Result<()> {
-        self.check(&input)?;
+        check_width(&self.name, self.size, &input)?;
         out.assign(&input);
         Ok(())
     }

@@ -23,9 +23,21 @@ pub use dropout::Dropout;
 pub use norm::{BatchNorm, LayerNorm};
 
 use crate::spec::LayerSpec;
-use crate::{Result, Scalar};
+use crate::{Error, Result, Scalar};
 use ndarray::{ArrayView2, ArrayViewMut2};
 use std::fmt::Debug;
+
+/// Checks that a batch has the `size` features layer `name` takes.
+pub(crate) fn check_width<F>(name: &str, size: usize, input: &ArrayView2<'_, F>) -> Result<()> {
+    if input.ncols() != size {
+        return Err(Error::shape(
+            format!("layer {name} input"),
+            format!("(batch, {size})"),
+            format!("{:?}", input.dim()),
+        ));
+    }
+    Ok(())
+}
 
 /// Whether a forward pass is part of training. Layers such as dropout behave differently in
 /// the two modes; [`Dense`] does not.

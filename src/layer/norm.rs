@@ -7,7 +7,7 @@
 // Per-feature loops read and write several arrays at the same index; indexing says so plainly.
 #![allow(clippy::needless_range_loop)]
 
-use super::{Layer, Mode, Param, Tensor};
+use super::{Layer, Mode, Param, Tensor, check_width};
 use crate::buffer::Buffer;
 use crate::spec::{BatchNormSpec, LayerNormSpec, LayerSpec};
 use crate::{Error, Result, Scalar};
@@ -70,17 +70,6 @@ fn tensor<'a, F>(name: &'static str, a: &'a Array1<F>) -> Tensor<'a, F> {
         shape: a.shape(),
         data: a.as_slice().expect("contiguous"),
     }
-}
-
-fn check_width<F>(name: &str, size: usize, input: &ArrayView2<'_, F>) -> Result<()> {
-    if input.ncols() != size {
-        return Err(Error::shape(
-            format!("layer {name} input"),
-            format!("(batch, {size})"),
-            format!("{:?}", input.dim()),
-        ));
-    }
-    Ok(())
 }
 
 fn check_grad<F>(name: &str, want: (usize, usize), g: &ArrayView2<'_, F>) -> Result<()> {
