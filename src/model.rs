@@ -1,7 +1,7 @@
 //! The `Sequential` model: layers chained one after another, trained on a loss.
 
 use crate::buffer::Buffer;
-use crate::layer::{BatchNorm, Dense, Dropout, Layer, LayerNorm, Mode, Param};
+use crate::layer::{BatchNorm, Dense, Dropout, Layer, LayerNorm, Mode, Param, Tensor};
 use crate::loss::{Loss, Target};
 use crate::optim::Optimizer;
 use crate::spec::{
@@ -284,7 +284,8 @@ impl<F: Scalar> Sequential<F> {
                         v.len()
                     )));
                 }
-                if let Some(p) = v.iter().position(|x| !x.is_finite()) {
+                if !kernels::all_finite(v) {
+                    let p = v.iter().position(|x| !x.is_finite()).unwrap_or(0);
                     return Err(bad(format!("{tensor} value {p} is not finite")));
                 }
             }
@@ -338,13 +339,22 @@ impl<F: Scalar> Sequential<F> {
         Ok(())
     }
 
-    /// Every layer's tensors, in the order of [`LayerSpec::tensor_shapes`].
+    /// Every layer's tensors, copied, in the order of [`LayerSpec::tensor_shapes`].
     pub(crate) fn tensors(&self) -> LayerTensors<F> {
+        self.tensor_views()
+            .into_iter()
+            .map(|layer| layer.into_iter().map(|t| t.data.to_vec()).collect())
+            .collect()
+    }
+
+    /// Every layer's tensors, borrowed: `[layer][tensor]` in the order of
+    /// [`LayerSpec::tensor_shapes`]. Savers write from these without copying.
+    pub(crate) fn tensor_views(&self) -> Vec<Vec<Tensor<'_, F>>> {
         self.layers
             .iter()
             .map(|l| {
                 let mut out = Vec::new();
-                l.visit_tensors(&mut |t| out.push(t.data.to_vec()));
+                l.visit_tensors(&mut |t| out.push(t));
                 out
             })
             .collect()

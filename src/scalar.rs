@@ -20,6 +20,7 @@ pub trait Scalar:
     + DeserializeOwned
     + sealed::Sealed
     + std::iter::Sum
+    + bytemuck::Pod
 {
     /// `"f32"` or `"f64"`.
     const NAME: &'static str;

@@ -15,7 +15,8 @@ use crate::spec::ModelSpec;
 use crate::{Error, Result, Scalar, Sequential};
 use bincode::Options;
 use serde::{Deserialize, Serialize};
-use serde_bytes::ByteBuf;
+use serde_bytes::Bytes;
+use std::borrow::Cow;
 
 pub(super) const MAGIC: &[u8; 8] = b"CRANKBIN";
 const FORMAT: &str = "bincode model";
@@ -28,11 +29,22 @@ fn err(at: impl Into<String>, reason: impl Into<String>) -> Error {
     }
 }
 
-#[derive(Serialize, Deserialize)]
-struct BinModel {
+/// The body as written: tensors borrowed from the model's own buffers.
+#[derive(Serialize)]
+struct BinModelOut<'a> {
+    dtype: &'static str,
+    spec: String,
+    tensors: Vec<&'a Bytes>,
+}
+
+/// The body as read: tensors borrowed from the file's bytes (the same layout as
+/// [`BinModelOut`]).
+#[derive(Deserialize)]
+struct BinModelIn<'a> {
     dtype: String,
     spec: String,
-    tensors: Vec<ByteBuf>,
+    #[serde(borrow)]
+    tensors: Vec<&'a Bytes>,
 }
 
 /// bincode's settings for every crank file: fixed-width little-endian integers, at most
@@ -45,51 +57,64 @@ pub(super) fn options(limit: u64) -> impl Options {
         .reject_trailing_bytes()
 }
 
-/// Little-endian bytes of a slice of values.
-pub(crate) fn to_le_bytes<F: Scalar>(values: &[F]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(std::mem::size_of_val(values));
-    if F::NAME == "f32" {
-        values
-            .iter()
-            .for_each(|v| out.extend_from_slice(&(v.as_f64() as f32).to_le_bytes()));
+/// Little-endian bytes of a slice of values: the slice itself on a little-endian machine,
+/// a converted copy otherwise.
+pub(crate) fn le_bytes<F: Scalar>(values: &[F]) -> Cow<'_, [u8]> {
+    if cfg!(target_endian = "little") {
+        Cow::Borrowed(bytemuck::cast_slice(values))
+    } else if F::NAME == "f32" {
+        Cow::Owned(
+            values
+                .iter()
+                .flat_map(|v| (v.as_f64() as f32).to_le_bytes())
+                .collect(),
+        )
     } else {
-        values
-            .iter()
-            .for_each(|v| out.extend_from_slice(&v.as_f64().to_le_bytes()));
+        Cow::Owned(
+            values
+                .iter()
+                .flat_map(|v| v.as_f64().to_le_bytes())
+                .collect(),
+        )
     }
-    out
 }
 
 /// Values of type `F` from little-endian bytes of `dtype` (`"f32"` or `"f64"`); `None` when
-/// the length is not a whole number of values.
+/// the length is not a whole number of values. Bytes of `F` itself are copied in bulk.
 pub(crate) fn from_le_bytes<F: Scalar>(bytes: &[u8], dtype: &str) -> Option<Vec<F>> {
-    match dtype {
-        "f32" if bytes.len().is_multiple_of(4) => Some(
-            bytes
-                .chunks_exact(4)
-                .map(|c| F::of(f32::from_le_bytes(c.try_into().expect("4 bytes")) as f64))
-                .collect(),
-        ),
-        "f64" if bytes.len().is_multiple_of(8) => Some(
-            bytes
-                .chunks_exact(8)
-                .map(|c| F::of(f64::from_le_bytes(c.try_into().expect("8 bytes"))))
-                .collect(),
-        ),
-        _ => None,
+    let width = match dtype {
+        "f32" => 4,
+        "f64" => 8,
+        _ => return None,
+    };
+    if !bytes.len().is_multiple_of(width) {
+        return None;
     }
+    if dtype == F::NAME && cfg!(target_endian = "little") {
+        let mut out = vec![F::zero(); bytes.len() / width];
+        bytemuck::cast_slice_mut::<F, u8>(&mut out).copy_from_slice(bytes);
+        return Some(out);
+    }
+    Some(if width == 4 {
+        bytes
+            .chunks_exact(4)
+            .map(|c| F::of(f32::from_le_bytes(c.try_into().expect("4 bytes")) as f64))
+            .collect()
+    } else {
+        bytes
+            .chunks_exact(8)
+            .map(|c| F::of(f64::from_le_bytes(c.try_into().expect("8 bytes"))))
+            .collect()
+    })
 }
 
 pub(super) fn encode<F: Scalar>(model: &Sequential<F>) -> Result<Vec<u8>> {
-    let doc = BinModel {
-        dtype: F::NAME.to_string(),
+    let views = model.tensor_views();
+    let bytes: Vec<Cow<'_, [u8]>> = views.iter().flatten().map(|t| le_bytes(t.data)).collect();
+    let doc = BinModelOut {
+        dtype: F::NAME,
         spec: model.to_spec().to_json(),
-        tensors: model
-            .tensors()
-            .iter()
-            .flatten()
-            .map(|t| ByteBuf::from(to_le_bytes(t)))
-            .collect(),
+        tensors: bytes.iter().map(|b| Bytes::new(b)).collect(),
     };
     framed(MAGIC, FORMAT_VERSION, &doc).map_err(|e| err("output", e.to_string()))
 }
@@ -100,15 +125,17 @@ pub(super) fn framed<T: Serialize>(
     version: u32,
     doc: &T,
 ) -> bincode::Result<Vec<u8>> {
-    let mut out = magic.to_vec();
+    let size = options(u64::MAX).serialized_size(doc)?;
+    let mut out = Vec::with_capacity(12 + usize::try_from(size).unwrap_or(0));
+    out.extend_from_slice(magic);
     out.extend_from_slice(&version.to_le_bytes());
     options(u64::MAX).serialize_into(&mut out, doc)?;
     Ok(out)
 }
 
 /// Checks the magic number and version of a framed file and decodes its body.
-pub(super) fn unframe<T: serde::de::DeserializeOwned>(
-    bytes: &[u8],
+pub(super) fn unframe<'a, T: Deserialize<'a>>(
+    bytes: &'a [u8],
     magic: &[u8; 8],
     newest: u32,
     format: &'static str,
@@ -144,7 +171,7 @@ pub(super) fn unframe<T: serde::de::DeserializeOwned>(
 }
 
 pub(super) fn decode<F: Scalar>(bytes: &[u8]) -> Result<Sequential<F>> {
-    let doc: BinModel = unframe(bytes, MAGIC, FORMAT_VERSION, FORMAT)?;
+    let doc: BinModelIn<'_> = unframe(bytes, MAGIC, FORMAT_VERSION, FORMAT)?;
     let spec = ModelSpec::from_json(&doc.spec)?;
     let resolved = spec.resolve()?;
     let width = match doc.dtype.as_str() {
@@ -177,7 +204,7 @@ pub(super) fn decode<F: Scalar>(bytes: &[u8]) -> Result<Sequential<F>> {
                 ));
             }
             layer_tensors
-                .push(from_le_bytes(&raw, &doc.dtype).ok_or_else(|| err(&at, "bad length"))?);
+                .push(from_le_bytes(raw, &doc.dtype).ok_or_else(|| err(&at, "bad length"))?);
         }
         tensors.push(layer_tensors);
     }

@@ -7,10 +7,11 @@
 //! the metadata under `"crank_spec"`, so crank reads its files back without help; a file saved
 //! by PyTorch needs the architecture passed in.
 
-use super::binary::{from_le_bytes, to_le_bytes};
+use super::binary::{from_le_bytes, le_bytes};
 use crate::spec::{LayerSpec, ModelSpec};
 use crate::{Activation, Error, Result, Scalar, Sequential};
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 
 const FORMAT: &str = "safetensors";
@@ -57,11 +58,23 @@ fn torch_tensors(layer: &LayerSpec) -> &'static [(&'static str, bool)] {
     }
 }
 
-/// `[rows, cols]` row-major to `[cols, rows]` row-major.
-fn transpose<F: Copy>(data: &[F], rows: usize, cols: usize) -> Vec<F> {
-    let mut out = Vec::with_capacity(data.len());
-    for c in 0..cols {
-        out.extend((0..rows).map(|r| data[r * cols + c]));
+/// `[rows, cols]` row-major to `[cols, rows]` row-major, in square tiles so that reads and
+/// writes both stay within a few cache lines.
+fn transpose<F: Scalar>(data: &[F], rows: usize, cols: usize) -> Vec<F> {
+    const TILE: usize = 32;
+    debug_assert_eq!(data.len(), rows * cols);
+    let mut out = vec![F::zero(); data.len()];
+    for r0 in (0..rows).step_by(TILE) {
+        let r1 = (r0 + TILE).min(rows);
+        for c0 in (0..cols).step_by(TILE) {
+            let c1 = (c0 + TILE).min(cols);
+            for r in r0..r1 {
+                let src = &data[r * cols + c0..r * cols + c1];
+                for (c, &v) in (c0..c1).zip(src) {
+                    out[c * rows + r] = v;
+                }
+            }
+        }
     }
     out
 }
@@ -74,43 +87,47 @@ pub(super) fn encode<F: Scalar>(model: &Sequential<F>) -> Result<Vec<u8>> {
         Dtype::F64
     };
     let resolved = spec.resolve()?;
-    let mut owned: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
-    for ((index, (_, input, layer)), values) in torch_names(&spec)
+    let steps = model.steps().to_le_bytes();
+    // Transposed weights are the only copies; everything else is borrowed from the layers.
+    let mut floats: Vec<(String, Vec<usize>, Cow<'_, [F]>)> = Vec::new();
+    let mut counters = Vec::new();
+    for ((index, (_, _, layer)), values) in torch_names(&spec)
         .into_iter()
         .zip(&resolved.layers)
-        .zip(model.tensors())
+        .zip(model.tensor_views())
     {
-        for (((suffix, transposed), (_, shape)), data) in torch_tensors(layer)
-            .iter()
-            .zip(layer.tensor_shapes(*input))
-            .zip(&values)
-        {
-            let (shape, bytes) = if *transposed {
-                (
-                    vec![shape[1], shape[0]],
-                    to_le_bytes(&transpose(data, shape[0], shape[1])),
-                )
-            } else {
-                (shape, to_le_bytes(data))
-            };
-            owned.push((format!("{index}.{suffix}"), dtype, shape, bytes));
+        for ((suffix, transposed), tensor) in torch_tensors(layer).iter().zip(values) {
+            let name = format!("{index}.{suffix}");
+            floats.push(match (*transposed, tensor.shape) {
+                (true, &[rows, cols]) => (
+                    name,
+                    vec![cols, rows],
+                    Cow::Owned(transpose(tensor.data, rows, cols)),
+                ),
+                _ => (name, tensor.shape.to_vec(), Cow::Borrowed(tensor.data)),
+            });
         }
         if let LayerSpec::BatchNorm(_) = layer {
             // PyTorch's BatchNorm1d carries a batch counter (int64, shape []); crank does not
             // use it, but load_state_dict(strict=True) expects it.
-            owned.push((
-                format!("{index}.num_batches_tracked"),
-                Dtype::I64,
-                vec![],
-                model.steps().to_le_bytes().to_vec(),
-            ));
+            counters.push(format!("{index}.num_batches_tracked"));
         }
     }
-    let views = owned
+    let floats: Vec<_> = floats
         .iter()
+        .map(|(name, shape, data)| (name, dtype, shape.clone(), le_bytes(data)))
+        .collect();
+    let views = floats
+        .iter()
+        .map(|(name, dtype, shape, bytes)| (*name, *dtype, shape.clone(), &bytes[..]))
+        .chain(
+            counters
+                .iter()
+                .map(|name| (name, Dtype::I64, vec![], &steps[..])),
+        )
         .map(|(name, dtype, shape, bytes)| {
-            let view = TensorView::new(*dtype, shape.clone(), bytes)
-                .map_err(|e| err(name, e.to_string()))?;
+            let view =
+                TensorView::new(dtype, shape, bytes).map_err(|e| err(name, e.to_string()))?;
             Ok((name.clone(), view))
         })
         .collect::<Result<Vec<_>>>()?;

@@ -83,8 +83,16 @@ impl<F: Scalar> Dense<F> {
         activation: Activation,
     ) -> Result<Self> {
         // Standard layout, so that parameters can be handed out as slices.
-        let weights = weights.as_standard_layout().into_owned();
-        let biases = biases.as_standard_layout().into_owned();
+        let weights = if weights.is_standard_layout() {
+            weights
+        } else {
+            weights.as_standard_layout().into_owned()
+        };
+        let biases = if biases.is_standard_layout() {
+            biases
+        } else {
+            biases.as_standard_layout().into_owned()
+        };
         Ok(Dense {
             name,
             activation,
@@ -305,7 +313,7 @@ impl<F: Scalar> Layer<F> for Dense<F> {
         })
     }
 
-    fn visit_tensors(&self, f: &mut dyn FnMut(Tensor<'_, F>)) {
+    fn visit_tensors<'a>(&'a self, f: &mut dyn FnMut(Tensor<'a, F>)) {
         let contiguous = "parameters are in standard layout";
         f(Tensor {
             name: "weights",

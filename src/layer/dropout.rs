@@ -149,7 +149,7 @@ impl<F: Scalar> Layer<F> for Dropout<F> {
         })
     }
 
-    fn visit_tensors(&self, _f: &mut dyn FnMut(Tensor<'_, F>)) {}
+    fn visit_tensors<'a>(&'a self, _f: &mut dyn FnMut(Tensor<'a, F>)) {}
 
     fn infer(&self, input: ArrayView2<'_, F>, mut out: ArrayViewMut2<'_, F>) -> Result<()> {
         check_width(&self.name, self.size, &input)?;

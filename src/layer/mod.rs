@@ -130,7 +130,7 @@ pub trait Layer<F: Scalar>: Send + Sync + Debug {
 
     /// Calls `f` with each tensor a saved model holds for this layer, in the order of
     /// [`LayerSpec::tensor_shapes`].
-    fn visit_tensors(&self, f: &mut dyn FnMut(Tensor<'_, F>));
+    fn visit_tensors<'a>(&'a self, f: &mut dyn FnMut(Tensor<'a, F>));
 
     /// Inference without touching the layer's own buffers: writes the output for `input` into
     /// `out`, of shape `(batch, output_size)`.

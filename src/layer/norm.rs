@@ -303,7 +303,7 @@ impl<F: Scalar> Layer<F> for BatchNorm<F> {
         })
     }
 
-    fn visit_tensors(&self, f: &mut dyn FnMut(Tensor<'_, F>)) {
+    fn visit_tensors<'a>(&'a self, f: &mut dyn FnMut(Tensor<'a, F>)) {
         f(tensor("gamma", &self.affine.gamma));
         f(tensor("beta", &self.affine.beta));
         f(tensor("running_mean", &self.running_mean));
@@ -489,7 +489,7 @@ impl<F: Scalar> Layer<F> for LayerNorm<F> {
         })
     }
 
-    fn visit_tensors(&self, f: &mut dyn FnMut(Tensor<'_, F>)) {
+    fn visit_tensors<'a>(&'a self, f: &mut dyn FnMut(Tensor<'a, F>)) {
         f(tensor("gamma", &self.affine.gamma));
         f(tensor("beta", &self.affine.beta));
     }
