@@ -403,6 +403,11 @@ impl<F: Scalar> Sequential<F> {
         &self.layers
     }
 
+    /// The model's layers, first to last, taken out of the model.
+    pub fn into_layers(self) -> Vec<Box<dyn Layer<F>>> {
+        self.layers
+    }
+
     /// Number of trainable parameters.
     pub fn num_params(&self) -> usize {
         self.layers.iter().map(|l| l.num_params()).sum()

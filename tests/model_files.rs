@@ -421,3 +421,42 @@ fn every_layer_kind_round_trips_with_its_statistics() {
     );
     assert_eq!(doc["layers"][2]["rate"], 0.25);
 }
+
+#[test]
+fn every_layer_kind_is_rebuilt_from_its_own_spec() {
+    let model = Sequential::<f64>::builder(5)
+        .dense(6, Activation::Tanh)
+        .batch_norm()
+        .dropout(0.25)
+        .layer_norm()
+        .dense(2, Activation::Identity)
+        .seed(3)
+        .build()
+        .unwrap();
+    for original in model.layers() {
+        let spec = original.to_spec();
+        let rebuilt = crank::layer::from_spec::<f64>(&spec, 3).unwrap();
+        assert_eq!(rebuilt.to_spec(), spec);
+        assert_eq!(rebuilt.kind(), original.kind());
+        assert_eq!(rebuilt.num_params(), original.num_params());
+        // Fresh weights follow the seed: the same seed gives the same tensors, another does not.
+        let tensors = |l: &dyn crank::Layer<f64>| {
+            let mut out = Vec::new();
+            l.visit_tensors(&mut |t| out.push(t.data.to_vec()));
+            out
+        };
+        let again = crank::layer::from_spec::<f64>(&spec, 3).unwrap();
+        assert_eq!(tensors(&*rebuilt), tensors(&*again));
+        if original.kind() == "Dense" {
+            let other = crank::layer::from_spec::<f64>(&spec, 4).unwrap();
+            assert_ne!(tensors(&*rebuilt), tensors(&*other));
+        }
+    }
+    // A layer on its own needs its input size.
+    let mut spec = model.layers()[0].to_spec();
+    if let crank::spec::LayerSpec::Dense(d) = &mut spec {
+        d.input_size = None;
+    }
+    let err = crank::layer::from_spec::<f32>(&spec, 0).unwrap_err();
+    assert!(err.to_string().contains("input_size"), "{err}");
+}

@@ -61,7 +61,7 @@ fn torch_tensors(layer: &LayerSpec) -> &'static [(&'static str, bool)] {
 /// `[rows, cols]` row-major to `[cols, rows]` row-major, in square tiles so that reads and
 /// writes both stay within a few cache lines.
 fn transpose<F: Scalar>(data: &[F], rows: usize, cols: usize) -> Vec<F> {
-    const TILE: usize = 32;
+    const TILE: usize = 16;
     debug_assert_eq!(data.len(), rows * cols);
     let mut out = vec![F::zero(); data.len()];
     for r0 in (0..rows).step_by(TILE) {
@@ -193,12 +193,20 @@ pub(super) fn decode<F: Scalar>(bytes: &[u8], spec: Option<&ModelSpec>) -> Resul
                     ));
                 }
             };
-            let data: Vec<F> = from_le_bytes(view.data(), dtype)
-                .ok_or_else(|| err(&at, "data length does not match its shape"))?;
+            // The file's own bytes when they are already aligned values of `F`; a copy otherwise.
+            let data: Cow<'_, [F]> = match bytemuck::try_cast_slice::<u8, F>(view.data()) {
+                Ok(values) if dtype == F::NAME && cfg!(target_endian = "little") => {
+                    Cow::Borrowed(values)
+                }
+                _ => Cow::Owned(
+                    from_le_bytes(view.data(), dtype)
+                        .ok_or_else(|| err(&at, "data length does not match its shape"))?,
+                ),
+            };
             values.push(if *transposed {
                 transpose(&data, shape[1], shape[0])
             } else {
-                data
+                data.into_owned()
             });
             expected.insert(key);
         }
@@ -214,4 +222,41 @@ pub(super) fn decode<F: Scalar>(bytes: &[u8], spec: Option<&ModelSpec>) -> Resul
         ));
     }
     Sequential::from_tensors(spec, tensors)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tiled_transpose_matches_the_definition() {
+        // Sizes around and across the tile edge.
+        for (rows, cols) in [(1, 1), (3, 40), (17, 16), (33, 47)] {
+            let data: Vec<f64> = (0..rows * cols).map(|i| i as f64).collect();
+            let t = transpose(&data, rows, cols);
+            for r in 0..rows {
+                for c in 0..cols {
+                    assert_eq!(
+                        t[c * rows + r],
+                        data[r * cols + c],
+                        "{rows}x{cols} at {r},{c}"
+                    );
+                }
+            }
+            assert_eq!(transpose(&t, cols, rows), data);
+        }
+    }
+
+    #[test]
+    fn misaligned_and_other_dtype_bytes_are_converted() {
+        let values = [1.5f32, -2.25, 3.0e-7];
+        let mut bytes = vec![0u8];
+        bytes.extend(values.iter().flat_map(|v| v.to_le_bytes()));
+        // One byte in: not aligned for f32, so the copy path runs.
+        assert_eq!(from_le_bytes::<f32>(&bytes[1..], "f32").unwrap(), values);
+        let wide: Vec<f64> = from_le_bytes(&bytes[1..], "f32").unwrap();
+        assert_eq!(wide, values.map(f64::from));
+        assert!(from_le_bytes::<f32>(&bytes[1..11], "f32").is_none());
+        assert!(from_le_bytes::<f32>(&bytes[1..], "f16").is_none());
+    }
 }

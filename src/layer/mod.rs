@@ -39,6 +39,35 @@ pub(crate) fn check_width<F>(name: &str, size: usize, input: &ArrayView2<'_, F>)
     Ok(())
 }
 
+/// One layer from its description (the seed's `from_dict` for a layer), with fresh weights
+/// drawn from a `Xoshiro256PlusPlus` seeded with `seed`: the inverse of [`Layer::to_spec`].
+/// The description must give `input_size`, as `to_spec` does.
+///
+/// ```
+/// use crank::{Activation, Layer, layer};
+/// use crank::spec::{DenseSpec, LayerSpec};
+///
+/// let spec = LayerSpec::Dense(DenseSpec {
+///     name: Some("hidden".into()),
+///     input_size: Some(4),
+///     output_size: 8,
+///     activation_function: Activation::Relu,
+/// });
+/// let dense = layer::from_spec::<f32>(&spec, 7)?;
+/// assert_eq!((dense.input_size(), dense.output_size()), (4, 8));
+/// assert_eq!(dense.to_spec(), spec);
+/// # Ok::<(), crank::Error>(())
+/// ```
+pub fn from_spec<F: Scalar>(spec: &LayerSpec, seed: u64) -> Result<Box<dyn Layer<F>>> {
+    let model = crate::spec::ModelSpec {
+        seed: Some(seed),
+        layers: vec![spec.clone()],
+        preprocessing: None,
+    };
+    let mut layers = crate::Sequential::<F>::from_spec(&model)?.into_layers();
+    Ok(layers.pop().expect("a one-layer model has one layer"))
+}
+
 /// Whether a forward pass is part of training. Layers such as dropout behave differently in
 /// the two modes; [`Dense`] does not.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
