@@ -37,5 +37,46 @@ fn dense(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, dense);
+/// crank's GEMM path against ndarray's `general_mat_mul` (the backend alone) on the products of
+/// the tiny and S networks, in the three layouts a Dense layer uses: forward `x·W`, weight
+/// gradient `xᵀ·δ`, input gradient `δ·Wᵀ`.
+fn gemm(c: &mut Criterion) {
+    let mut group = c.benchmark_group("gemm");
+    group
+        .warm_up_time(std::time::Duration::from_millis(300))
+        .measurement_time(std::time::Duration::from_secs(1));
+    for &(m, k, n) in &[
+        (1, 6, 64),
+        (1, 64, 8),
+        (32, 6, 64),
+        (32, 64, 8),
+        (32, 8, 4),
+        (64, 128, 10),
+    ] {
+        let a = Array2::from_shape_fn((m, k), |(i, j)| ((i * 3 + j) % 7) as f32 * 0.1);
+        let b = Array2::from_shape_fn((k, n), |(i, j)| ((i + 5 * j) % 11) as f32 * 0.1);
+        let at = a.t().to_owned(); // (k, m): the product xᵀ·δ reads its transpose
+        let bt = b.t().to_owned(); // (n, k): δ·Wᵀ reads its transpose
+        let mut out = Array2::<f32>::zeros((m, n));
+        group.throughput(Throughput::Elements((2 * m * k * n) as u64));
+        for (layout, a, b) in [
+            ("nn", a.view(), b.view()),
+            ("tn", at.t(), b.view()),
+            ("nt", a.view(), bt.t()),
+        ] {
+            let name = format!("{m}x{k}x{n}/{layout}");
+            group.bench_function(format!("crank/{name}"), |bench| {
+                bench.iter(|| crank::kernels::gemm(1.0, black_box(a), b, 0.0, out.view_mut()))
+            });
+            group.bench_function(format!("backend/{name}"), |bench| {
+                bench.iter(|| {
+                    ndarray::linalg::general_mat_mul(1.0, &black_box(a), &b, 0.0, &mut out)
+                })
+            });
+        }
+    }
+    group.finish();
+}
+
+criterion_group!(benches, dense, gemm);
 criterion_main!(benches);

@@ -5,6 +5,8 @@
 //! size, independent of the number of threads, and reductions add their per-chunk partial results
 //! in chunk order: every kernel gives bitwise the same answer at any thread count.
 
+pub use crate::gemm::{SMALL_GEMM, gemm};
+
 use crate::Scalar;
 use rayon::prelude::*;
 
@@ -139,7 +141,19 @@ pub fn update_with_state<F: Scalar, const K: usize>(
 
 /// `Σ f(a[i])`, summed chunk by chunk in a fixed order.
 pub fn sum_map<F: Scalar>(a: &[F], f: impl Fn(F) -> F + Sync) -> F {
-    let chunk_sum = |c: &[F]| c.iter().fold(F::zero(), |s, &x| s + f(x));
+    // Eight running sums per chunk, so the compiler can keep them in vector lanes (one running
+    // sum is a chain of dependent additions); they are added in a fixed order.
+    let chunk_sum = |c: &[F]| {
+        let (lanes, rest) = c.as_chunks::<8>();
+        let mut acc = [F::zero(); 8];
+        for x in lanes {
+            for l in 0..8 {
+                acc[l] += f(x[l]);
+            }
+        }
+        let tail = rest.iter().fold(F::zero(), |s, &x| s + f(x));
+        ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])) + tail
+    };
     if !parallel(a.len()) {
         a.chunks(CHUNK).map(chunk_sum).fold(F::zero(), |s, x| s + x)
     } else {

@@ -82,12 +82,16 @@ macro_rules! interpose {
 interpose!(cblas_sgemm, f32, "f32");
 interpose!(cblas_dgemm, f64, "f64");
 
-fn dense_round_trip<F: crank::Scalar>() -> Vec<Call> {
+/// Forward and backward of a Dense layer `(n_in -> n_out)` on a batch; the GEMM calls seen.
+fn dense_round_trip<F: crank::Scalar>(batch: usize, n_in: usize, n_out: usize) -> Vec<Call> {
+    // One round trip at a time: the tests share the record of calls.
+    static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     CALLS.lock().unwrap().clear();
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(5);
-    let mut layer = Dense::<F>::new(40, 24, Activation::Relu, &mut rng).unwrap();
-    let x = Array2::from_shape_fn((16, 40), |(i, j)| F::of(((i + j) % 5) as f64 - 2.0));
-    let g = Array2::from_elem((16, 24), F::of(0.5));
+    let mut layer = Dense::<F>::new(n_in, n_out, Activation::Relu, &mut rng).unwrap();
+    let x = Array2::from_shape_fn((batch, n_in), |(i, j)| F::of(((i + j) % 5) as f64 - 2.0));
+    let g = Array2::from_elem((batch, n_out), F::of(0.5));
     layer.forward(x.view(), Mode::Train).unwrap();
     layer.backward(x.view(), g.view(), true).unwrap();
     let calls = CALLS.lock().unwrap().clone();
@@ -109,19 +113,29 @@ fn every_dense_product_goes_to_openblas_with_transpose_flags() {
         "{}",
         crank::backend()
     );
+    // 64 · 96 · 80 multiply-adds per product: above crank::kernels::SMALL_GEMM.
+    const { assert!(64 * 96 * 80 > crank::kernels::SMALL_GEMM) };
     for (label, calls) in [
-        ("f32", dense_round_trip::<f32>()),
-        ("f64", dense_round_trip::<f64>()),
+        ("f32", dense_round_trip::<f32>(64, 96, 80)),
+        ("f64", dense_round_trip::<f64>(64, 96, 80)),
     ] {
         // forward z = x·W; backward dW = xᵀ·δ and dx = δ·Wᵀ.
         assert_eq!(
             calls,
             vec![
-                (label, false, false, 16, 24, 40),
-                (label, true, false, 40, 24, 16),
-                (label, false, true, 16, 40, 24),
+                (label, false, false, 64, 80, 96),
+                (label, true, false, 96, 80, 64),
+                (label, false, true, 64, 96, 80),
             ],
             "{label}"
         );
     }
+}
+
+#[test]
+fn small_products_skip_the_library_call() {
+    // 16 · 40 · 24 multiply-adds: crank's direct loops, same results, no OpenBLAS call.
+    const { assert!(16 * 40 * 24 <= crank::kernels::SMALL_GEMM) };
+    assert_eq!(dense_round_trip::<f32>(16, 40, 24), vec![]);
+    assert_eq!(dense_round_trip::<f64>(16, 40, 24), vec![]);
 }
