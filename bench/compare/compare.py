@@ -2,6 +2,10 @@
 (when installed) and JAX (when installed), on the same workloads and thread counts.
 
     python3 bench/compare/compare.py [--threads 1 2] [--quick] [--features openblas]
+    python3 bench/compare/compare.py --rss [--features openblas]
+
+`--rss` prints instead the peak resident memory (VmHWM) of a fresh process training M at
+batch 256 in each framework.
 
 Prints one table of samples/s per workload and thread count, with crank's ratio to the best
 other, and the GEMM-only bound crank's bench measures. Threads are pinned the same way for all:
@@ -40,12 +44,13 @@ def timeit(f, quick):
     target = 0.05 if quick else 0.2
     calls = int(min(max(target / once, 1), 1_000_000))
     samples = []
-    for _ in range(3 if quick else 7):
+    for _ in range(5 if quick else 15):
         t0 = time.perf_counter()
         for _ in range(calls):
             f()
         samples.append((time.perf_counter() - t0) / calls)
-    return sorted(samples)[len(samples) // 2]
+    # The fastest repeat, as crank's bench reports: interference on a shared machine only adds.
+    return min(samples)
 
 
 def data(batch, sizes, dtype):
@@ -176,12 +181,53 @@ def crank_run(threads, quick, features):
     return {r["workload"]: r for r in rows}
 
 
+def peak_rss_mib():
+    """Peak resident set of this process's address space (Linux), in MiB."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def rss_worker(framework):
+    """Trains M at batch 256 in `framework` (in this fresh process) and prints its peak RSS."""
+    run = {"numpy-seed": numpy_seed, "pytorch": torch_run}[framework]
+    run([784, 512, 512, 10], 256, False, np.float32, True)
+    print(json.dumps({"framework": framework, "peak_rss_mib": round(peak_rss_mib(), 1)}))
+
+
+def rss(features):
+    root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
+    cmd = ["cargo", "build", "--quiet", "--release", "--example", "peak_rss"]
+    if features:
+        cmd += ["--features", features]
+    subprocess.run(cmd, cwd=root, check=True)
+    rows = [subprocess.run([os.path.join(root, "target", "release", "examples", "peak_rss")], capture_output=True, text=True, check=True).stdout]
+    for framework in ["numpy-seed", "pytorch"]:
+        out = subprocess.run([sys.executable, os.path.abspath(__file__), "--rss-worker", framework], capture_output=True, text=True)
+        if out.returncode == 0:
+            rows.append(out.stdout)
+        else:
+            print(f"  {framework}: {out.stderr.strip().splitlines()[-1:]}", file=sys.stderr)
+    print(f"# peak resident memory training M (784-512-512-10) at batch 256, {time.strftime('%Y-%m-%d')}, crank features: {features or 'default'}")
+    for row in rows:
+        r = json.loads(row.strip().splitlines()[-1])
+        print(f"{r['framework']:<12} {r['peak_rss_mib']:>8.1f} MiB")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--features", default="")
+    ap.add_argument("--rss", action="store_true")
+    ap.add_argument("--rss-worker", choices=["numpy-seed", "pytorch"])
     args = ap.parse_args()
+    if args.rss_worker:
+        return rss_worker(args.rss_worker)
+    if args.rss:
+        return rss(args.features)
 
     try:
         from threadpoolctl import threadpool_limits
