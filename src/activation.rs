@@ -73,13 +73,13 @@ macro_rules! elementwise {
         let zero = <$F>::zero();
         match *$act {
             Activation::Identity => {
-                let $f = |x: $F| x;
-                let $df = |_z: $F, _y: $F| one;
+                let $f = move |x: $F| x;
+                let $df = move |_z: $F, _y: $F| one;
                 $body
             }
             Activation::Relu => {
-                let $f = |x: $F| if x > zero { x } else { zero };
-                let $df = |z: $F, _y: $F| if z > zero { one } else { zero };
+                let $f = move |x: $F| if x > zero { x } else { zero };
+                let $df = move |z: $F, _y: $F| if z > zero { one } else { zero };
                 $body
             }
             Activation::LeakyRelu { alpha } => {
@@ -89,13 +89,13 @@ macro_rules! elementwise {
                 $body
             }
             Activation::Sigmoid => {
-                let $f = |x: $F| sigmoid(x);
-                let $df = |_z: $F, y: $F| y * (one - y);
+                let $f = move |x: $F| sigmoid(x);
+                let $df = move |_z: $F, y: $F| y * (one - y);
                 $body
             }
             Activation::Tanh => {
-                let $f = |x: $F| x.tanh();
-                let $df = |_z: $F, y: $F| one - y * y;
+                let $f = move |x: $F| x.tanh();
+                let $df = move |_z: $F, y: $F| one - y * y;
                 $body
             }
             Activation::Gelu => {
@@ -111,8 +111,8 @@ macro_rules! elementwise {
                 $body
             }
             Activation::Softplus => {
-                let $f = |x: $F| x.max(zero) + (-x.abs()).exp().ln_1p();
-                let $df = |z: $F, _y: $F| sigmoid(z);
+                let $f = move |x: $F| x.max(zero) + (-x.abs()).exp().ln_1p();
+                let $df = move |z: $F, _y: $F| sigmoid(z);
                 $body
             }
             Activation::Softmax => $softmax,
