@@ -195,7 +195,19 @@ impl Loss {
             let sample = match (self, &target) {
                 (Loss::SoftmaxCrossEntropy, _) => {
                     let max = yi.fold(F::neg_infinity(), |m, &x| m.max(x));
-                    let sum_exp = yi.fold(F::zero(), |s, &x| s + (x - max).exp());
+                    // exp(y − max) once per logit, kept in the gradient row when there is one.
+                    let sum_exp = match gi.as_mut() {
+                        Some(g) => {
+                            let mut sum = F::zero();
+                            for j in 0..k {
+                                let e = (yi[j] - max).exp();
+                                g[j] = e;
+                                sum += e;
+                            }
+                            sum
+                        }
+                        None => yi.fold(F::zero(), |s, &x| s + (x - max).exp()),
+                    };
                     let lse = max + sum_exp.ln();
                     // t as a closure over column j: one-hot for class indices
                     let t = |j: usize| match &target {
@@ -216,8 +228,10 @@ impl Loss {
                         l += tj * (lse - yi[j]);
                     }
                     if let Some(g) = gi.as_mut() {
+                        // softmax · Σt − t, in place over the exponentials.
+                        let scale = t_sum / sum_exp;
                         for j in 0..k {
-                            g[j] = (yi[j] - lse).exp() * t_sum - t(j);
+                            g[j] = g[j] * scale - t(j);
                         }
                     }
                     l
