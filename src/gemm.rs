@@ -70,19 +70,7 @@ fn small_gemm<F: Scalar>(
         return true;
     }
     if let Some(b) = b.as_slice() {
-        let (ldc, c0) = (n, 0);
-        small_nn(
-            &Small {
-                alpha,
-                beta,
-                a: &a,
-                b,
-                n,
-                ldc,
-                c0,
-            },
-            c,
-        );
+        small_nn(alpha, &a, b, n, beta, c, n, 0);
         return true;
     }
     // b is the transpose of a row-major (n, k) matrix: copy it, a block of columns at a time,
@@ -99,20 +87,7 @@ fn small_gemm<F: Scalar>(
                         rows[p * width + j] = v;
                     }
                 }
-                let b = &rows[..k * width];
-                let (n, ldc, c0) = (width, n, j0);
-                small_nn(
-                    &Small {
-                        alpha,
-                        beta,
-                        a: &a,
-                        b,
-                        n,
-                        ldc,
-                        c0,
-                    },
-                    c,
-                );
+                small_nn(alpha, &a, &rows[..k * width], width, beta, c, n, j0);
             }
             true
         }
@@ -129,105 +104,141 @@ struct Strided<'a, F> {
     k: usize,
 }
 
-/// One small product into columns `c0..c0 + n` of a row-major `c` with rows `ldc` apart:
-/// `c = alpha · a · b + beta · c`, `b` row-major `(k, n)`.
-struct Small<'a, F> {
+/// `c = alpha · a · b + beta · c` for row-major `b` `(k, n)` and `c` `(m, n)`, with AVX2 and
+/// FMA where the processor has them (checked at run time), plain arithmetic otherwise.
+#[allow(clippy::too_many_arguments)]
+fn small_nn<F: Scalar>(
     alpha: F,
-    beta: F,
-    a: &'a Strided<'a, F>,
-    b: &'a [F],
+    a: &Strided<'_, F>,
+    b: &[F],
     n: usize,
+    beta: F,
+    c: &mut [F],
     ldc: usize,
     c0: usize,
-}
-
-/// Runs `p` with AVX2 and FMA where the processor has them (checked at run time), plain
-/// arithmetic otherwise.
-fn small_nn<F: Scalar>(p: &Small<'_, F>, c: &mut [F]) {
+) {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
         // SAFETY: the processor supports AVX2 and FMA, as just checked.
-        unsafe { small_nn_fma(p, c) };
+        unsafe { small_nn_fma(alpha, a, b, n, beta, c, ldc, c0) };
         return;
     }
-    tiles::<F, false>(p, c);
+    tiles::<F, false>(alpha, a, b, n, beta, c, ldc, c0);
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-fn small_nn_fma<F: Scalar>(p: &Small<'_, F>, c: &mut [F]) {
-    tiles::<F, true>(p, c);
+#[allow(clippy::too_many_arguments)]
+fn small_nn_fma<F: Scalar>(
+    alpha: F,
+    a: &Strided<'_, F>,
+    b: &[F],
+    n: usize,
+    beta: F,
+    c: &mut [F],
+    ldc: usize,
+    c0: usize,
+) {
+    tiles::<F, true>(alpha, a, b, n, beta, c, ldc, c0);
 }
 
 /// Walks `c` in tiles of 4 rows (then single rows) by 16, 8, 4 and 1 columns.
 #[inline(always)]
-fn tiles<F: Scalar, const FMA: bool>(p: &Small<'_, F>, c: &mut [F]) {
-    let m = p.a.m;
+#[allow(clippy::too_many_arguments)]
+fn tiles<F: Scalar, const FMA: bool>(
+    alpha: F,
+    a: &Strided<'_, F>,
+    b: &[F],
+    n: usize,
+    beta: F,
+    c: &mut [F],
+    ldc: usize,
+    c0: usize,
+) {
+    let m = a.m;
     let mut i = 0;
-    while m - i >= 4 {
-        row_tiles::<F, FMA, 4>(p, i, c);
-        i += 4;
-    }
     while i < m {
-        row_tiles::<F, FMA, 1>(p, i, c);
-        i += 1;
+        if m - i >= 4 {
+            row_tiles::<F, FMA, 4>(alpha, a, i, b, n, beta, c, ldc, c0);
+            i += 4;
+        } else {
+            row_tiles::<F, FMA, 1>(alpha, a, i, b, n, beta, c, ldc, c0);
+            i += 1;
+        }
     }
 }
 
 #[inline(always)]
-fn row_tiles<F: Scalar, const FMA: bool, const R: usize>(p: &Small<'_, F>, i: usize, c: &mut [F]) {
-    let n = p.n;
+#[allow(clippy::too_many_arguments)]
+fn row_tiles<F: Scalar, const FMA: bool, const R: usize>(
+    alpha: F,
+    a: &Strided<'_, F>,
+    i: usize,
+    b: &[F],
+    n: usize,
+    beta: F,
+    c: &mut [F],
+    ldc: usize,
+    c0: usize,
+) {
     let mut j = 0;
     while n - j >= 16 {
-        tile::<F, FMA, R, 16>(p, i, j, c);
+        tile::<F, FMA, R, 16>(alpha, a, i, b, n, j, beta, c, ldc, c0);
         j += 16;
     }
     if n - j >= 8 {
-        tile::<F, FMA, R, 8>(p, i, j, c);
+        tile::<F, FMA, R, 8>(alpha, a, i, b, n, j, beta, c, ldc, c0);
         j += 8;
     }
     if n - j >= 4 {
-        tile::<F, FMA, R, 4>(p, i, j, c);
+        tile::<F, FMA, R, 4>(alpha, a, i, b, n, j, beta, c, ldc, c0);
         j += 4;
     }
     while j < n {
-        tile::<F, FMA, R, 1>(p, i, j, c);
+        tile::<F, FMA, R, 1>(alpha, a, i, b, n, j, beta, c, ldc, c0);
         j += 1;
     }
 }
 
-/// Rows `i..i + R`, columns `j..j + W` of the product: `R · W` running sums over `k`, kept in
+/// Rows `i..i + R`, columns `j..j + W` of `c`: `R · W` running sums over `k`, kept in
 /// registers, then one write. As in BLAS, `c` is not read when `beta` is 0.
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 fn tile<F: Scalar, const FMA: bool, const R: usize, const W: usize>(
-    p: &Small<'_, F>,
+    alpha: F,
+    a: &Strided<'_, F>,
     i: usize,
+    b: &[F],
+    n: usize,
     j: usize,
+    beta: F,
     c: &mut [F],
+    ldc: usize,
+    c0: usize,
 ) {
-    let (a, b, n) = (p.a, p.b, p.n);
+    let k = a.k;
     let mut acc = [[F::zero(); W]; R];
-    for q in 0..a.k {
-        let b_blk: &[F; W] = b[q * n + j..q * n + j + W].try_into().expect("W values");
+    for p in 0..k {
+        let b_blk: &[F; W] = b[p * n + j..p * n + j + W].try_into().expect("W values");
         for (r, acc) in acc.iter_mut().enumerate() {
-            let a_iq = a.data[(i + r) * a.rs + q * a.cs];
+            let a_ip = a.data[(i + r) * a.rs + p * a.cs];
             for l in 0..W {
                 acc[l] = if FMA {
-                    a_iq.mul_add(b_blk[l], acc[l])
+                    a_ip.mul_add(b_blk[l], acc[l])
                 } else {
-                    acc[l] + a_iq * b_blk[l]
+                    acc[l] + a_ip * b_blk[l]
                 };
             }
         }
     }
     for (r, acc) in acc.iter().enumerate() {
-        let at = (i + r) * p.ldc + p.c0 + j;
+        let at = (i + r) * ldc + c0 + j;
         let c_blk: &mut [F; W] = (&mut c[at..at + W]).try_into().expect("W values");
         for l in 0..W {
-            c_blk[l] = if p.beta == F::zero() {
-                p.alpha * acc[l]
+            c_blk[l] = if beta == F::zero() {
+                alpha * acc[l]
             } else {
-                p.alpha * acc[l] + p.beta * c_blk[l]
+                alpha * acc[l] + beta * c_blk[l]
             };
         }
     }
