@@ -19,6 +19,16 @@ fn io(c: &mut Criterion) {
     let mut group = c.benchmark_group("io_100MB");
     group.sample_size(10);
     group.throughput(Throughput::Bytes(weight_bytes));
+    // For scale: the same bytes copied into freshly allocated memory (what a save must at least
+    // do) and into memory already touched.
+    let raw: Vec<u8> = vec![1; weight_bytes as usize];
+    group.bench_function("copy/fresh", |b| {
+        b.iter(|| black_box(raw.as_slice().to_vec()))
+    });
+    let mut touched = vec![0u8; raw.len()];
+    group.bench_function("copy/touched", |b| {
+        b.iter(|| black_box(&mut touched).copy_from_slice(&raw))
+    });
     for (name, format) in [
         ("bincode", Format::Bincode),
         ("safetensors", Format::Safetensors),
