@@ -64,38 +64,39 @@ fn sigmoid<F: Scalar>(x: F) -> F {
     }
 }
 
-/// Runs `$body` with `$f` (the function) and `$df` (its derivative, given `z` and `y = f(z)`)
+/// Runs `$body` with `$f` (the function) and `$back` (the chain rule: given `z`, `y = f(z)` and
+/// the gradient `g` for `y`, the gradient `g · f'(z)` for `z`)
 /// bound to closures for the elementwise activation `$act`, or `$softmax` for Softmax. Each arm is
 /// compiled separately, so the closures inline into the kernel loops.
 macro_rules! elementwise {
-    ($act:expr, $F:ty, |$f:ident, $df:ident| $body:expr, softmax => $softmax:expr) => {{
+    ($act:expr, $F:ty, |$f:ident, $back:ident| $body:expr, softmax => $softmax:expr) => {{
         let one = <$F>::one();
         let zero = <$F>::zero();
         match *$act {
             Activation::Identity => {
                 let $f = move |x: $F| x;
-                let $df = move |_z: $F, _y: $F| one;
+                let $back = move |_z: $F, _y: $F, g: $F| g;
                 $body
             }
             Activation::Relu => {
                 let $f = move |x: $F| if x > zero { x } else { zero };
-                let $df = move |z: $F, _y: $F| if z > zero { one } else { zero };
+                let $back = move |z: $F, _y: $F, g: $F| if z > zero { g } else { zero };
                 $body
             }
             Activation::LeakyRelu { alpha } => {
                 let alpha = <$F>::of(alpha);
                 let $f = move |x: $F| if x > zero { x } else { alpha * x };
-                let $df = move |z: $F, _y: $F| if z > zero { one } else { alpha };
+                let $back = move |z: $F, _y: $F, g: $F| if z > zero { g } else { alpha * g };
                 $body
             }
             Activation::Sigmoid => {
                 let $f = move |x: $F| sigmoid(x);
-                let $df = move |_z: $F, y: $F| y * (one - y);
+                let $back = move |_z: $F, y: $F, g: $F| g * (y * (one - y));
                 $body
             }
             Activation::Tanh => {
                 let $f = move |x: $F| x.tanh();
-                let $df = move |_z: $F, y: $F| one - y * y;
+                let $back = move |_z: $F, y: $F, g: $F| g * (one - y * y);
                 $body
             }
             Activation::Gelu => {
@@ -105,14 +106,15 @@ macro_rules! elementwise {
                     0.5 * std::f64::consts::FRAC_2_SQRT_PI * std::f64::consts::FRAC_1_SQRT_2,
                 );
                 let $f = move |x: $F| half * x * (one + (x * inv_sqrt2).erf());
-                let $df = move |z: $F, _y: $F| {
-                    half * (one + (z * inv_sqrt2).erf()) + z * inv_sqrt_2pi * (-half * z * z).exp()
+                let $back = move |z: $F, _y: $F, g: $F| {
+                    g * (half * (one + (z * inv_sqrt2).erf())
+                        + z * inv_sqrt_2pi * (-half * z * z).exp())
                 };
                 $body
             }
             Activation::Softplus => {
                 let $f = move |x: $F| x.max(zero) + (-x.abs()).exp().ln_1p();
-                let $df = move |z: $F, _y: $F| sigmoid(z);
+                let $back = move |z: $F, _y: $F, g: $F| g * sigmoid(z);
                 $body
             }
             Activation::Softmax => $softmax,
@@ -154,18 +156,18 @@ impl Activation {
 
     /// `f(x)` for an elementwise activation; `None` for Softmax, which needs a whole row.
     pub fn value<F: Scalar>(&self, x: F) -> Option<F> {
-        elementwise!(self, F, |f, _df| Some(f(x)), softmax => None)
+        elementwise!(self, F, |f, _back| Some(f(x)), softmax => None)
     }
 
     /// `f'(x)` for an elementwise activation; `None` for Softmax, whose derivative is a Jacobian
     /// (see [`Activation::backward`]).
     pub fn derivative<F: Scalar>(&self, x: F) -> Option<F> {
-        elementwise!(self, F, |f, df| Some(df(x, f(x))), softmax => None)
+        elementwise!(self, F, |f, back| Some(back(x, f(x), <F>::one())), softmax => None)
     }
 
     /// `y = f(z)` over a row-major batch with `cols` features per row.
     pub(crate) fn forward<F: Scalar>(&self, z: &[F], y: &mut [F], cols: usize) {
-        elementwise!(self, F, |f, _df| kernels::map(y, z, f), softmax => {
+        elementwise!(self, F, |f, _back| kernels::map(y, z, f), softmax => {
             y.copy_from_slice(z);
             kernels::for_each_row(y, cols, softmax_row);
         })
@@ -175,7 +177,7 @@ impl Activation {
     pub(crate) fn forward_inplace<F: Scalar>(&self, y: &mut [F], cols: usize) {
         match self {
             Activation::Identity => {}
-            _ => elementwise!(self, F, |f, _df| kernels::map_inplace(y, f), softmax => {
+            _ => elementwise!(self, F, |f, _back| kernels::map_inplace(y, f), softmax => {
                 kernels::for_each_row(y, cols, softmax_row)
             }),
         }
@@ -192,7 +194,7 @@ impl Activation {
         delta: &mut [F],
         cols: usize,
     ) {
-        elementwise!(self, F, |_f, df| kernels::zip3_map(delta, z, y, g, |z, y, g| g * df(z, y)), softmax => {
+        elementwise!(self, F, |_f, back| kernels::zip3_map(delta, z, y, g, back), softmax => {
             delta.copy_from_slice(y);
             kernels::for_each_row_zip(delta, g, cols, |d, g| {
                 let dot = d.iter().zip(g).fold(F::zero(), |s, (&y, &g)| s + y * g);

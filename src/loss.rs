@@ -183,105 +183,148 @@ impl Loss {
         &self,
         y: ArrayView2<'_, F>,
         target: Target<'_, F>,
-        mut grad: Option<&mut ArrayViewMut2<'_, F>>,
+        grad: Option<&mut ArrayViewMut2<'_, F>>,
     ) -> Result<F> {
         self.check_target(&y, &target)?;
         let (b, k) = y.dim();
-        let inv_k = F::one() / F::of(k as f64);
-        let mut total = F::zero();
-        for i in 0..b {
-            let yi = y.row(i);
-            let mut gi = grad.as_mut().map(|g| g.row_mut(i));
-            let sample = match (self, &target) {
-                (Loss::SoftmaxCrossEntropy, _) => {
-                    let max = yi.fold(F::neg_infinity(), |m, &x| m.max(x));
-                    // exp(y − max) once per logit, kept in the gradient row when there is one.
-                    let sum_exp = match gi.as_mut() {
-                        Some(g) => {
-                            let mut sum = F::zero();
-                            for j in 0..k {
-                                let e = (yi[j] - max).exp();
-                                g[j] = e;
-                                sum += e;
-                            }
-                            sum
-                        }
-                        None => yi.fold(F::zero(), |s, &x| s + (x - max).exp()),
-                    };
-                    let lse = max + sum_exp.ln();
-                    // t as a closure over column j: one-hot for class indices
-                    let t = |j: usize| match &target {
-                        Target::Values(t) => t[[i, j]],
-                        Target::Classes(c) => {
-                            if c[i] == j {
-                                F::one()
-                            } else {
-                                F::zero()
-                            }
-                        }
-                    };
-                    let mut t_sum = F::zero();
-                    let mut l = F::zero();
-                    for j in 0..k {
-                        let tj = t(j);
-                        t_sum += tj;
-                        l += tj * (lse - yi[j]);
-                    }
-                    if let Some(g) = gi.as_mut() {
-                        // softmax · Σt − t, in place over the exponentials.
-                        let scale = t_sum / sum_exp;
-                        for j in 0..k {
-                            g[j] = g[j] * scale - t(j);
-                        }
-                    }
-                    l
+        // The per-row loops below read contiguous rows; other memory orders are copied once.
+        let y = y.as_standard_layout();
+        let y = y.as_slice().expect("standard layout is contiguous");
+        let values;
+        let target = match &target {
+            Target::Values(t) => {
+                values = t.as_standard_layout();
+                Rows::Values(values.as_slice().expect("standard layout is contiguous"))
+            }
+            Target::Classes(c) => Rows::Classes(c),
+        };
+        let total = match grad {
+            None => self.rows(y, k, target, None),
+            Some(g) => match g.as_slice_mut() {
+                Some(g) => self.rows(y, k, target, Some(g)),
+                None => {
+                    let mut tmp = vec![F::zero(); b * k];
+                    let total = self.rows(y, k, target, Some(&mut tmp));
+                    g.assign(&ArrayView2::from_shape((b, k), &tmp).expect("(b, k) values"));
+                    total
                 }
-                (_, Target::Values(t)) => {
-                    let ti = t.row(i);
-                    let mut l = F::zero();
-                    for j in 0..k {
-                        let (x, tj) = (yi[j], ti[j]);
-                        let (lj, gj) = match *self {
-                            Loss::Mse => {
-                                let r = x - tj;
-                                (r * r, F::of(2.0) * r)
-                            }
-                            Loss::BinaryCrossEntropy => {
-                                let sig = if x >= F::zero() {
-                                    F::one() / (F::one() + (-x).exp())
-                                } else {
-                                    let e = x.exp();
-                                    e / (F::one() + e)
-                                };
-                                (
-                                    x.max(F::zero()) - x * tj + (-x.abs()).exp().ln_1p(),
-                                    sig - tj,
-                                )
-                            }
-                            Loss::Huber { delta } => {
-                                let d = F::of(delta);
-                                let r = x - tj;
-                                if r.abs() <= d {
-                                    (F::of(0.5) * r * r, r)
-                                } else {
-                                    (d * (r.abs() - F::of(0.5) * d), d * r.signum())
-                                }
-                            }
-                            Loss::SoftmaxCrossEntropy => unreachable!("handled above"),
-                        };
-                        l += lj;
-                        if let Some(g) = gi.as_mut() {
-                            g[j] = gj * inv_k;
-                        }
-                    }
-                    l * inv_k
-                }
-                (_, Target::Classes(_)) => unreachable!("rejected by check_target"),
-            };
-            total += sample;
-        }
+            },
+        };
         Ok(total / F::of(b as f64))
     }
+
+    /// The sum of the per-sample losses of the rows of `y` (`k` values each), writing the
+    /// per-sample gradients into `grad` when given.
+    fn rows<F: Scalar>(
+        &self,
+        y: &[F],
+        k: usize,
+        target: Rows<'_, F>,
+        mut grad: Option<&mut [F]>,
+    ) -> F {
+        let inv_k = F::one() / F::of(k as f64);
+        let mut total = F::zero();
+        for (i, yi) in y.chunks_exact(k).enumerate() {
+            let gi = grad.as_deref_mut().map(|g| &mut g[i * k..(i + 1) * k]);
+            total += match (self, target) {
+                (Loss::SoftmaxCrossEntropy, Rows::Classes(c)) => {
+                    softmax_ce(yi, |j| if j == c[i] { F::one() } else { F::zero() }, gi)
+                }
+                (Loss::SoftmaxCrossEntropy, Rows::Values(t)) => {
+                    let ti = &t[i * k..(i + 1) * k];
+                    softmax_ce(yi, |j| ti[j], gi)
+                }
+                (_, Rows::Values(t)) => {
+                    let ti = &t[i * k..(i + 1) * k];
+                    self.elementwise(yi, ti, inv_k, gi) * inv_k
+                }
+                (_, Rows::Classes(_)) => unreachable!("rejected by check_target"),
+            };
+        }
+        total
+    }
+
+    /// `Σⱼ ℓ(yⱼ, tⱼ)` of an elementwise loss over one row, writing `∂ℓ/∂yⱼ · scale` into `g`.
+    fn elementwise<F: Scalar>(&self, y: &[F], t: &[F], scale: F, mut g: Option<&mut [F]>) -> F {
+        let mut l = F::zero();
+        for (j, (&x, &tj)) in y.iter().zip(t).enumerate() {
+            let (lj, gj) = match *self {
+                Loss::Mse => {
+                    let r = x - tj;
+                    (r * r, F::of(2.0) * r)
+                }
+                Loss::BinaryCrossEntropy => {
+                    let sig = if x >= F::zero() {
+                        F::one() / (F::one() + (-x).exp())
+                    } else {
+                        let e = x.exp();
+                        e / (F::one() + e)
+                    };
+                    (
+                        x.max(F::zero()) - x * tj + (-x.abs()).exp().ln_1p(),
+                        sig - tj,
+                    )
+                }
+                Loss::Huber { delta } => {
+                    let d = F::of(delta);
+                    let r = x - tj;
+                    if r.abs() <= d {
+                        (F::of(0.5) * r * r, r)
+                    } else {
+                        (d * (r.abs() - F::of(0.5) * d), d * r.signum())
+                    }
+                }
+                Loss::SoftmaxCrossEntropy => unreachable!("handled by softmax_ce"),
+            };
+            l += lj;
+            if let Some(g) = g.as_mut() {
+                g[j] = gj * scale;
+            }
+        }
+        l
+    }
+}
+
+/// A target in contiguous rows.
+#[derive(Clone, Copy)]
+enum Rows<'a, F> {
+    Values(&'a [F]),
+    Classes(&'a [usize]),
+}
+
+/// Softmax cross-entropy of one row of logits `y` against target probabilities `t(j)`:
+/// `Σⱼ tⱼ (lse − yⱼ)` with `lse = log Σⱼ exp yⱼ`, and the gradient `softmax(y) · Σⱼ tⱼ − t` into
+/// `g`. Each exponential is computed once, in `g` when there is one.
+#[inline]
+fn softmax_ce<F: Scalar>(y: &[F], t: impl Fn(usize) -> F, mut g: Option<&mut [F]>) -> F {
+    let max = y.iter().fold(F::neg_infinity(), |m, &x| m.max(x));
+    let sum_exp = match g.as_deref_mut() {
+        Some(g) => {
+            let mut sum = F::zero();
+            for (g, &x) in g.iter_mut().zip(y) {
+                *g = (x - max).exp();
+                sum += *g;
+            }
+            sum
+        }
+        None => y.iter().fold(F::zero(), |s, &x| s + (x - max).exp()),
+    };
+    let lse = max + sum_exp.ln();
+    let mut t_sum = F::zero();
+    let mut l = F::zero();
+    for (j, &x) in y.iter().enumerate() {
+        let tj = t(j);
+        t_sum += tj;
+        l += tj * (lse - x);
+    }
+    if let Some(g) = g {
+        // softmax · Σt − t, in place over the exponentials.
+        let scale = t_sum / sum_exp;
+        for (j, g) in g.iter_mut().enumerate() {
+            *g = *g * scale - t(j);
+        }
+    }
+    l
 }
 
 #[cfg(test)]
@@ -307,6 +350,41 @@ mod tests {
         let want0 = (1f64.exp() + 2f64.exp() + 0.5f64.exp()).ln() - 2.0;
         let want1 = ((-3f64).exp() + 1.0 + 3f64.exp()).ln() + 3.0;
         assert!((l1 - (want0 + want1) / 2.0).abs() < 1e-12);
+    }
+
+    /// Outputs, targets and gradient buffers in other memory orders (transposed views) give the
+    /// same loss and gradient as standard ones, for every loss.
+    #[test]
+    fn any_memory_order_gives_the_same_result() {
+        let y = Array2::from_shape_fn((5, 3), |(i, j)| (i as f64 - 2.0) * 0.7 + j as f64 * 0.3);
+        let t = Array2::from_shape_fn((5, 3), |(i, j)| ((i + j) % 3) as f64 / 2.0);
+        let (yt, tt) = (y.t().to_owned(), t.t().to_owned());
+        for loss in [
+            Loss::Mse,
+            Loss::BinaryCrossEntropy,
+            Loss::Huber { delta: 0.5 },
+            Loss::SoftmaxCrossEntropy,
+        ] {
+            let mut g = Array2::zeros((5, 3));
+            let l = loss
+                .loss_and_grad(y.view(), (&t).into(), g.view_mut())
+                .unwrap();
+            let mut gt = Array2::zeros((3, 5));
+            let l2 = loss
+                .loss_and_grad(
+                    yt.t(),
+                    Target::Values(tt.t()),
+                    gt.view_mut().reversed_axes(),
+                )
+                .unwrap();
+            assert_eq!(l, l2, "{loss}");
+            assert_eq!(g, gt.t(), "{loss}");
+            assert_eq!(
+                loss.loss(yt.t(), Target::Values(tt.t())).unwrap(),
+                l,
+                "{loss}"
+            );
+        }
     }
 
     #[test]

@@ -21,6 +21,7 @@ pub trait Scalar:
     + sealed::Sealed
     + std::iter::Sum
     + bytemuck::Pod
+    + crate::gemm::SmallKernel
 {
     /// `"f32"` or `"f64"`.
     const NAME: &'static str;

@@ -1,0 +1,138 @@
+//! Every matrix product in crank goes through this module.
+//!
+//! The default build uses ndarray's pure-Rust GEMM (the `matrixmultiply` crate, threaded); the
+//! Cargo feature `openblas` sends the same calls to the system OpenBLAS through ndarray's `blas`
+//! feature. Transposed operands are passed as views (`a.t()`), which both backends take by stride
+//! or transpose flag, so no product copies or allocates.
+
+mod small;
+
+pub(crate) use small::SmallKernel;
+
+use crate::Scalar;
+use ndarray::{ArrayView2, ArrayViewMut2, linalg::general_mat_mul};
+use small::small_gemm;
+
+/// Products of at most this many multiply-adds skip the GEMM library and run as plain loops:
+/// for the shapes of small networks (a few thousand multiply-adds) the library's packing and
+/// call overhead, about a microsecond, is larger than the arithmetic. Measured with
+/// `cargo bench --bench dense -- gemm`.
+pub const SMALL_GEMM: usize = 32 * 1024;
+
+/// `c = alpha · a · b + beta · c`, written into `c`.
+///
+/// Every product in crank goes through here. Shapes are the caller's invariant (`a: (m, k)`,
+/// `b: (k, n)`, `c: (m, n)`; ndarray panics on a mismatch): crank's layers check user-facing
+/// shapes before they call it. As in BLAS, `c` is not read when `beta` is 0.
+/// Products up to [`SMALL_GEMM`] multiply-adds in the layouts crank uses run as direct loops;
+/// the rest go to the backend.
+#[inline]
+pub fn gemm<F: Scalar>(
+    alpha: F,
+    a: ArrayView2<'_, F>,
+    b: ArrayView2<'_, F>,
+    beta: F,
+    mut c: ArrayViewMut2<'_, F>,
+) {
+    debug_assert_eq!(a.ncols(), b.nrows());
+    debug_assert_eq!(c.dim(), (a.nrows(), b.ncols()));
+    let work = a.nrows() * a.ncols() * b.ncols();
+    if work <= SMALL_GEMM && small_gemm(alpha, &a, &b, beta, &mut c) {
+        return;
+    }
+    general_mat_mul(alpha, &a, &b, beta, &mut c);
+}
+
+#[cfg(feature = "openblas")]
+unsafe extern "C" {
+    fn openblas_get_config() -> *const std::ffi::c_char;
+}
+
+/// Which GEMM this build of crank uses.
+///
+/// Without the `openblas` feature: `"matrixmultiply (pure Rust)"`. With it: `"OpenBLAS"`
+/// followed by OpenBLAS's own configuration string (version, kernel, thread limit), read from
+/// the library that is actually linked.
+///
+/// ```
+/// let b = crank::backend();
+/// assert!(b.starts_with("matrixmultiply") || b.starts_with("OpenBLAS"));
+/// ```
+pub fn backend() -> String {
+    #[cfg(feature = "openblas")]
+    {
+        // SAFETY: openblas_get_config takes no arguments and returns a pointer to a static,
+        // NUL-terminated string owned by the library.
+        let config = unsafe { std::ffi::CStr::from_ptr(openblas_get_config()) };
+        format!("OpenBLAS ({})", config.to_string_lossy().trim())
+    }
+    #[cfg(not(feature = "openblas"))]
+    {
+        "matrixmultiply (pure Rust)".to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::Array2;
+
+    /// Every layout crank uses, odd sizes around the tile edges, and each kind of beta, against
+    /// the definition; sizes up to and past [`SMALL_GEMM`] so both paths run.
+    #[test]
+    fn small_and_large_products_match_the_definition() {
+        for &(m, k, n) in &[
+            (1, 1, 1),
+            (1, 6, 64),
+            (3, 7, 21),
+            (5, 0, 3),
+            (9, 13, 37),
+            (32, 64, 8),
+            (4, 40, 50),
+            (2, 1100, 3),
+            (40, 30, 50),
+        ] {
+            let a = Array2::from_shape_fn((m, k), |(i, p)| ((i * 7 + p * 3) % 11) as f64 - 5.0);
+            let b = Array2::from_shape_fn((k, n), |(p, j)| ((p * 5 + j) % 13) as f64 * 0.25);
+            let (at, bt) = (a.t().to_owned(), b.t().to_owned());
+            for (layout, a_view, b_view) in [
+                ("nn", a.view(), b.view()),
+                ("tn", at.t(), b.view()),
+                ("nt", a.view(), bt.t()),
+            ] {
+                for (alpha, beta) in [(1.0, 0.0), (0.5, 1.0), (-2.0, 3.0)] {
+                    // With beta 0 the old contents are not read, NaN included.
+                    let start = if beta == 0.0 { f64::NAN } else { 1.5 };
+                    let mut c = Array2::from_elem((m, n), start);
+                    gemm(alpha, a_view, b_view, beta, c.view_mut());
+                    for i in 0..m {
+                        for j in 0..n {
+                            let sum: f64 = (0..k).map(|p| a[[i, p]] * b[[p, j]]).sum();
+                            let want = alpha * sum + if beta == 0.0 { 0.0 } else { beta * 1.5 };
+                            assert!(
+                                (c[[i, j]] - want).abs() <= 1e-9 * (1.0 + want.abs()),
+                                "{m}x{k}x{n} {layout} alpha {alpha} beta {beta} at ({i}, {j}): {} != {want}",
+                                c[[i, j]]
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn transposed_views_match_naive_product() {
+        let a = Array2::from_shape_fn((9, 13), |(i, j)| (i * 13 + j) as f64 * 0.01 - 0.3);
+        let b = Array2::from_shape_fn((9, 11), |(i, j)| ((i + 2 * j) % 7) as f64 - 3.0);
+        // c = 0.5 · aᵀ b + 2 · c
+        let mut c = Array2::from_elem((13, 11), 1.0);
+        gemm(0.5, a.t(), b.view(), 2.0, c.view_mut());
+        for i in 0..13 {
+            for j in 0..11 {
+                let want: f64 = 0.5 * (0..9).map(|k| a[[k, i]] * b[[k, j]]).sum::<f64>() + 2.0;
+                assert!((c[[i, j]] - want).abs() < 1e-12);
+            }
+        }
+    }
+}

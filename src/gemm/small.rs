@@ -1,0 +1,579 @@
+//! crank's own loops for small products, those of at most [`SMALL_GEMM`](super::SMALL_GEMM)
+//! multiply-adds.
+//!
+//! `c` is computed in register tiles: each tile keeps its block of `c` as running sums over `k`
+//! and writes it once. With AVX2 and FMA (checked at run time) the tiles are explicit vector code,
+//! 4 rows × 2 registers or 8 rows × 1 register (8 independent sums, enough to hide the latency
+//! of a fused multiply-add), and a last block of fewer columns than a register holds uses masked
+//! loads and stores. Elsewhere the same tiling runs as plain loops.
+//!
+//! Every element of `c` is one sum over `p = 0, 1, …, k − 1` in that order, whatever tile it
+//! falls in, so a row's result does not depend on how many rows the batch has.
+
+use crate::Scalar;
+use ndarray::{ArrayView2, ArrayViewMut2};
+
+/// The direct loops for small products; `false` (nothing written) when the layouts are not
+/// ones it handles: `c` contiguous, `a` row- or column-major, and `b` row-major or the
+/// transpose of a row-major matrix with at most 1,024 rows.
+pub(super) fn small_gemm<F: Scalar>(
+    alpha: F,
+    a: &ArrayView2<'_, F>,
+    b: &ArrayView2<'_, F>,
+    beta: F,
+    c: &mut ArrayViewMut2<'_, F>,
+) -> bool {
+    let (k, n) = b.dim();
+    let Some(c) = c.as_slice_mut() else {
+        return false;
+    };
+    // `a` row-major or column-major (a transposed view): element (i, p) is at `i·rs + p·cs`.
+    let (Some(a_mem), &[rs, cs]) = (a.as_slice_memory_order(), a.strides()) else {
+        return false;
+    };
+    let (Ok(rs), Ok(cs)) = (usize::try_from(rs), usize::try_from(cs)) else {
+        return false;
+    };
+    let a = Strided {
+        data: a_mem,
+        rs,
+        cs,
+        m: a.nrows(),
+        k: a.ncols(),
+    };
+    if n == 0 {
+        return true;
+    }
+    if let Some(b) = b.as_slice() {
+        small_nn(alpha, &a, b, n, beta, c, n, 0);
+        return true;
+    }
+    // b is the transpose of a row-major (n, k) matrix: copy it, a block of columns at a time,
+    // into a row-major (k, block) buffer on the stack.
+    const STACK: usize = 1024;
+    match b.t().as_slice() {
+        Some(bt) if k > 0 && k <= STACK => {
+            let block = (STACK / k).min(n);
+            let mut rows = [F::zero(); STACK];
+            for j0 in (0..n).step_by(block) {
+                let width = block.min(n - j0);
+                for (j, col) in bt[j0 * k..(j0 + width) * k].chunks_exact(k).enumerate() {
+                    for (p, &v) in col.iter().enumerate() {
+                        rows[p * width + j] = v;
+                    }
+                }
+                small_nn(alpha, &a, &rows[..k * width], width, beta, c, n, j0);
+            }
+            true
+        }
+        _ => false,
+    }
+}
+
+/// A matrix `(m, k)` stored in `data`, element `(i, p)` at `i · rs + p · cs`.
+pub struct Strided<'a, F> {
+    data: &'a [F],
+    rs: usize,
+    cs: usize,
+    m: usize,
+    k: usize,
+}
+
+/// The operands of one small product: `c[:, c0..c0 + n] = alpha · a · b + beta · c[:, c0..c0 + n]`
+/// for a row-major `b` `(k, n)` and a row-major `c` with `ldc` columns.
+pub struct Product<'a, 'c, F> {
+    alpha: F,
+    a: &'a Strided<'a, F>,
+    b: &'a [F],
+    n: usize,
+    beta: F,
+    c: &'c mut [F],
+    ldc: usize,
+    c0: usize,
+}
+
+impl<F> Product<'_, '_, F> {
+    /// Whether every element the product reads or writes is inside its slices (`m`, `k` and `n`
+    /// at least 1).
+    fn in_bounds(&self) -> bool {
+        let a = self.a;
+        let a_last = (a.m - 1) * a.rs + (a.k.max(1) - 1) * a.cs;
+        (a.k == 0 || a_last < a.data.len())
+            && self.b.len() >= a.k * self.n
+            && self.c0 + self.n <= self.ldc
+            && (a.m - 1) * self.ldc + self.c0 + self.n <= self.c.len()
+    }
+}
+
+/// The vector kernel of one element type: sealed through [`Scalar`], implemented for `f32` and
+/// `f64`.
+pub trait SmallKernel: Sized {
+    /// Runs the product with vector code and returns `true`, or returns `false` (nothing
+    /// written) when the processor lacks the instructions.
+    fn vector_product(p: &mut Product<'_, '_, Self>) -> bool;
+}
+
+macro_rules! small_kernel {
+    ($t:ty, $lanes:ty) => {
+        impl SmallKernel for $t {
+            #[inline]
+            fn vector_product(p: &mut Product<'_, '_, Self>) -> bool {
+                #[cfg(target_arch = "x86_64")]
+                if avx::available() {
+                    // SAFETY: the processor has AVX2 and FMA, and every index is in bounds
+                    // (checked by `small_nn` before any kernel runs).
+                    unsafe { avx::product::<$lanes>(p) };
+                    return true;
+                }
+                let _ = p;
+                false
+            }
+        }
+    };
+}
+small_kernel!(f32, std::arch::x86_64::__m256);
+small_kernel!(f64, std::arch::x86_64::__m256d);
+
+/// Runs one product on the vector kernel when there is one, on plain loops otherwise.
+#[allow(clippy::too_many_arguments)]
+fn small_nn<F: Scalar>(
+    alpha: F,
+    a: &Strided<'_, F>,
+    b: &[F],
+    n: usize,
+    beta: F,
+    c: &mut [F],
+    ldc: usize,
+    c0: usize,
+) {
+    if a.m == 0 || n == 0 {
+        return;
+    }
+    let mut p = Product {
+        alpha,
+        a,
+        b,
+        n,
+        beta,
+        c,
+        ldc,
+        c0,
+    };
+    assert!(p.in_bounds(), "small product operands out of bounds");
+    if !F::vector_product(&mut p) {
+        tiles(&mut p);
+    }
+}
+
+/// The portable kernel: tiles of 4 rows (then single rows) by 16, 8, 4 and 1 columns.
+fn tiles<F: Scalar>(p: &mut Product<'_, '_, F>) {
+    let (m, n) = (p.a.m, p.n);
+    let mut i = 0;
+    while i < m {
+        let rows = if m - i >= 4 { 4 } else { 1 };
+        let mut j = 0;
+        while j < n {
+            let w = match n - j {
+                16.. => 16,
+                8.. => 8,
+                4.. => 4,
+                _ => 1,
+            };
+            match (rows, w) {
+                (4, 16) => tile::<F, 4, 16>(p, i, j),
+                (4, 8) => tile::<F, 4, 8>(p, i, j),
+                (4, 4) => tile::<F, 4, 4>(p, i, j),
+                (4, _) => tile::<F, 4, 1>(p, i, j),
+                (_, 16) => tile::<F, 1, 16>(p, i, j),
+                (_, 8) => tile::<F, 1, 8>(p, i, j),
+                (_, 4) => tile::<F, 1, 4>(p, i, j),
+                _ => tile::<F, 1, 1>(p, i, j),
+            }
+            j += w;
+        }
+        i += rows;
+    }
+}
+
+/// Rows `i..i + R`, columns `j..j + W` of the portable kernel.
+#[inline(always)]
+fn tile<F: Scalar, const R: usize, const W: usize>(p: &mut Product<'_, '_, F>, i: usize, j: usize) {
+    let (a, n) = (p.a, p.n);
+    let mut acc = [[F::zero(); W]; R];
+    for q in 0..a.k {
+        let b_blk: &[F; W] = p.b[q * n + j..q * n + j + W].try_into().expect("W values");
+        for (r, acc) in acc.iter_mut().enumerate() {
+            let a_iq = a.data[(i + r) * a.rs + q * a.cs];
+            for l in 0..W {
+                acc[l] += a_iq * b_blk[l];
+            }
+        }
+    }
+    for (r, acc) in acc.iter().enumerate() {
+        let at = (i + r) * p.ldc + p.c0 + j;
+        let c_blk: &mut [F; W] = (&mut p.c[at..at + W]).try_into().expect("W values");
+        for l in 0..W {
+            c_blk[l] = if p.beta == F::zero() {
+                p.alpha * acc[l]
+            } else {
+                p.alpha * acc[l] + p.beta * c_blk[l]
+            };
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx {
+    use super::Product;
+    use std::arch::x86_64::*;
+
+    /// Whether the processor has AVX2 and FMA (detected once, then a cached load).
+    #[inline]
+    pub fn available() -> bool {
+        is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
+    }
+
+    /// One 256-bit register of `S` lanes and the operations the kernel needs. The methods are
+    /// `#[inline(always)]` wrappers of intrinsics, called only from AVX2+FMA functions.
+    pub trait Lanes: Copy {
+        type S: Copy + PartialEq + Default;
+        const N: usize;
+        unsafe fn zero() -> Self;
+        unsafe fn splat(x: Self::S) -> Self;
+        unsafe fn load(p: *const Self::S) -> Self;
+        unsafe fn store(self, p: *mut Self::S);
+        /// The first `n < N` lanes from `p` (zeros in the rest); nothing past them is read.
+        unsafe fn load_part(p: *const Self::S, n: usize) -> Self;
+        /// Writes the first `n < N` lanes to `p`, and nothing past them.
+        unsafe fn store_part(self, p: *mut Self::S, n: usize);
+        /// `a · b + c`, rounded once.
+        unsafe fn fma(a: Self, b: Self, c: Self) -> Self;
+        unsafe fn mul(a: Self, b: Self) -> Self;
+    }
+
+    impl Lanes for __m256 {
+        type S = f32;
+        const N: usize = 8;
+        #[inline(always)]
+        unsafe fn zero() -> Self {
+            unsafe { _mm256_setzero_ps() }
+        }
+        #[inline(always)]
+        unsafe fn splat(x: f32) -> Self {
+            unsafe { _mm256_set1_ps(x) }
+        }
+        #[inline(always)]
+        unsafe fn load(p: *const f32) -> Self {
+            unsafe { _mm256_loadu_ps(p) }
+        }
+        #[inline(always)]
+        unsafe fn store(self, p: *mut f32) {
+            unsafe { _mm256_storeu_ps(p, self) }
+        }
+        #[inline(always)]
+        unsafe fn load_part(p: *const f32, n: usize) -> Self {
+            unsafe { _mm256_maskload_ps(p, mask32(n)) }
+        }
+        #[inline(always)]
+        unsafe fn store_part(self, p: *mut f32, n: usize) {
+            unsafe { _mm256_maskstore_ps(p, mask32(n), self) }
+        }
+        #[inline(always)]
+        unsafe fn fma(a: Self, b: Self, c: Self) -> Self {
+            unsafe { _mm256_fmadd_ps(a, b, c) }
+        }
+        #[inline(always)]
+        unsafe fn mul(a: Self, b: Self) -> Self {
+            unsafe { _mm256_mul_ps(a, b) }
+        }
+    }
+
+    impl Lanes for __m256d {
+        type S = f64;
+        const N: usize = 4;
+        #[inline(always)]
+        unsafe fn zero() -> Self {
+            unsafe { _mm256_setzero_pd() }
+        }
+        #[inline(always)]
+        unsafe fn splat(x: f64) -> Self {
+            unsafe { _mm256_set1_pd(x) }
+        }
+        #[inline(always)]
+        unsafe fn load(p: *const f64) -> Self {
+            unsafe { _mm256_loadu_pd(p) }
+        }
+        #[inline(always)]
+        unsafe fn store(self, p: *mut f64) {
+            unsafe { _mm256_storeu_pd(p, self) }
+        }
+        #[inline(always)]
+        unsafe fn load_part(p: *const f64, n: usize) -> Self {
+            unsafe { _mm256_maskload_pd(p, mask64(n)) }
+        }
+        #[inline(always)]
+        unsafe fn store_part(self, p: *mut f64, n: usize) {
+            unsafe { _mm256_maskstore_pd(p, mask64(n), self) }
+        }
+        #[inline(always)]
+        unsafe fn fma(a: Self, b: Self, c: Self) -> Self {
+            unsafe { _mm256_fmadd_pd(a, b, c) }
+        }
+        #[inline(always)]
+        unsafe fn mul(a: Self, b: Self) -> Self {
+            unsafe { _mm256_mul_pd(a, b) }
+        }
+    }
+
+    /// Lanes `0..n` of 8 × 32 bits selected (sign bit set).
+    #[inline(always)]
+    unsafe fn mask32(n: usize) -> __m256i {
+        unsafe {
+            _mm256_cmpgt_epi32(
+                _mm256_set1_epi32(n as i32),
+                _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+            )
+        }
+    }
+
+    /// Lanes `0..n` of 4 × 64 bits selected.
+    #[inline(always)]
+    unsafe fn mask64(n: usize) -> __m256i {
+        unsafe { _mm256_cmpgt_epi64(_mm256_set1_epi64x(n as i64), _mm256_setr_epi64x(0, 1, 2, 3)) }
+    }
+
+    /// The product in vector tiles: panels of 2 registers' width in groups of 4 rows, then
+    /// panels of one register and a last partial one in groups of 8 rows, then 4, then 1.
+    ///
+    /// # Safety
+    /// The processor has AVX2 and FMA, and `p.in_bounds()` holds with `m`, `n` at least 1.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn product<V: Lanes>(p: &mut Product<'_, '_, V::S>) {
+        let n = p.n;
+        let mut j = 0;
+        while n - j >= 2 * V::N {
+            unsafe { panel::<V, 2, false>(p, j, 2 * V::N) };
+            j += 2 * V::N;
+        }
+        if n - j >= V::N {
+            unsafe { panel::<V, 1, false>(p, j, V::N) };
+            j += V::N;
+        }
+        if j < n {
+            unsafe { panel::<V, 1, true>(p, j, n - j) };
+        }
+    }
+
+    /// Columns `j..j + width` of every row: `NV` registers across (`PART`: one register, of
+    /// which `width < N` lanes are used).
+    #[inline(always)]
+    unsafe fn panel<V: Lanes, const NV: usize, const PART: bool>(
+        p: &mut Product<'_, '_, V::S>,
+        j: usize,
+        width: usize,
+    ) {
+        let m = p.a.m;
+        let mut i = 0;
+        if NV == 1 {
+            while m - i >= 8 {
+                unsafe { tile::<V, 8, NV, PART>(p, i, j, width) };
+                i += 8;
+            }
+        }
+        while m - i >= 4 {
+            unsafe { tile::<V, 4, NV, PART>(p, i, j, width) };
+            i += 4;
+        }
+        while i < m {
+            unsafe { tile::<V, 1, NV, PART>(p, i, j, width) };
+            i += 1;
+        }
+    }
+
+    /// Rows `i..i + R` by `NV` registers of columns from `j`: `R · NV` running sums in registers.
+    #[inline(always)]
+    unsafe fn tile<V: Lanes, const R: usize, const NV: usize, const PART: bool>(
+        p: &mut Product<'_, '_, V::S>,
+        i: usize,
+        j: usize,
+        width: usize,
+    ) {
+        let a = p.a;
+        let (ap, bp) = (a.data.as_ptr(), p.b.as_ptr());
+        let cp = p.c.as_mut_ptr();
+        // SAFETY (every pointer below): `in_bounds` bounds the largest index of each operand,
+        // and tiles stay inside `m` rows and `n` columns.
+        unsafe {
+            let mut acc = [[V::zero(); NV]; R];
+            for q in 0..a.k {
+                let b_row = bp.add(q * p.n + j);
+                let mut b = [V::zero(); NV];
+                for (v, b) in b.iter_mut().enumerate() {
+                    *b = if PART {
+                        V::load_part(b_row, width)
+                    } else {
+                        V::load(b_row.add(v * V::N))
+                    };
+                }
+                for (r, acc) in acc.iter_mut().enumerate() {
+                    let x = V::splat(*ap.add((i + r) * a.rs + q * a.cs));
+                    for v in 0..NV {
+                        acc[v] = V::fma(x, b[v], acc[v]);
+                    }
+                }
+            }
+            let (alpha, beta) = (V::splat(p.alpha), V::splat(p.beta));
+            let read_c = p.beta != V::S::default();
+            for (r, acc) in acc.iter().enumerate() {
+                let c_row = cp.add((i + r) * p.ldc + p.c0 + j);
+                for (v, &acc) in acc.iter().enumerate() {
+                    let mut out = V::mul(alpha, acc);
+                    if PART {
+                        if read_c {
+                            out = V::fma(beta, V::load_part(c_row, width), out);
+                        }
+                        out.store_part(c_row, width);
+                    } else {
+                        let at = c_row.add(v * V::N);
+                        if read_c {
+                            out = V::fma(beta, V::load(at), out);
+                        }
+                        out.store(at);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::Array2;
+
+    /// `alpha · a · b + beta · c0` by the definition, in f64.
+    fn reference(a: &Array2<f64>, b: &Array2<f64>, alpha: f64, beta: f64, c0: f64) -> Array2<f64> {
+        let mut c = a.dot(b) * alpha;
+        if beta != 0.0 {
+            c += beta * c0;
+        }
+        c
+    }
+
+    /// Both kernels, the vector one (when the processor has it) and the portable one, on every
+    /// `m` and `n` around the tile and register edges, for `F`.
+    fn kernels_match<F: Scalar>(tol: f64) {
+        for m in [1, 3, 4, 5, 8, 9, 13] {
+            for n in [1, 3, 4, 5, 7, 8, 9, 15, 16, 17, 24, 33] {
+                for k in [0, 1, 6, 19] {
+                    let a =
+                        Array2::from_shape_fn((m, k), |(i, p)| ((i * 7 + p * 3) % 11) as f64 - 5.0);
+                    let b =
+                        Array2::from_shape_fn((k, n), |(p, j)| ((p * 5 + j) % 13) as f64 * 0.25);
+                    let (af, bf) = (a.mapv(F::of), b.mapv(F::of));
+                    let at = af.t().as_standard_layout().into_owned();
+                    for (alpha, beta) in [(1.0, 0.0), (-2.0, 0.5)] {
+                        let want = reference(&a, &b, alpha, beta, 1.5);
+                        // a row-major, then a column-major (the transposed view of `at`).
+                        for (layout, a_view) in [("row", af.view()), ("col", at.t())] {
+                            let a_mem = a_view.as_slice_memory_order().unwrap();
+                            let s = a_view.strides();
+                            let strided = Strided {
+                                data: a_mem,
+                                rs: s[0] as usize,
+                                cs: s[1] as usize,
+                                m,
+                                k,
+                            };
+                            for vector in [false, true] {
+                                // NaN in `c` must not leak through when beta is 0.
+                                let start = if beta == 0.0 { F::nan() } else { F::of(1.5) };
+                                let mut c = vec![start; m * n];
+                                let mut p = Product {
+                                    alpha: F::of(alpha),
+                                    a: &strided,
+                                    b: bf.as_slice().unwrap(),
+                                    n,
+                                    beta: F::of(beta),
+                                    c: &mut c,
+                                    ldc: n,
+                                    c0: 0,
+                                };
+                                assert!(p.in_bounds());
+                                if vector {
+                                    if !F::vector_product(&mut p) {
+                                        continue; // no vector kernel on this processor
+                                    }
+                                } else {
+                                    tiles(&mut p);
+                                }
+                                for ((i, j), w) in want.indexed_iter() {
+                                    let got = c[i * n + j].as_f64();
+                                    assert!(
+                                        (got - w).abs() <= tol * (1.0 + w.abs()),
+                                        "{} {m}x{k}x{n} a {layout} vector {vector} alpha {alpha} beta {beta} ({i}, {j}): {got} != {w}",
+                                        F::NAME
+                                    );
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn vector_and_portable_kernels_match_the_definition_f32() {
+        kernels_match::<f32>(1e-5);
+    }
+
+    #[test]
+    fn vector_and_portable_kernels_match_the_definition_f64() {
+        kernels_match::<f64>(1e-12);
+    }
+
+    /// A product into a block of columns of a wider `c` leaves the other columns alone.
+    #[test]
+    fn writes_only_its_columns() {
+        let a = Array2::from_shape_fn((5, 3), |(i, p)| (i + p) as f32);
+        let b = Array2::from_shape_fn((3, 7), |(p, j)| (p * j) as f32);
+        let strided = Strided {
+            data: a.as_slice().unwrap(),
+            rs: 3,
+            cs: 1,
+            m: 5,
+            k: 3,
+        };
+        for vector in [false, true] {
+            let mut c = vec![-1.0f32; 5 * 12];
+            let mut p = Product {
+                alpha: 1.0,
+                a: &strided,
+                b: b.as_slice().unwrap(),
+                n: 7,
+                beta: 0.0,
+                c: &mut c,
+                ldc: 12,
+                c0: 2,
+            };
+            if vector && !f32::vector_product(&mut p) {
+                continue;
+            }
+            if !vector {
+                tiles(&mut p);
+            }
+            let want = a.dot(&b);
+            for i in 0..5 {
+                for j in 0..12 {
+                    let got = c[i * 12 + j];
+                    if (2..9).contains(&j) {
+                        assert_eq!(got, want[[i, j - 2]], "vector {vector} ({i}, {j})");
+                    } else {
+                        assert_eq!(got, -1.0, "vector {vector} ({i}, {j}) was written");
+                    }
+                }
+            }
+        }
+    }
+}
