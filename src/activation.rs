@@ -202,6 +202,25 @@ impl Activation {
             });
         })
     }
+
+    /// [`backward`](Self::backward), also writing the column sums of `delta` times `scale`
+    /// into `sums` (a Dense layer's bias gradient); elementwise activations do both in one pass.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn backward_with_sums<F: Scalar>(
+        &self,
+        z: &[F],
+        y: &[F],
+        g: &[F],
+        delta: &mut [F],
+        cols: usize,
+        scale: F,
+        sums: &mut [F],
+    ) {
+        elementwise!(self, F, |_f, back| kernels::zip3_map_column_sums(delta, z, y, g, cols, back, scale, sums), softmax => {
+            self.backward(z, y, g, delta, cols);
+            kernels::column_sums(delta, cols, scale, sums);
+        })
+    }
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@
 pub use crate::gemm::{SMALL_GEMM, gemm};
 
 use crate::Scalar;
+use multiversion::multiversion;
 use rayon::prelude::*;
 
 /// Below this many elements a kernel runs on the calling thread: under it, rayon's fork-join
@@ -25,6 +26,7 @@ fn parallel(n: usize) -> bool {
 }
 
 /// `out[i] = f(a[i])`.
+#[multiversion(targets("x86_64+avx2+fma"))]
 pub fn map<F: Scalar>(out: &mut [F], a: &[F], f: impl Fn(F) -> F + Sync) {
     debug_assert_eq!(out.len(), a.len());
     if !parallel(out.len()) {
@@ -37,6 +39,7 @@ pub fn map<F: Scalar>(out: &mut [F], a: &[F], f: impl Fn(F) -> F + Sync) {
 }
 
 /// `a[i] = f(a[i])`.
+#[multiversion(targets("x86_64+avx2+fma"))]
 pub fn map_inplace<F: Scalar>(a: &mut [F], f: impl Fn(F) -> F + Sync) {
     if !parallel(a.len()) {
         a.iter_mut().for_each(|x| *x = f(*x));
@@ -47,6 +50,7 @@ pub fn map_inplace<F: Scalar>(a: &mut [F], f: impl Fn(F) -> F + Sync) {
 }
 
 /// `out[i] = f(a[i], b[i])`.
+#[multiversion(targets("x86_64+avx2+fma"))]
 pub fn zip_map<F: Scalar>(out: &mut [F], a: &[F], b: &[F], f: impl Fn(F, F) -> F + Sync) {
     debug_assert!(out.len() == a.len() && a.len() == b.len());
     if !parallel(out.len()) {
@@ -66,6 +70,7 @@ pub fn zip_map<F: Scalar>(out: &mut [F], a: &[F], b: &[F], f: impl Fn(F, F) -> F
 }
 
 /// `out[i] = f(a[i], b[i], c[i])`.
+#[multiversion(targets("x86_64+avx2+fma"))]
 pub fn zip3_map<F: Scalar>(
     out: &mut [F],
     a: &[F],
@@ -93,7 +98,76 @@ pub fn zip3_map<F: Scalar>(
     }
 }
 
+/// [`zip3_map`] over a row-major matrix with `cols` columns, and [`column_sums`] of the result
+/// times `scale` into `sums` (bitwise the same sums as the two calls).
+///
+/// Below [`PAR_THRESHOLD`] elements both happen in one pass, in blocks of columns whose sums
+/// stay in registers while the block walks down the rows; larger matrices take the two passes
+/// over contiguous memory.
+#[allow(clippy::too_many_arguments)]
+#[multiversion(targets("x86_64+avx2+fma"))]
+pub fn zip3_map_column_sums<F: Scalar>(
+    out: &mut [F],
+    a: &[F],
+    b: &[F],
+    c: &[F],
+    cols: usize,
+    f: impl Fn(F, F, F) -> F + Sync,
+    scale: F,
+    sums: &mut [F],
+) {
+    debug_assert!(out.len() == a.len() && a.len() == b.len() && b.len() == c.len());
+    debug_assert_eq!(sums.len(), cols);
+    if out.len() >= PAR_THRESHOLD || cols == 0 {
+        zip3_map(out, a, b, c, f);
+        column_sums(out, cols, scale, sums);
+        return;
+    }
+    let mut j = 0;
+    while cols - j >= 32 {
+        zip3_block::<F, 32>(out, a, b, c, cols, j, &f, sums);
+        j += 32;
+    }
+    while cols - j >= 8 {
+        zip3_block::<F, 8>(out, a, b, c, cols, j, &f, sums);
+        j += 8;
+    }
+    while j < cols {
+        zip3_block::<F, 1>(out, a, b, c, cols, j, &f, sums);
+        j += 1;
+    }
+    sums.iter_mut().for_each(|s| *s *= scale);
+}
+
+/// Columns `j..j + W` of [`zip3_map_column_sums`]: `W` running sums, row by row.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn zip3_block<F: Scalar, const W: usize>(
+    out: &mut [F],
+    a: &[F],
+    b: &[F],
+    c: &[F],
+    cols: usize,
+    j: usize,
+    f: &impl Fn(F, F, F) -> F,
+    sums: &mut [F],
+) {
+    let mut acc = [F::zero(); W];
+    for at in (j..out.len()).step_by(cols) {
+        let o: &mut [F; W] = (&mut out[at..at + W]).try_into().expect("W values");
+        let a: &[F; W] = a[at..at + W].try_into().expect("W values");
+        let b: &[F; W] = b[at..at + W].try_into().expect("W values");
+        let c: &[F; W] = c[at..at + W].try_into().expect("W values");
+        for l in 0..W {
+            o[l] = f(a[l], b[l], c[l]);
+            acc[l] += o[l];
+        }
+    }
+    sums[j..j + W].copy_from_slice(&acc);
+}
+
 /// `a[i] = f(a[i], b[i])`.
+#[multiversion(targets("x86_64+avx2+fma"))]
 pub fn zip_inplace<F: Scalar>(a: &mut [F], b: &[F], f: impl Fn(F, F) -> F + Sync) {
     debug_assert_eq!(a.len(), b.len());
     if !parallel(a.len()) {
@@ -106,6 +180,7 @@ pub fn zip_inplace<F: Scalar>(a: &mut [F], b: &[F], f: impl Fn(F, F) -> F + Sync
 }
 
 /// `y[i] += alpha * x[i]`.
+#[multiversion(targets("x86_64+avx2+fma"))]
 pub fn axpy<F: Scalar>(alpha: F, x: &[F], y: &mut [F]) {
     debug_assert_eq!(x.len(), y.len());
     if !parallel(y.len()) {
@@ -119,6 +194,7 @@ pub fn axpy<F: Scalar>(alpha: F, x: &[F], y: &mut [F]) {
 
 /// An optimizer's fused update: for each element `i`, `f(&mut param[i], grad[i], state_i)` with
 /// `state_i` the `K` values `state[K·i .. K·(i+1)]` (an optimizer's buffers, interleaved).
+#[multiversion(targets("x86_64+avx2+fma"))]
 pub fn update_with_state<F: Scalar, const K: usize>(
     param: &mut [F],
     grad: &[F],
@@ -144,6 +220,7 @@ pub fn update_with_state<F: Scalar, const K: usize>(
 }
 
 /// `Σ f(a[i])`, summed chunk by chunk in a fixed order.
+#[multiversion(targets("x86_64+avx2+fma"))]
 pub fn sum_map<F: Scalar>(a: &[F], f: impl Fn(F) -> F + Sync) -> F {
     // Eight running sums per chunk, so the compiler can keep them in vector lanes (one running
     // sum is a chain of dependent additions); they are added in a fixed order.
@@ -216,6 +293,7 @@ pub fn for_each_row_zip<F: Scalar>(
 
 /// Column sums of a row-major `(rows, cols)` matrix, times `scale`, written to `out` (length
 /// `cols`). Each column is summed in row order, so the result does not depend on threads.
+#[multiversion(targets("x86_64+avx2+fma"))]
 pub fn column_sums<F: Scalar>(a: &[F], cols: usize, scale: F, out: &mut [F]) {
     debug_assert_eq!(out.len(), cols);
     out.fill(F::zero());
@@ -225,7 +303,14 @@ pub fn column_sums<F: Scalar>(a: &[F], cols: usize, scale: F, out: &mut [F]) {
     let rows = a.len() / cols;
     if !parallel(a.len()) || cols < 64 {
         for row in a.chunks(cols) {
-            out.iter_mut().zip(row).for_each(|(o, &x)| *o += x);
+            // Blocks of 8 columns as arrays, so that a short row is still vector code.
+            let ((o8, o1), (r8, r1)) = (out.as_chunks_mut::<8>(), row.as_chunks::<8>());
+            for (o, r) in o8.iter_mut().zip(r8) {
+                for l in 0..8 {
+                    o[l] += r[l];
+                }
+            }
+            o1.iter_mut().zip(r1).for_each(|(o, &x)| *o += x);
         }
         out.iter_mut().for_each(|o| *o *= scale);
     } else {
@@ -311,6 +396,27 @@ mod tests {
         let (s2, c2) = run(2);
         assert_eq!(s1.to_bits(), s2.to_bits());
         assert_eq!(c1, c2);
+    }
+
+    /// The fused map-and-column-sums gives bitwise what the two kernels give, for column counts
+    /// around its blocks of 8 and 32 and on both sides of the size where it splits.
+    #[test]
+    fn fused_column_sums_match_the_two_passes() {
+        let f = |z: f64, y: f64, g: f64| if z > 0.1 { g * y } else { -g };
+        for cols in [1, 3, 7, 8, 9, 31, 32, 33, 40, 70] {
+            for rows in [1, 5, 64, PAR_THRESHOLD / cols + 3] {
+                let n = rows * cols;
+                let (a, b, c) = (data(n), data(n + 1), data(n + 2));
+                let (b, c) = (&b[1..], &c[2..]);
+                let (mut out1, mut out2) = (vec![0.0; n], vec![0.0; n]);
+                let (mut s1, mut s2) = (vec![f64::NAN; cols], vec![0.0; cols]);
+                zip3_map_column_sums(&mut out1, &a, b, c, cols, f, 0.25, &mut s1);
+                zip3_map(&mut out2, &a, b, c, f);
+                column_sums(&out2, cols, 0.25, &mut s2);
+                assert_eq!(out1, out2, "{rows}x{cols}");
+                assert_eq!(s1, s2, "{rows}x{cols}");
+            }
+        }
     }
 
     #[test]

@@ -57,9 +57,10 @@ pub(super) fn small_gemm<F: Scalar>(
             let mut rows = [F::zero(); STACK];
             for j0 in (0..n).step_by(block) {
                 let width = block.min(n - j0);
-                for (j, col) in bt[j0 * k..(j0 + width) * k].chunks_exact(k).enumerate() {
-                    for (p, &v) in col.iter().enumerate() {
-                        rows[p * width + j] = v;
+                let cols = &bt[j0 * k..(j0 + width) * k];
+                for (p, row) in rows.chunks_exact_mut(width).take(k).enumerate() {
+                    for (d, col) in row.iter_mut().zip(cols.chunks_exact(k)) {
+                        *d = col[p];
                     }
                 }
                 small_nn(alpha, &a, &rows[..k * width], width, beta, c, n, j0);

@@ -239,22 +239,29 @@ impl<F: Scalar> Layer<F> for Dense<F> {
         let g: CowArray<'_, F, Ix2> = grad_output.as_standard_layout();
         let g = g.as_slice().expect("standard layout is contiguous");
 
+        let inv_batch = F::one() / F::of(batch as f64);
+        let db = self
+            .grad_biases
+            .as_slice_mut()
+            .expect("biases are contiguous");
         let delta: &[F] = if self.activation == Activation::Identity {
+            kernels::column_sums(g, n_out, inv_batch, db);
             g
         } else {
             self.delta.resize(batch, n_out);
-            self.activation.backward(
+            self.activation.backward_with_sums(
                 self.z.as_slice(),
                 self.y.as_slice(),
                 g,
                 self.delta.as_mut_slice(),
                 n_out,
+                inv_batch,
+                db,
             );
             self.delta.as_slice()
         };
         let delta_m = ArrayView2::from_shape((batch, n_out), delta).expect("delta is (batch, out)");
 
-        let inv_batch = F::one() / F::of(batch as f64);
         gemm(
             inv_batch,
             input.t(),
@@ -262,11 +269,6 @@ impl<F: Scalar> Layer<F> for Dense<F> {
             F::zero(),
             self.grad_weights.view_mut(),
         );
-        let db = self
-            .grad_biases
-            .as_slice_mut()
-            .expect("biases are contiguous");
-        kernels::column_sums(delta, n_out, inv_batch, db);
         if need_input_grad {
             self.dx.resize(batch, self.weights.nrows());
             gemm(
