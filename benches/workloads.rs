@@ -2,12 +2,14 @@
 //! same GEMMs alone (the bound a training step cannot beat), in samples per second.
 //!
 //! `cargo bench --bench workloads` prints a table; `-- --json` prints one JSON object per
-//! workload (what `bench/compare/compare.py` reads). Threads come from the environment:
-//! `RAYON_NUM_THREADS`, `MATMUL_NUM_THREADS` (pure-Rust GEMM), `OPENBLAS_NUM_THREADS`.
+//! workload (what `bench/compare/compare.py` reads). Threads come from `RAYON_NUM_THREADS`
+//! (crank's one pool, which also splits large GEMMs). The GEMM-only time runs the same products
+//! through `crank::kernels::gemm`, the path the layers use.
 //! `-- --quick` runs fewer repeats; `-- NAME` runs only workloads whose name contains NAME.
 
+use crank::kernels::gemm;
 use crank::{Activation, Loss, Scalar, Sequential, Sgd, Workspace};
-use ndarray::{Array2, linalg::general_mat_mul};
+use ndarray::Array2;
 use std::hint::black_box;
 use std::time::Instant;
 
@@ -129,11 +131,11 @@ fn gemm_only<F: Scalar>(w: &Workload, repeats: usize, target: f64) -> f64 {
     time(
         || {
             for (i, [x, wt, z, dw, dx]) in layers.iter_mut().enumerate() {
-                general_mat_mul(F::one(), &*x, &*wt, F::one(), z);
+                gemm(F::one(), x.view(), wt.view(), F::one(), z.view_mut());
                 if !w.inference {
-                    general_mat_mul(F::one(), &x.t(), &*z, F::zero(), dw);
+                    gemm(F::one(), x.t(), z.view(), F::zero(), dw.view_mut());
                     if i > 0 {
-                        general_mat_mul(F::one(), &*z, &wt.t(), F::zero(), dx);
+                        gemm(F::one(), z.view(), wt.t(), F::zero(), dx.view_mut());
                     }
                 }
             }

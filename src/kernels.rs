@@ -5,7 +5,7 @@
 //! size, independent of the number of threads, and reductions add their per-chunk partial results
 //! in chunk order: every kernel gives bitwise the same answer at any thread count.
 
-pub use crate::gemm::{SMALL_GEMM, gemm};
+pub use crate::gemm::{PAR_GEMM, SMALL_GEMM, gemm};
 
 use crate::Scalar;
 use multiversion::multiversion;
@@ -243,11 +243,18 @@ pub fn sum_map<F: Scalar>(a: &[F], f: impl Fn(F) -> F + Sync) -> F {
     }
 }
 
-/// Whether every element is finite. `x − x` is 0 for a finite `x` and NaN otherwise, so the
-/// check is one vectorised sum without branches.
+/// Whether every element is finite. `x − x` is 0 for a finite `x` and NaN otherwise; the
+/// comparisons are combined with `&`, which (unlike a sum) the compiler may reorder and spread
+/// over vector lanes, so the check runs at memory speed.
 #[allow(clippy::eq_op)] // x − x is the point: it is NaN exactly when x is not finite
+#[multiversion(targets("x86_64+avx2+fma"))]
 pub fn all_finite<F: Scalar>(a: &[F]) -> bool {
-    sum_map(a, |x| x - x) == F::zero()
+    let check = |c: &[F]| c.iter().fold(true, |ok, &x| ok & (x - x == F::zero()));
+    if !parallel(a.len()) {
+        a.chunks(CHUNK).all(check)
+    } else {
+        a.par_chunks(CHUNK).all(check)
+    }
 }
 
 /// Applies `f` to each row (of length `cols`) of a row-major matrix stored in `a`.

@@ -34,9 +34,9 @@
 //! Gradients follow the seed's convention: a loss is the **mean** over the batch, and parameter
 //! gradients are batch means (see [`loss`]).
 //!
-//! Threads: [`set_threads`] (or `RAYON_NUM_THREADS`) sets rayon's pool for the kernels and,
-//! under `openblas`, OpenBLAS's threads; the pure-Rust GEMM reads `MATMUL_NUM_THREADS` once per
-//! process. The same seed and thread count give bitwise identical weights.
+//! Threads: [`set_threads`] (or `RAYON_NUM_THREADS`) sets rayon's pool, crank's only threads: it
+//! runs the kernels and splits large GEMMs, whose backends (OpenBLAS included) run
+//! single-threaded inside it. The same seed and thread count give bitwise identical weights.
 
 #![warn(missing_docs)]
 

@@ -496,9 +496,8 @@ impl<F: Scalar> Sequential<F> {
                 .first()
                 .map_or_else(|| self.grad.view(), |l| l.input_grad());
             layer.backward(input, grad, i > 0)?;
-        }
-        // A finite loss can still overflow in backward; never hand such a gradient on.
-        for (i, layer) in self.layers.iter_mut().enumerate() {
+            // A finite loss can still overflow in backward; never hand such a gradient on.
+            // Checked now, while the layer's gradients are still in cache.
             let mut bad = None;
             layer.visit_params(&mut |p| {
                 if bad.is_none() && !kernels::all_finite(p.grad) {

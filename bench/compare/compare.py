@@ -9,8 +9,8 @@ batch 256 in each framework.
 
 Prints one table of samples/s per workload and thread count, with crank's ratio to the best
 other, and the GEMM-only bound crank's bench measures. Threads are pinned the same way for all:
-threadpoolctl for numpy, torch.set_num_threads, XLA flags for JAX, and RAYON_NUM_THREADS /
-MATMUL_NUM_THREADS / OPENBLAS_NUM_THREADS for crank.
+threadpoolctl for numpy, torch.set_num_threads, XLA flags for JAX, and RAYON_NUM_THREADS for
+crank (its one pool, which also splits large GEMMs; the GEMM backends run single-threaded).
 """
 import argparse
 import json
@@ -170,7 +170,7 @@ def jax_run(sizes, batch, inference, dtype, quick):
 
 
 def crank_run(threads, quick, features):
-    env = dict(os.environ, RAYON_NUM_THREADS=str(threads), MATMUL_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads))
+    env = dict(os.environ, RAYON_NUM_THREADS=str(threads))
     cmd = ["cargo", "bench", "--quiet", "--bench", "workloads"]
     if features:
         cmd += ["--features", features]

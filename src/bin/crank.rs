@@ -39,7 +39,7 @@ struct Overrides {
     /// Seed for the weights and the shuffling.
     #[arg(long)]
     seed: Option<u64>,
-    /// Threads for the kernels (and OpenBLAS); the pure-Rust GEMM follows MATMUL_NUM_THREADS.
+    /// Threads for training and prediction (kernels and GEMMs).
     #[arg(long)]
     threads: Option<usize>,
 }

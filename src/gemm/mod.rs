@@ -1,16 +1,25 @@
 //! Every matrix product in crank goes through this module.
 //!
-//! The default build uses ndarray's pure-Rust GEMM (the `matrixmultiply` crate, threaded); the
-//! Cargo feature `openblas` sends the same calls to the system OpenBLAS through ndarray's `blas`
+//! The default build uses ndarray's pure-Rust GEMM (the `matrixmultiply` crate); the Cargo
+//! feature `openblas` sends the same calls to the system OpenBLAS through ndarray's `blas`
 //! feature. Transposed operands are passed as views (`a.t()`), which both backends take by stride
 //! or transpose flag, so no product copies or allocates.
+//!
+//! # Threads
+//! crank has one pool of threads, rayon's (see [`set_threads`](crate::set_threads)). The
+//! backends run single-threaded; a product of at least [`PAR_GEMM`] multiply-adds is cut into
+//! one block of rows (or columns) of `c` per thread, and each block is one backend call on a
+//! rayon thread. So the GEMM's threads and the kernels' threads are the same threads, and no
+//! second pool spins while the other works. A block's values do not depend on how `c` was cut
+//! (each element is the same sum over `k`), which the determinism tests check bitwise.
 
 mod small;
 
 pub(crate) use small::SmallKernel;
 
 use crate::Scalar;
-use ndarray::{ArrayView2, ArrayViewMut2, linalg::general_mat_mul};
+use ndarray::{ArrayView2, ArrayViewMut2, Axis, linalg::general_mat_mul};
+use rayon::prelude::*;
 use small::small_gemm;
 
 /// Products of at most this many multiply-adds skip the GEMM library and run as plain loops:
@@ -19,13 +28,17 @@ use small::small_gemm;
 /// `cargo bench --bench dense -- gemm`.
 pub const SMALL_GEMM: usize = 32 * 1024;
 
+/// Products of at least this many multiply-adds are split over rayon's threads (when there is
+/// more than one); below it a product takes tens of microseconds, and one thread does it alone.
+pub const PAR_GEMM: usize = 1 << 20;
+
 /// `c = alpha · a · b + beta · c`, written into `c`.
 ///
 /// Every product in crank goes through here. Shapes are the caller's invariant (`a: (m, k)`,
 /// `b: (k, n)`, `c: (m, n)`; ndarray panics on a mismatch): crank's layers check user-facing
 /// shapes before they call it. As in BLAS, `c` is not read when `beta` is 0.
 /// Products up to [`SMALL_GEMM`] multiply-adds in the layouts crank uses run as direct loops;
-/// the rest go to the backend.
+/// the rest go to the backend, split over rayon's threads from [`PAR_GEMM`] multiply-adds on.
 #[inline]
 pub fn gemm<F: Scalar>(
     alpha: F,
@@ -36,11 +49,55 @@ pub fn gemm<F: Scalar>(
 ) {
     debug_assert_eq!(a.ncols(), b.nrows());
     debug_assert_eq!(c.dim(), (a.nrows(), b.ncols()));
-    let work = a.nrows() * a.ncols() * b.ncols();
+    let (m, n) = c.dim();
+    let work = m * a.ncols() * n;
     if work <= SMALL_GEMM && small_gemm(alpha, &a, &b, beta, &mut c) {
         return;
     }
-    general_mat_mul(alpha, &a, &b, beta, &mut c);
+    let threads = rayon::current_num_threads();
+    if work < PAR_GEMM || threads == 1 {
+        backend_gemm(alpha, &a, &b, beta, &mut c);
+    } else if m >= n {
+        // Blocks of rows: each thread reads all of `b` and its rows of `a`.
+        let rows = m.div_ceil(threads);
+        c.axis_chunks_iter_mut(Axis(0), rows)
+            .into_par_iter()
+            .zip(a.axis_chunks_iter(Axis(0), rows))
+            .for_each(|(mut c, a)| backend_gemm(alpha, &a, &b, beta, &mut c));
+    } else {
+        let cols = n.div_ceil(threads);
+        c.axis_chunks_iter_mut(Axis(1), cols)
+            .into_par_iter()
+            .zip(b.axis_chunks_iter(Axis(1), cols))
+            .for_each(|(mut c, b)| backend_gemm(alpha, &a, &b, beta, &mut c));
+    }
+}
+
+/// One single-threaded backend call.
+#[inline]
+fn backend_gemm<F: Scalar>(
+    alpha: F,
+    a: &ArrayView2<'_, F>,
+    b: &ArrayView2<'_, F>,
+    beta: F,
+    c: &mut ArrayViewMut2<'_, F>,
+) {
+    #[cfg(feature = "openblas")]
+    single_threaded_openblas();
+    general_mat_mul(alpha, a, b, beta, c);
+}
+
+/// Tells OpenBLAS, once, to run every call on the calling thread: crank's threads are rayon's.
+#[cfg(feature = "openblas")]
+fn single_threaded_openblas() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    // SAFETY: takes a thread count; 1 is always valid.
+    ONCE.call_once(|| unsafe { openblas_set_num_threads(1) });
+}
+
+#[cfg(feature = "openblas")]
+unsafe extern "C" {
+    fn openblas_set_num_threads(n: std::ffi::c_int);
 }
 
 #[cfg(feature = "openblas")]
