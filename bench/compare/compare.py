@@ -13,6 +13,7 @@ threadpoolctl for numpy, torch.set_num_threads, XLA flags for JAX, and RAYON_NUM
 crank (its one pool, which also splits large GEMMs; the GEMM backends run single-threaded).
 """
 import argparse
+import importlib.util
 import json
 import os
 import platform
@@ -169,6 +170,30 @@ def jax_run(sizes, batch, inference, dtype, quick):
     return timeit(run_infer if inference else run_step, quick)
 
 
+def jax_worker(threads, quick):
+    """Runs every workload in JAX in this fresh process, pinned to `threads` cores, and prints
+    one JSON object of samples/s per workload."""
+    os.sched_setaffinity(0, set(sorted(os.sched_getaffinity(0))[:threads]))
+    rates = {}
+    for name, sizes, batch, inference, dt in WORKLOADS:
+        dtype = np.float32 if dt == "f32" else np.float64
+        rates[name] = batch / jax_run(sizes, batch, inference, dtype, quick)
+    print(json.dumps(rates))
+
+
+def jax_rates(threads, quick):
+    """JAX's samples/s per workload at `threads`, from a child process: XLA sizes its thread pool
+    once, at start-up, from XLA_FLAGS and the CPUs the process may use."""
+    flags = f"--xla_cpu_multi_thread_eigen={'true' if threads > 1 else 'false'} intra_op_parallelism_threads={threads}"
+    env = dict(os.environ, XLA_FLAGS=flags)
+    cmd = [sys.executable, os.path.abspath(__file__), "--jax-worker", str(threads)] + (["--quick"] if quick else [])
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if out.returncode != 0:
+        print(f"  jax: {out.stderr.strip().splitlines()[-1:]}", file=sys.stderr)
+        return {}
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def crank_run(threads, quick, features):
     env = dict(os.environ, RAYON_NUM_THREADS=str(threads))
     cmd = ["cargo", "bench", "--quiet", "--bench", "workloads"]
@@ -223,7 +248,10 @@ def main():
     ap.add_argument("--features", default="")
     ap.add_argument("--rss", action="store_true")
     ap.add_argument("--rss-worker", choices=["numpy-seed", "pytorch"])
+    ap.add_argument("--jax-worker", type=int)
     args = ap.parse_args()
+    if args.jax_worker:
+        return jax_worker(args.jax_worker, args.quick)
     if args.rss_worker:
         return rss_worker(args.rss_worker)
     if args.rss:
@@ -242,19 +270,19 @@ def main():
         versions.append(f"torch {torch.__version__}")
     except ImportError:
         pass
-    try:
-        import jax
+    has_jax = importlib.util.find_spec("jax") is not None
+    if has_jax:
+        from importlib.metadata import version
 
-        others["jax-jit"] = jax_run
-        versions.append(f"jax {jax.__version__}")
-    except ImportError:
-        pass
+        versions.append(f"jax {version('jax')}")
 
     print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}, " + ", ".join(versions))
-    header = f"{'workload':<15} {'thr':>3} {'crank':>10} " + " ".join(f"{k:>11}" for k in others) + f" {'GEMM bound':>11} {'crank/best':>10} {'of bound':>8}"
+    names = list(others) + (["jax-jit"] if has_jax else [])
+    header = f"{'workload':<15} {'thr':>3} {'crank':>10} " + " ".join(f"{k:>11}" for k in names) + f" {'GEMM bound':>11} {'crank/best':>10} {'of bound':>8}"
     print(header)
     for threads in args.threads:
         crank = crank_run(threads, args.quick, args.features)
+        jax = jax_rates(threads, args.quick) if has_jax else {}
         for name, sizes, batch, inference, dt in WORKLOADS:
             dtype = np.float32 if dt == "f32" else np.float64
             rates = {}
@@ -268,12 +296,14 @@ def main():
                         rates[k] = batch / f(sizes, batch, inference, dtype, args.quick)
                     except Exception as e:  # a framework that cannot run a workload
                         print(f"  {k} {name}: {e}", file=sys.stderr)
+            if name in jax:
+                rates["jax-jit"] = jax[name]
             c = crank.get(name, {})
             rate, bound = c.get("samples_per_s", float("nan")), c.get("gemm_only_samples_per_s", float("nan"))
             best = max(rates.values()) if rates else float("nan")
             print(
                 f"{name:<15} {threads:>3} {rate:>10.0f} "
-                + " ".join(f"{rates.get(k, float('nan')):>11.0f}" for k in others)
+                + " ".join(f"{rates.get(k, float('nan')):>11.0f}" for k in names)
                 + f" {bound:>11.0f} {rate / best:>9.2f}x {rate / bound:>7.0%}"
             )
 
