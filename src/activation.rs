@@ -4,7 +4,7 @@
 //! batch, and its backward pass is the vector-Jacobian product `δ = y ⊙ (g − Σⱼ gⱼ yⱼ)` rather
 //! than an elementwise derivative.
 
-use crate::{Scalar, kernels};
+use crate::{Error, Result, Scalar, kernels};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -134,6 +134,18 @@ fn softmax_row<F: Scalar>(row: &mut [F]) {
     row.iter_mut().for_each(|x| *x *= inv);
 }
 
+/// Checks that a buffer of `got` values matches `want` values in whole rows of `cols`.
+fn check_rows(what: &str, want: usize, got: usize, cols: usize) -> Result<()> {
+    if got != want || cols == 0 || !want.is_multiple_of(cols) {
+        return Err(Error::shape(
+            what,
+            format!("{want} values in rows of {cols}"),
+            format!("{got} values"),
+        ));
+    }
+    Ok(())
+}
+
 impl Activation {
     /// The activation's name as written in model files (`"ReLU"`, `"LeakyReLU"`, ...).
     pub fn name(&self) -> &'static str {
@@ -163,6 +175,35 @@ impl Activation {
     /// (see [`Activation::backward`]).
     pub fn derivative<F: Scalar>(&self, x: F) -> Option<F> {
         elementwise!(self, F, |f, back| Some(back(x, f(x), <F>::one())), softmax => None)
+    }
+
+    /// `y = f(z)` over a row-major batch of rows of `cols` features (`cols` matters only to
+    /// Softmax, which normalises each row), with crank's kernels: serial below
+    /// [`PAR_THRESHOLD`](crate::kernels::PAR_THRESHOLD) elements, on rayon's pool above.
+    /// An error if the lengths differ or are not a whole number of rows.
+    pub fn forward_batch<F: Scalar>(&self, z: &[F], y: &mut [F], cols: usize) -> Result<()> {
+        check_rows("activation output", z.len(), y.len(), cols)?;
+        self.forward(z, y, cols);
+        Ok(())
+    }
+
+    /// The backward pass over a batch: given `z`, `y = f(z)` and the gradient `g` for `y`,
+    /// writes the gradient for `z` into `delta` (see [`Activation::derivative`]; for Softmax the
+    /// vector-Jacobian product of each row). An error if the lengths differ or are not a whole
+    /// number of rows of `cols`.
+    pub fn backward_batch<F: Scalar>(
+        &self,
+        z: &[F],
+        y: &[F],
+        g: &[F],
+        delta: &mut [F],
+        cols: usize,
+    ) -> Result<()> {
+        check_rows("activation output", z.len(), y.len(), cols)?;
+        check_rows("activation gradient", z.len(), g.len(), cols)?;
+        check_rows("activation input gradient", z.len(), delta.len(), cols)?;
+        self.backward(z, y, g, delta, cols);
+        Ok(())
     }
 
     /// `y = f(z)` over a row-major batch with `cols` features per row.
@@ -248,6 +289,38 @@ mod tests {
                 let d = act.derivative(x).unwrap();
                 assert!((fd - d).abs() < 1e-6, "{act} at {x}: {d} vs {fd}");
             }
+        }
+    }
+
+    /// The public batch forms agree with the per-element ones and refuse mismatched lengths.
+    #[test]
+    fn batch_forms_match_values_and_check_lengths() {
+        let z: Vec<f64> = (0..12).map(|i| i as f64 * 0.4 - 2.3).collect();
+        let g: Vec<f64> = (0..12).map(|i| 1.0 - i as f64 * 0.1).collect();
+        for act in ALL.iter().filter(|a| a.is_elementwise()) {
+            let mut y = vec![0.0; 12];
+            let mut delta = vec![0.0; 12];
+            act.forward_batch(&z, &mut y, 4).unwrap();
+            act.backward_batch(&z, &y, &g, &mut delta, 4).unwrap();
+            for i in 0..12 {
+                assert_eq!(y[i], act.value(z[i]).unwrap(), "{act}");
+                let want = g[i] * act.derivative(z[i]).unwrap();
+                assert!(
+                    (delta[i] - want).abs() < 1e-12,
+                    "{act}: {} vs {want}",
+                    delta[i]
+                );
+            }
+            let mut short = vec![0.0; 11];
+            assert!(act.forward_batch(&z, &mut short, 4).is_err());
+            assert!(act.forward_batch(&z, &mut y, 5).is_err());
+            assert!(act.forward_batch(&z, &mut y, 0).is_err());
+            assert!(act.backward_batch(&z, &y, &g[..8], &mut delta, 4).is_err());
+            let e = act
+                .backward_batch(&z, &y, &g, &mut short, 4)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("12 values") && e.contains("11 values"), "{e}");
         }
     }
 

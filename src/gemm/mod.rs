@@ -7,11 +7,12 @@
 //!
 //! # Threads
 //! crank has one pool of threads, rayon's (see [`set_threads`](crate::set_threads)). The
-//! backends run single-threaded; a product of at least [`PAR_GEMM`] multiply-adds is cut into
-//! one block of rows (or columns) of `c` per thread, and each block is one backend call on a
-//! rayon thread. So the GEMM's threads and the kernels' threads are the same threads, and no
-//! second pool spins while the other works. A block's values do not depend on how `c` was cut
-//! (each element is the same sum over `k`), which the determinism tests check bitwise.
+//! backends run single-threaded. A product of at least twice [`PAR_GEMM`] multiply-adds is cut
+//! into blocks of rows (or columns) of `c`, at most one per thread and each of at least
+//! [`PAR_GEMM`], and each block is one backend call on a rayon thread. So the GEMM's threads and
+//! the kernels' threads are the same threads, and no second pool spins while the other works.
+//! Each element is the same sum over `k` however `c` is cut, which `tests/determinism.rs` and
+//! this module's tests check bitwise.
 
 mod small;
 
@@ -28,8 +29,11 @@ use small::small_gemm;
 /// `cargo bench --bench dense -- gemm`.
 pub const SMALL_GEMM: usize = 32 * 1024;
 
-/// Products of at least this many multiply-adds are split over rayon's threads (when there is
-/// more than one); below it a product takes tens of microseconds, and one thread does it alone.
+/// A product is split over rayon's threads into blocks of at least this many multiply-adds (as
+/// many blocks as there are threads, or fewer); a smaller product takes tens of microseconds,
+/// and one thread does it alone. Blocks this large also stay above the size up to which
+/// OpenBLAS's SkylakeX build switches to its separate small-matrix kernels (10⁶ multiply-adds in
+/// single precision), so splitting does not change which kernel computes an element.
 pub const PAR_GEMM: usize = 1 << 20;
 
 /// `c = alpha · a · b + beta · c`, written into `c`.
@@ -54,23 +58,38 @@ pub fn gemm<F: Scalar>(
     if work <= SMALL_GEMM && small_gemm(alpha, &a, &b, beta, &mut c) {
         return;
     }
-    let threads = rayon::current_num_threads();
-    if work < PAR_GEMM || threads == 1 {
+    // Blocks of rows when m >= n (each reads all of `b` and its rows of `a`), else of columns.
+    let split = if m >= n { m } else { n };
+    let block = block_size(split, work / split.max(1), rayon::current_num_threads());
+    if block >= split {
         backend_gemm(alpha, &a, &b, beta, &mut c);
     } else if m >= n {
-        // Blocks of rows: each thread reads all of `b` and its rows of `a`.
-        let rows = m.div_ceil(threads);
-        c.axis_chunks_iter_mut(Axis(0), rows)
+        c.axis_chunks_iter_mut(Axis(0), block)
             .into_par_iter()
-            .zip(a.axis_chunks_iter(Axis(0), rows))
+            .zip(a.axis_chunks_iter(Axis(0), block))
             .for_each(|(mut c, a)| backend_gemm(alpha, &a, &b, beta, &mut c));
     } else {
-        let cols = n.div_ceil(threads);
-        c.axis_chunks_iter_mut(Axis(1), cols)
+        c.axis_chunks_iter_mut(Axis(1), block)
             .into_par_iter()
-            .zip(b.axis_chunks_iter(Axis(1), cols))
+            .zip(b.axis_chunks_iter(Axis(1), block))
             .for_each(|(mut c, b)| backend_gemm(alpha, &a, &b, beta, &mut c));
     }
+}
+
+/// How many of the `len` rows (or columns) of `c`, each worth `per` multiply-adds, one block
+/// takes: `len` (no split) unless at least two blocks, at most one per thread, can each have
+/// [`PAR_GEMM`] multiply-adds, the last block (the smallest) included.
+fn block_size(len: usize, per: usize, threads: usize) -> usize {
+    let mut parts = threads.min(len);
+    while parts > 1 {
+        let block = len.div_ceil(parts);
+        let last = len - (len.div_ceil(block) - 1) * block;
+        if last * per >= PAR_GEMM {
+            return block;
+        }
+        parts -= 1;
+    }
+    len
 }
 
 /// One single-threaded backend call.
@@ -172,6 +191,66 @@ mod tests {
                                 c[[i, j]]
                             );
                         }
+                    }
+                }
+            }
+        }
+    }
+
+    /// A product split over rayon's threads (by rows when `m >= n`, by columns otherwise) gives
+    /// bitwise what one thread gives, in the layouts a Dense layer uses.
+    #[test]
+    fn split_products_equal_one_thread_bitwise() {
+        let run = |threads: usize, m: usize, k: usize, n: usize, layout: &str| {
+            let a =
+                Array2::from_shape_fn((m, k), |(i, p)| ((i * 7 + p * 3) % 11) as f32 * 0.3 - 1.0);
+            let b = Array2::from_shape_fn((k, n), |(p, j)| ((p * 5 + j) % 13) as f32 * 0.1);
+            let (at, bt) = (a.t().to_owned(), b.t().to_owned());
+            let (a_view, b_view) = match layout {
+                "nn" => (a.view(), b.view()),
+                "tn" => (at.t(), b.view()),
+                _ => (a.view(), bt.t()),
+            };
+            let mut c = Array2::from_elem((m, n), 0.5f32);
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            pool.install(|| gemm(0.75, a_view, b_view, 1.0, c.view_mut()));
+            c
+        };
+        // Rows split (m >= n) and columns split (m < n), into 2 and 3 blocks.
+        for (m, k, n) in [(203, 128, 130), (61, 192, 300)] {
+            assert!(m * k * n >= 3 * PAR_GEMM);
+            for layout in ["nn", "tn", "nt"] {
+                let one = run(1, m, k, n, layout);
+                for threads in [2, 3] {
+                    let split = run(threads, m, k, n, layout);
+                    assert!(
+                        one.iter()
+                            .zip(&split)
+                            .all(|(x, y)| x.to_bits() == y.to_bits()),
+                        "{m}x{k}x{n} {layout} at {threads} threads differs from 1 thread"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn blocks_are_large_enough_and_one_per_thread_at_most() {
+        for len in [1, 2, 3, 7, 10, 64, 203, 1000] {
+            for per in [1, 1000, PAR_GEMM / 3, PAR_GEMM, 10 * PAR_GEMM] {
+                for threads in [1, 2, 3, 8] {
+                    let block = block_size(len, per, threads);
+                    let blocks = len.div_ceil(block);
+                    assert!(blocks <= threads, "{len} {per} {threads}: {blocks} blocks");
+                    if blocks > 1 {
+                        let last = len - (blocks - 1) * block;
+                        assert!(last * per >= PAR_GEMM, "{len} {per} {threads}: last {last}");
+                    }
+                    if threads >= 2 && len >= 2 && (len / 2) * per >= PAR_GEMM {
+                        assert!(blocks >= 2, "{len} {per} {threads}: not split");
                     }
                 }
             }
