@@ -1,6 +1,6 @@
 //! The fully connected layer: `z = x·W + b`, `y = f(z)`.
 
-use super::{Layer, Mode, Param, Tensor};
+use super::{Layer, Mode, Param, Tensor, check_width};
 use crate::buffer::Buffer;
 use crate::gemm::gemm;
 use crate::spec::{DenseSpec, LayerSpec};
@@ -137,17 +137,6 @@ impl<F: Scalar> Dense<F> {
     pub fn bias_grad(&self) -> ArrayView1<'_, F> {
         self.grad_biases.view()
     }
-
-    fn check_input(&self, what: &str, input: &ArrayView2<'_, F>) -> Result<()> {
-        if input.ncols() != self.weights.nrows() {
-            return Err(Error::shape(
-                format!("layer {} {what}", self.name),
-                format!("(batch, {})", self.weights.nrows()),
-                format!("{:?}", input.dim()),
-            ));
-        }
-        Ok(())
-    }
 }
 
 fn check_sizes(input_size: usize, output_size: usize) -> Result<()> {
@@ -185,7 +174,7 @@ impl<F: Scalar> Layer<F> for Dense<F> {
     }
 
     fn forward(&mut self, input: ArrayView2<'_, F>, _mode: Mode) -> Result<()> {
-        self.check_input("input", &input)?;
+        check_width(&self.name, "input", self.input_size(), &input)?;
         let (batch, n_out) = (input.nrows(), self.output_size());
         let bias = self.biases.as_slice().expect("biases are contiguous");
         self.z.resize(batch, n_out);
@@ -219,7 +208,7 @@ impl<F: Scalar> Layer<F> for Dense<F> {
         grad_output: ArrayView2<'_, F>,
         need_input_grad: bool,
     ) -> Result<()> {
-        self.check_input("backward input", &input)?;
+        check_width(&self.name, "backward input", self.input_size(), &input)?;
         let (batch, n_out) = self.z.shape();
         if input.nrows() != batch || grad_output.dim() != (batch, n_out) {
             return Err(Error::shape(
@@ -330,7 +319,7 @@ impl<F: Scalar> Layer<F> for Dense<F> {
     }
 
     fn infer(&self, input: ArrayView2<'_, F>, mut out: ArrayViewMut2<'_, F>) -> Result<()> {
-        self.check_input("input", &input)?;
+        check_width(&self.name, "input", self.input_size(), &input)?;
         if out.dim() != (input.nrows(), self.output_size()) || !out.is_standard_layout() {
             return Err(Error::shape(
                 format!("layer {} output buffer", self.name),

@@ -80,7 +80,7 @@ impl<F: Scalar> Layer<F> for Dropout<F> {
     }
 
     fn forward(&mut self, input: ArrayView2<'_, F>, mode: Mode) -> Result<()> {
-        check_width(&self.name, self.size, &input)?;
+        check_width(&self.name, "input", self.size, &input)?;
         let (batch, n) = input.dim();
         self.y.resize(batch, n);
         self.y.view_mut().assign(&input);
@@ -113,7 +113,7 @@ impl<F: Scalar> Layer<F> for Dropout<F> {
         grad_output: ArrayView2<'_, F>,
         need_input_grad: bool,
     ) -> Result<()> {
-        check_width(&self.name, self.size, &input)?;
+        check_width(&self.name, "input", self.size, &input)?;
         if grad_output.dim() != self.y.shape() {
             return Err(Error::shape(
                 format!("layer {} backward", self.name),
@@ -152,7 +152,7 @@ impl<F: Scalar> Layer<F> for Dropout<F> {
     fn visit_tensors<'a>(&'a self, _f: &mut dyn FnMut(Tensor<'a, F>)) {}
 
     fn infer(&self, input: ArrayView2<'_, F>, mut out: ArrayViewMut2<'_, F>) -> Result<()> {
-        check_width(&self.name, self.size, &input)?;
+        check_width(&self.name, "input", self.size, &input)?;
         out.assign(&input);
         Ok(())
     }

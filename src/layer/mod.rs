@@ -27,11 +27,17 @@ use crate::{Error, Result, Scalar};
 use ndarray::{ArrayView2, ArrayViewMut2};
 use std::fmt::Debug;
 
-/// Checks that a batch has the `size` features layer `name` takes.
-pub(crate) fn check_width<F>(name: &str, size: usize, input: &ArrayView2<'_, F>) -> Result<()> {
+/// Checks that a batch has the `size` features layer `name` takes; `what` names the batch in
+/// the error ("input", "backward input").
+pub(crate) fn check_width<F>(
+    name: &str,
+    what: &str,
+    size: usize,
+    input: &ArrayView2<'_, F>,
+) -> Result<()> {
     if input.ncols() != size {
         return Err(Error::shape(
-            format!("layer {name} input"),
+            format!("layer {name} {what}"),
             format!("(batch, {size})"),
             format!("{:?}", input.dim()),
         ));

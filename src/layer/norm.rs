@@ -181,7 +181,7 @@ impl<F: Scalar> Layer<F> for BatchNorm<F> {
     }
 
     fn forward(&mut self, input: ArrayView2<'_, F>, mode: Mode) -> Result<()> {
-        check_width(&self.name, self.input_size(), &input)?;
+        check_width(&self.name, "input", self.input_size(), &input)?;
         let (batch, n) = input.dim();
         self.batch_stats = mode == Mode::Train;
         self.mean.resize(n, F::zero());
@@ -250,7 +250,7 @@ impl<F: Scalar> Layer<F> for BatchNorm<F> {
         grad_output: ArrayView2<'_, F>,
         need_input_grad: bool,
     ) -> Result<()> {
-        check_width(&self.name, self.input_size(), &input)?;
+        check_width(&self.name, "input", self.input_size(), &input)?;
         check_grad(&self.name, self.y.shape(), &grad_output)?;
         self.affine.grads(&grad_output, &self.xhat);
         if need_input_grad {
@@ -311,7 +311,7 @@ impl<F: Scalar> Layer<F> for BatchNorm<F> {
     }
 
     fn infer(&self, input: ArrayView2<'_, F>, mut out: ArrayViewMut2<'_, F>) -> Result<()> {
-        check_width(&self.name, self.input_size(), &input)?;
+        check_width(&self.name, "input", self.input_size(), &input)?;
         let eps = F::of(self.eps);
         let (g, b) = (&self.affine.gamma, &self.affine.beta);
         for (row, mut y) in input.rows().into_iter().zip(out.rows_mut()) {
@@ -398,7 +398,7 @@ impl<F: Scalar> Layer<F> for LayerNorm<F> {
     }
 
     fn forward(&mut self, input: ArrayView2<'_, F>, _mode: Mode) -> Result<()> {
-        check_width(&self.name, self.input_size(), &input)?;
+        check_width(&self.name, "input", self.input_size(), &input)?;
         let (batch, n) = input.dim();
         let mut xhat = std::mem::take(&mut self.xhat);
         xhat.resize(batch, n);
@@ -437,7 +437,7 @@ impl<F: Scalar> Layer<F> for LayerNorm<F> {
         grad_output: ArrayView2<'_, F>,
         need_input_grad: bool,
     ) -> Result<()> {
-        check_width(&self.name, self.input_size(), &input)?;
+        check_width(&self.name, "input", self.input_size(), &input)?;
         check_grad(&self.name, self.y.shape(), &grad_output)?;
         self.affine.grads(&grad_output, &self.xhat);
         if need_input_grad {
@@ -495,7 +495,7 @@ impl<F: Scalar> Layer<F> for LayerNorm<F> {
     }
 
     fn infer(&self, input: ArrayView2<'_, F>, mut out: ArrayViewMut2<'_, F>) -> Result<()> {
-        check_width(&self.name, self.input_size(), &input)?;
+        check_width(&self.name, "input", self.input_size(), &input)?;
         let (g, b) = (&self.affine.gamma, &self.affine.beta);
         for (row, mut y) in input.rows().into_iter().zip(out.rows_mut()) {
             let y = y.as_slice_mut().ok_or_else(|| {
