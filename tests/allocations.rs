@@ -86,6 +86,9 @@ fn steady_state_training_and_inference_allocate_nothing_of_their_own() {
     let y: Vec<usize> = (0..batch).map(|i| i % 10).collect();
     let mut adam = Adam::new(1e-3).unwrap();
     let short = x.slice(ndarray::s![..7, ..]);
+    // rayon's global pool starts its threads on first use, and they allocate as they start:
+    // start them all now, outside any count.
+    rayon::broadcast(|_| ());
     // Warm-up: the first batch of each size sizes the buffers and the optimizer's state.
     for _ in 0..2 {
         model

@@ -59,8 +59,13 @@ pub fn gemm<F: Scalar>(
         return;
     }
     // Blocks of rows when m >= n (each reads all of `b` and its rows of `a`), else of columns.
+    // rayon is asked for its thread count only when a split is possible at all.
     let split = if m >= n { m } else { n };
-    let block = block_size(split, work / split.max(1), rayon::current_num_threads());
+    let block = if work >= 2 * PAR_GEMM {
+        block_size(split, work / split, rayon::current_num_threads())
+    } else {
+        split
+    };
     if block >= split {
         backend_gemm(alpha, &a, &b, beta, &mut c);
     } else if m >= n {
