@@ -172,7 +172,7 @@ impl Activation {
     }
 
     /// `f'(x)` for an elementwise activation; `None` for Softmax, whose derivative is a Jacobian
-    /// (see [`Activation::backward`]).
+    /// (see [`Activation::backward_batch`]).
     pub fn derivative<F: Scalar>(&self, x: F) -> Option<F> {
         elementwise!(self, F, |f, back| Some(back(x, f(x), <F>::one())), softmax => None)
     }

@@ -8,7 +8,9 @@
 //! loads and stores. Elsewhere the same tiling runs as plain loops.
 //!
 //! Every element of `c` is one sum over `p = 0, 1, …, k − 1` in that order, whatever tile it
-//! falls in, so a row's result does not depend on how many rows the batch has.
+//! falls in, so among the products this kernel runs, a row's result does not depend on how many
+//! rows the batch has (a larger batch may cross [`SMALL_GEMM`](super::SMALL_GEMM) and go to the
+//! backend, which sums differently).
 
 use crate::Scalar;
 use ndarray::{ArrayView2, ArrayViewMut2};

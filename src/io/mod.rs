@@ -6,7 +6,7 @@
 //! | [`Format::Bincode`] | `.bin`, `.crank` | magic `CRANKBIN`, version (u32 LE), then bincode of the dtype, the description as JSON and each tensor's little-endian bytes |
 //! | [`Format::Safetensors`] | `.safetensors` | PyTorch's names and layouts (`N.weight` `[out, in]`, `N.bias`), the description in the metadata |
 //!
-//! Files are untrusted input: every decoder checks the [`Limits`](crate::spec::Limits), checks
+//! Files are untrusted input: every decoder checks the [`Limits`], checks
 //! each length it reads against the architecture and the bytes that remain, and reports what is
 //! wrong as an [`Error`] naming the place; memory stays bounded by the file's size.
 //!

@@ -1,8 +1,9 @@
 //! Optimizers: they apply the gradients that layers compute.
 //!
 //! A model calls [`Optimizer::begin_step`] once per training step and then
-//! [`Optimizer::update`] for each parameter, with an index that is stable from step to step
-//! (the order of [`Layer::visit_params`](crate::layer::Layer::visit_params) over the layers).
+//! [`Optimizer::update_f32`] (or `update_f64`) for each parameter, with an index that is stable
+//! from step to step (the order of [`Layer::visit_params`](crate::layer::Layer::visit_params)
+//! over the layers).
 //! A stateful optimizer (momentum, Adam) keeps its per-parameter state under that index.
 
 mod adagrad;
@@ -45,7 +46,7 @@ pub struct OptimizerState {
 pub struct Slot {
     /// The buffer's name (`"momentum"`, `"exp_avg"`, ...).
     pub name: String,
-    /// The parameter's index (see [`Optimizer::update`]).
+    /// The parameter's index (see [`Optimizer::update_f32`]).
     pub param: usize,
     /// The buffer's values.
     pub values: Vec<f64>,
