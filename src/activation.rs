@@ -55,7 +55,7 @@ impl fmt::Display for Activation {
 }
 
 #[inline(always)]
-fn sigmoid<F: Scalar>(x: F) -> F {
+pub(crate) fn sigmoid<F: Scalar>(x: F) -> F {
     if x >= F::zero() {
         F::one() / (F::one() + (-x).exp())
     } else {

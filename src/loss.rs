@@ -9,6 +9,7 @@
 //! Where a per-sample loss has several outputs (MSE, binary cross-entropy, Huber) it is their
 //! mean, so `L` is the mean over every element, as in PyTorch's and Keras's defaults.
 
+use crate::activation::sigmoid;
 use crate::{Error, Result, Scalar};
 use ndarray::{ArrayView2, ArrayViewMut2};
 use serde::{Deserialize, Serialize};
@@ -253,18 +254,10 @@ impl Loss {
                     let r = x - tj;
                     (r * r, F::of(2.0) * r)
                 }
-                Loss::BinaryCrossEntropy => {
-                    let sig = if x >= F::zero() {
-                        F::one() / (F::one() + (-x).exp())
-                    } else {
-                        let e = x.exp();
-                        e / (F::one() + e)
-                    };
-                    (
-                        x.max(F::zero()) - x * tj + (-x.abs()).exp().ln_1p(),
-                        sig - tj,
-                    )
-                }
+                Loss::BinaryCrossEntropy => (
+                    x.max(F::zero()) - x * tj + (-x.abs()).exp().ln_1p(),
+                    sigmoid(x) - tj,
+                ),
                 Loss::Huber { delta } => {
                     let d = F::of(delta);
                     let r = x - tj;

@@ -122,10 +122,6 @@ fn single_threaded_openblas() {
 #[cfg(feature = "openblas")]
 unsafe extern "C" {
     fn openblas_set_num_threads(n: std::ffi::c_int);
-}
-
-#[cfg(feature = "openblas")]
-unsafe extern "C" {
     fn openblas_get_config() -> *const std::ffi::c_char;
 }
 

@@ -47,7 +47,16 @@ pub(super) fn small_gemm<F: Scalar>(
         return true;
     }
     if let Some(b) = b.as_slice() {
-        small_nn(alpha, &a, b, n, beta, c, n, 0);
+        run(Product {
+            alpha,
+            a: &a,
+            b,
+            n,
+            beta,
+            c,
+            ldc: n,
+            c0: 0,
+        });
         return true;
     }
     // b is the transpose of a row-major (n, k) matrix: copy it, a block of columns at a time,
@@ -65,7 +74,16 @@ pub(super) fn small_gemm<F: Scalar>(
                         *d = col[p];
                     }
                 }
-                small_nn(alpha, &a, &rows[..k * width], width, beta, c, n, j0);
+                run(Product {
+                    alpha,
+                    a: &a,
+                    b: &rows[..k * width],
+                    n: width,
+                    beta,
+                    c: &mut *c,
+                    ldc: n,
+                    c0: j0,
+                });
             }
             true
         }
@@ -124,7 +142,7 @@ macro_rules! small_kernel {
                 #[cfg(target_arch = "x86_64")]
                 if avx::available() {
                     // SAFETY: the processor has AVX2 and FMA, and every index is in bounds
-                    // (checked by `small_nn` before any kernel runs).
+                    // (checked by `run` before any kernel runs).
                     unsafe { avx::product::<$lanes>(p) };
                     return true;
                 }
@@ -138,30 +156,10 @@ small_kernel!(f32, std::arch::x86_64::__m256);
 small_kernel!(f64, std::arch::x86_64::__m256d);
 
 /// Runs one product on the vector kernel when there is one, on plain loops otherwise.
-#[allow(clippy::too_many_arguments)]
-fn small_nn<F: Scalar>(
-    alpha: F,
-    a: &Strided<'_, F>,
-    b: &[F],
-    n: usize,
-    beta: F,
-    c: &mut [F],
-    ldc: usize,
-    c0: usize,
-) {
-    if a.m == 0 || n == 0 {
+fn run<F: Scalar>(mut p: Product<'_, '_, F>) {
+    if p.a.m == 0 || p.n == 0 {
         return;
     }
-    let mut p = Product {
-        alpha,
-        a,
-        b,
-        n,
-        beta,
-        c,
-        ldc,
-        c0,
-    };
     assert!(p.in_bounds(), "small product operands out of bounds");
     if !F::vector_product(&mut p) {
         tiles(&mut p);
