@@ -11,7 +11,7 @@
 //! into blocks of rows (or columns) of `c`, at most one per thread and each of at least
 //! [`PAR_GEMM`], and each block is one backend call on a rayon thread. So the GEMM's threads and
 //! the kernels' threads are the same threads, and no second pool spins while the other works.
-//! Each element is the same sum over `k` however `c` is cut, which `tests/determinism.rs` and
+//! Each element is the same sum over `k` however `c` is cut, which `tests/integration/determinism.rs` and
 //! this module's tests check bitwise.
 
 mod small;

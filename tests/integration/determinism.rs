@@ -44,7 +44,7 @@ fn run_child(threads: usize) -> String {
     let out = Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
-            "child_train",
+            "determinism::child_train",
             "--ignored",
             "--nocapture",
             "--test-threads=1",
