@@ -128,22 +128,27 @@ fn gemm_only<F: Scalar>(w: &Workload, repeats: usize, target: f64) -> f64 {
             ]
         })
         .collect();
-    time(
-        || {
-            for (i, [x, wt, z, dw, dx]) in layers.iter_mut().enumerate() {
-                gemm(F::one(), x.view(), wt.view(), F::one(), z.view_mut());
-                if !w.inference {
-                    gemm(F::one(), x.t(), z.view(), F::zero(), dw.view_mut());
-                    if i > 0 {
-                        gemm(F::one(), z.view(), wt.t(), F::zero(), dx.view_mut());
+    // On rayon's pool, as crank runs a step whose products it splits (`Sequential::train_step`
+    // moves there once): a product split from outside the pool would pay for waking a worker
+    // and then the caller, every time.
+    rayon::scope(|_| {
+        time(
+            || {
+                for (i, [x, wt, z, dw, dx]) in layers.iter_mut().enumerate() {
+                    gemm(F::one(), x.view(), wt.view(), F::one(), z.view_mut());
+                    if !w.inference {
+                        gemm(F::one(), x.t(), z.view(), F::zero(), dw.view_mut());
+                        if i > 0 {
+                            gemm(F::one(), z.view(), wt.t(), F::zero(), dx.view_mut());
+                        }
                     }
                 }
-            }
-            black_box(&layers);
-        },
-        repeats,
-        target,
-    )
+                black_box(&layers);
+            },
+            repeats,
+            target,
+        )
+    })
 }
 
 fn crank_time<F: Scalar>(w: &Workload, repeats: usize, target: f64) -> f64 {

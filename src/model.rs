@@ -7,7 +7,7 @@ use crate::optim::Optimizer;
 use crate::spec::{
     BatchNormSpec, DenseSpec, DropoutSpec, LayerNormSpec, LayerSpec, ModelSpec, Preprocessing,
 };
-use crate::{Activation, Error, Result, Scalar, kernels};
+use crate::{Activation, Error, Result, Scalar, kernels, threads};
 use ndarray::{Array1, Array2, ArrayView2};
 use rand::SeedableRng;
 use rand_xoshiro::Xoshiro256PlusPlus;
@@ -423,6 +423,18 @@ impl<F: Scalar> Sequential<F> {
         self.steps = steps;
     }
 
+    /// Whether a pass over a batch of `batch` rows (0: the update alone) has a kernel or product
+    /// large enough to fork over rayon's threads, and so is worth running on the pool
+    /// ([`threads::on_pool`]).
+    pub(crate) fn forks(&self, batch: usize) -> bool {
+        self.layers.iter().any(|l| {
+            let (inputs, outputs) = (l.input_size(), l.output_size());
+            inputs * outputs >= kernels::PAR_THRESHOLD
+                || batch * inputs.max(outputs) >= kernels::PAR_THRESHOLD
+                || batch * inputs * outputs >= 2 * kernels::PAR_GEMM
+        })
+    }
+
     fn check_input(&self, x: &ArrayView2<'_, F>, step: Option<u64>) -> Result<()> {
         if x.ncols() != self.input_size || x.nrows() == 0 {
             let at = format!("layer 0 ({}) input", self.layers[0].name());
@@ -465,6 +477,13 @@ impl<F: Scalar> Sequential<F> {
         y: impl Into<Target<'t, F>>,
         loss: &Loss,
     ) -> Result<F> {
+        let y = y.into();
+        let parallel = self.forks(x.nrows());
+        threads::on_pool(parallel, || self.gradients(x, y, loss))
+    }
+
+    /// [`compute_gradients`](Self::compute_gradients) on the calling thread.
+    fn gradients(&mut self, x: ArrayView2<'_, F>, y: Target<'_, F>, loss: &Loss) -> Result<F> {
         let step = Some(self.steps);
         self.check_input(&x, step)?;
         for layer in &mut self.layers {
@@ -475,7 +494,7 @@ impl<F: Scalar> Sequential<F> {
         let last = self.layers.last().expect("a model has layers");
         let out = last.output();
         self.grad.resize(out.nrows(), out.ncols());
-        let value = loss.loss_and_grad(out, y.into(), self.grad.view_mut())?;
+        let value = loss.loss_and_grad(out, y, self.grad.view_mut())?;
         if !value.is_finite() {
             let what = match self
                 .layers
@@ -526,6 +545,12 @@ impl<F: Scalar> Sequential<F> {
     /// Applies the gradients of the latest [`compute_gradients`](Self::compute_gradients)
     /// with `optimizer` (PyTorch's `optimizer.step()`), and counts a step.
     pub fn apply_gradients<O: Optimizer + ?Sized>(&mut self, optimizer: &mut O) -> Result<()> {
+        let parallel = self.forks(0);
+        threads::on_pool(parallel, || self.update(optimizer))
+    }
+
+    /// [`apply_gradients`](Self::apply_gradients) on the calling thread.
+    fn update<O: Optimizer + ?Sized>(&mut self, optimizer: &mut O) -> Result<()> {
         optimizer.begin_step();
         let mut result = Ok(());
         self.visit_params(|i, p| {
@@ -581,6 +606,12 @@ impl<F: Scalar> Sequential<F> {
     ///
     /// A non-finite input or loss is an error naming the step and, for the loss, the first layer
     /// whose output went non-finite; the weights are left as they were before the step.
+    ///
+    /// With more than one thread, a step large enough to be split over them runs on rayon's
+    /// pool while the caller waits: it enters the pool once, rather than at each split product
+    /// and parallel kernel. Entering from outside goes through rayon's queue, which allocates
+    /// a block every 63 entries; a loop that runs on the pool itself (inside `rayon::scope`,
+    /// say) allocates nothing in its steps.
     pub fn train_step<'t, O: Optimizer + ?Sized>(
         &mut self,
         x: ArrayView2<'_, F>,
@@ -588,8 +619,13 @@ impl<F: Scalar> Sequential<F> {
         loss: &Loss,
         optimizer: &mut O,
     ) -> Result<F> {
-        let value = self.compute_gradients(x, y, loss)?;
-        self.apply_gradients(optimizer)?;
+        let y = y.into();
+        let parallel = self.forks(x.nrows());
+        let value = threads::on_pool(parallel, || {
+            let value = self.gradients(x, y, loss)?;
+            self.update(optimizer)?;
+            Ok::<_, Error>(value)
+        })?;
         log::debug!(
             "step {}: {loss} loss {value} on a batch of {}",
             self.steps,
@@ -612,6 +648,16 @@ impl<F: Scalar> Sequential<F> {
         workspace: &'w mut Workspace<F>,
     ) -> Result<ArrayView2<'w, F>> {
         self.check_input(&x, None)?;
+        let parallel = self.forks(x.nrows());
+        threads::on_pool(parallel, || self.infer(x, workspace))
+    }
+
+    /// [`predict_with`](Self::predict_with) on the calling thread, after the input check.
+    fn infer<'w>(
+        &self,
+        x: ArrayView2<'_, F>,
+        workspace: &'w mut Workspace<F>,
+    ) -> Result<ArrayView2<'w, F>> {
         let batch = x.nrows();
         let Workspace { a, b } = workspace;
         let (mut src, mut dst) = (a, b);

@@ -5,7 +5,7 @@ use crate::loss::{Loss, Target};
 use crate::metrics::{Metric, Tally};
 use crate::model::{LayerTensors, Workspace};
 use crate::optim::{Optimizer, Schedule, Scheduler};
-use crate::{Error, Result, Scalar, Sequential};
+use crate::{Error, Result, Scalar, Sequential, threads};
 use ndarray::{Array2, ArrayView2, Axis, s};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
@@ -355,7 +355,9 @@ impl<F: Scalar> Sequential<F> {
             let mut loss_sum = 0.0;
             for (b, rows) in order.chunks(options.batch_size).enumerate() {
                 let (x, y) = batches.gather(&train, rows);
-                let step = (|| {
+                // One move onto rayon's pool per batch, not one per call below.
+                let parallel = self.forks(rows.len());
+                let step = threads::on_pool(parallel, || {
                     let value = self.compute_gradients(x, y, loss)?;
                     tally.add(
                         self.layers().last().expect("a model has layers").output(),
@@ -369,7 +371,7 @@ impl<F: Scalar> Sequential<F> {
                     }
                     self.apply_gradients(optimizer)?;
                     Ok(value)
-                })();
+                });
                 let value: F = step.map_err(|e| match e {
                     e @ Error::NonFinite { .. } => Error::Diverged {
                         epoch,

@@ -4,8 +4,9 @@
 //! allocates none through Rust), so the test counts the same products run alone and requires
 //! crank's step to allocate exactly as much.
 
+use crank::kernels::gemm;
 use crank::{Activation, Adam, Dense, Layer, Loss, Mode, Sequential, Workspace};
-use ndarray::{Array2, linalg::general_mat_mul};
+use ndarray::Array2;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -36,9 +37,11 @@ fn count(mut f: impl FnMut()) -> usize {
     ALLOCATIONS.load(Ordering::SeqCst) - before
 }
 
-/// Allocations of the GEMMs of one training step of `sizes` at `batch`, run alone.
+/// Allocations of the GEMMs of one training step of `sizes` at `batch`, run alone through
+/// crank's own product path (which runs small products itself and splits large ones over
+/// rayon's threads, one backend call per block, exactly as in a step).
 fn gemm_allocations(sizes: &[usize], batch: usize, inference: bool) -> usize {
-    let mats: Vec<_> = sizes
+    let mut mats: Vec<_> = sizes
         .windows(2)
         .map(|s| {
             (
@@ -50,20 +53,13 @@ fn gemm_allocations(sizes: &[usize], batch: usize, inference: bool) -> usize {
             )
         })
         .collect();
-    let mut mats = mats;
-    // crank runs products of at most SMALL_GEMM multiply-adds as its own loops, which allocate
-    // nothing; only the larger ones reach the backend.
-    let large = |a: usize, b: usize, c: usize| a * b * c > crank::kernels::SMALL_GEMM;
     count(|| {
         for (i, (x, w, z, dw, dx)) in mats.iter_mut().enumerate() {
-            let (n_in, n_out) = w.dim();
-            if large(batch, n_in, n_out) {
-                general_mat_mul(1.0, &*x, &*w, 1.0, z);
-                if !inference {
-                    general_mat_mul(1.0, &x.t(), &*z, 0.0, dw);
-                    if i > 0 {
-                        general_mat_mul(1.0, &*z, &w.t(), 0.0, dx);
-                    }
+            gemm(1.0, x.view(), w.view(), 1.0, z.view_mut());
+            if !inference {
+                gemm(1.0, x.t(), z.view(), 0.0, dw.view_mut());
+                if i > 0 {
+                    gemm(1.0, z.view(), w.t(), 0.0, dx.view_mut());
                 }
             }
         }
@@ -147,4 +143,44 @@ fn steady_state_training_and_inference_allocate_nothing_of_their_own() {
     let layer_gemms =
         gemm_allocations(&[1, 64, 96], batch, false) - gemm_allocations(&[1, 64], batch, false);
     assert_eq!(layer, layer_gemms);
+
+    // A model large enough that its step forks: products split over the threads, parallel
+    // kernels and update. Run from one of rayon's threads (a step started outside moves there
+    // once, and entering the pool from outside goes through rayon's injector queue, which
+    // allocates a block every 63 entries), it allocates nothing beyond its GEMMs either.
+    let (sizes, batch) = ([128, 256, 10], 128);
+    assert!(batch * sizes[0] * sizes[1] >= 2 * crank::kernels::PAR_GEMM);
+    assert!(sizes[0] * sizes[1] >= crank::kernels::PAR_THRESHOLD);
+    let mut model = Sequential::<f32>::builder(sizes[0])
+        .dense(sizes[1], Activation::Relu)
+        .dense(sizes[2], Activation::Identity)
+        .seed(3)
+        .build()
+        .unwrap();
+    let x = Array2::from_shape_fn((batch, sizes[0]), |(i, j)| ((i + j) % 5) as f32 / 5.0);
+    let y: Vec<usize> = (0..batch).map(|i| i % sizes[2]).collect();
+    let (mut ws, mut adam) = (Workspace::new(), Adam::new(1e-3).unwrap());
+    rayon::scope(|_| {
+        for _ in 0..2 {
+            model
+                .train_step(x.view(), &y, &Loss::SoftmaxCrossEntropy, &mut adam)
+                .unwrap();
+            model.predict_with(x.view(), &mut ws).unwrap();
+        }
+        let gemm_step = gemm_allocations(&sizes, batch, false);
+        let gemm_infer = gemm_allocations(&sizes, batch, true);
+        let step = count(|| {
+            model
+                .train_step(x.view(), &y, &Loss::SoftmaxCrossEntropy, &mut adam)
+                .unwrap();
+        });
+        let infer = count(|| {
+            model.predict_with(x.view(), &mut ws).unwrap();
+        });
+        assert_eq!(step, gemm_step, "a forking step allocates beyond its GEMMs");
+        assert_eq!(
+            infer, gemm_infer,
+            "a forking inference allocates beyond its GEMMs"
+        );
+    });
 }
