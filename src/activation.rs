@@ -54,14 +54,12 @@ impl fmt::Display for Activation {
     }
 }
 
+/// `1 / (1 + e^{-x})`, branch-free so that it vectorises. Accurate for every `x`: for large
+/// negative `x` the denominator is large (or infinite, giving 0) and loses nothing to
+/// cancellation.
 #[inline(always)]
 pub(crate) fn sigmoid<F: Scalar>(x: F) -> F {
-    if x >= F::zero() {
-        F::one() / (F::one() + (-x).exp())
-    } else {
-        let e = x.exp();
-        e / (F::one() + e)
-    }
+    F::one() / (F::one() + (-x).exp_vec())
 }
 
 /// Runs `$body` with `$f` (the function) and `$back` (the chain rule: given `z`, `y = f(z)` and
@@ -95,7 +93,7 @@ macro_rules! elementwise {
                 $body
             }
             Activation::Tanh => {
-                let $f = move |x: $F| x.tanh();
+                let $f = move |x: $F| x.tanh_vec();
                 let $back = move |_z: $F, y: $F, g: $F| g * (one - y * y);
                 $body
             }
@@ -108,12 +106,12 @@ macro_rules! elementwise {
                 let $f = move |x: $F| half * x * (one + (x * inv_sqrt2).erf());
                 let $back = move |z: $F, _y: $F, g: $F| {
                     g * (half * (one + (z * inv_sqrt2).erf())
-                        + z * inv_sqrt_2pi * (-half * z * z).exp())
+                        + z * inv_sqrt_2pi * (-half * z * z).exp_vec())
                 };
                 $body
             }
             Activation::Softplus => {
-                let $f = move |x: $F| x.max(zero) + (-x.abs()).exp().ln_1p();
+                let $f = move |x: $F| x.max(zero) + (-x.abs()).exp_vec().ln_1p();
                 let $back = move |z: $F, _y: $F, g: $F| g * sigmoid(z);
                 $body
             }
@@ -127,7 +125,7 @@ fn softmax_row<F: Scalar>(row: &mut [F]) {
     let max = row.iter().fold(F::neg_infinity(), |m, &x| m.max(x));
     let mut sum = F::zero();
     for x in row.iter_mut() {
-        *x = (*x - max).exp();
+        *x = (*x - max).exp_vec();
         sum += *x;
     }
     let inv = F::one() / sum;

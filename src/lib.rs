@@ -52,6 +52,7 @@ pub mod io;
 pub mod kernels;
 pub mod layer;
 pub mod loss;
+mod math;
 pub mod metrics;
 pub mod model;
 pub mod optim;

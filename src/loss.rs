@@ -255,7 +255,7 @@ impl Loss {
                     (r * r, F::of(2.0) * r)
                 }
                 Loss::BinaryCrossEntropy => (
-                    x.max(F::zero()) - x * tj + (-x.abs()).exp().ln_1p(),
+                    x.max(F::zero()) - x * tj + (-x.abs()).exp_vec().ln_1p(),
                     sigmoid(x) - tj,
                 ),
                 Loss::Huber { delta } => {
@@ -295,12 +295,12 @@ fn softmax_ce<F: Scalar>(y: &[F], t: impl Fn(usize) -> F, mut g: Option<&mut [F]
         Some(g) => {
             let mut sum = F::zero();
             for (g, &x) in g.iter_mut().zip(y) {
-                *g = (x - max).exp();
+                *g = (x - max).exp_vec();
                 sum += *g;
             }
             sum
         }
-        None => y.iter().fold(F::zero(), |s, &x| s + (x - max).exp()),
+        None => y.iter().fold(F::zero(), |s, &x| s + (x - max).exp_vec()),
     };
     let lse = max + sum_exp.ln();
     let mut t_sum = F::zero();
