@@ -106,12 +106,12 @@ macro_rules! elementwise {
                 let $f = move |x: $F| half * x * (one + (x * inv_sqrt2).erf());
                 let $back = move |z: $F, _y: $F, g: $F| {
                     g * (half * (one + (z * inv_sqrt2).erf())
-                        + z * inv_sqrt_2pi * (-half * z * z).exp_vec())
+                        + z * inv_sqrt_2pi * (-half * z * z).exp())
                 };
                 $body
             }
             Activation::Softplus => {
-                let $f = move |x: $F| x.max(zero) + (-x.abs()).exp_vec().ln_1p();
+                let $f = move |x: $F| x.max(zero) + (-x.abs()).exp().ln_1p();
                 let $back = move |z: $F, _y: $F, g: $F| g * sigmoid(z);
                 $body
             }
@@ -123,11 +123,10 @@ macro_rules! elementwise {
 /// Softmax of one row, in place.
 fn softmax_row<F: Scalar>(row: &mut [F]) {
     let max = row.iter().fold(F::neg_infinity(), |m, &x| m.max(x));
-    let mut sum = F::zero();
     for x in row.iter_mut() {
         *x = (*x - max).exp_vec();
-        sum += *x;
     }
+    let sum = row.iter().fold(F::zero(), |s, &e| s + e);
     let inv = F::one() / sum;
     row.iter_mut().for_each(|x| *x *= inv);
 }
