@@ -21,7 +21,7 @@ const CHUNK: usize = 1 << 13;
 /// Whether `n` elements are worth spreading over rayon's threads: above the threshold and with
 /// more than one thread to spread them over.
 #[inline]
-fn parallel(n: usize) -> bool {
+pub(crate) fn parallel(n: usize) -> bool {
     n >= PAR_THRESHOLD && rayon::current_num_threads() > 1
 }
 

@@ -7,7 +7,7 @@ use crate::optim::Optimizer;
 use crate::spec::{
     BatchNormSpec, DenseSpec, DropoutSpec, LayerNormSpec, LayerSpec, ModelSpec, Preprocessing,
 };
-use crate::{Activation, Error, Result, Scalar, kernels, threads};
+use crate::{Activation, Error, Result, Scalar, gemm, kernels, threads};
 use ndarray::{Array1, Array2, ArrayView2};
 use rand::SeedableRng;
 use rand_xoshiro::Xoshiro256PlusPlus;
@@ -423,15 +423,16 @@ impl<F: Scalar> Sequential<F> {
         self.steps = steps;
     }
 
-    /// Whether a pass over a batch of `batch` rows (0: the update alone) has a kernel or product
-    /// large enough to fork over rayon's threads, and so is worth running on the pool
-    /// ([`threads::on_pool`]).
+    /// Whether a pass over a batch of `batch` rows (0: the update alone) forks over rayon's
+    /// threads somewhere (a kernel over a layer's parameters or activations, or a split
+    /// product), and so is worth running on the pool ([`threads::on_pool`]). Asks the kernels
+    /// and the GEMM their own rules.
     pub(crate) fn forks(&self, batch: usize) -> bool {
         self.layers.iter().any(|l| {
             let (inputs, outputs) = (l.input_size(), l.output_size());
-            inputs * outputs >= kernels::PAR_THRESHOLD
-                || batch * inputs.max(outputs) >= kernels::PAR_THRESHOLD
-                || batch * inputs * outputs >= 2 * kernels::PAR_GEMM
+            kernels::parallel(inputs * outputs)
+                || kernels::parallel(batch * inputs.max(outputs))
+                || gemm::splits(batch * inputs * outputs)
         })
     }
 

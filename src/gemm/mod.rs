@@ -11,8 +11,8 @@
 //! into blocks of rows (or columns) of `c`, at most one per thread and each of at least
 //! [`PAR_GEMM`], and each block is one backend call on a rayon thread. So the GEMM's threads and
 //! the kernels' threads are the same threads, and no second pool spins while the other works.
-//! Each element is the same sum over `k` however `c` is cut, which `tests/integration/determinism.rs` and
-//! this module's tests check bitwise.
+//! Each element is the same sum over `k` however `c` is cut, which
+//! `tests/integration/determinism.rs` and this module's tests check bitwise.
 
 mod small;
 
@@ -61,7 +61,7 @@ pub fn gemm<F: Scalar>(
     // Blocks of rows when m >= n (each reads all of `b` and its rows of `a`), else of columns.
     // rayon is asked for its thread count only when a split is possible at all.
     let split = if m >= n { m } else { n };
-    let block = if work >= 2 * PAR_GEMM {
+    let block = if splits(work) {
         block_size(split, work / split, rayon::current_num_threads())
     } else {
         split
@@ -79,6 +79,13 @@ pub fn gemm<F: Scalar>(
             .zip(b.axis_chunks_iter(Axis(1), block))
             .for_each(|(mut c, b)| backend_gemm(alpha, &a, &b, beta, &mut c));
     }
+}
+
+/// Whether a product of `work` multiply-adds is large enough to be cut into blocks (two of at
+/// least [`PAR_GEMM`]); whether it is also depends on the thread count and its shape.
+#[inline]
+pub(crate) fn splits(work: usize) -> bool {
+    work >= 2 * PAR_GEMM
 }
 
 /// How many of the `len` rows (or columns) of `c`, each worth `per` multiply-adds, one block
