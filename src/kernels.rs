@@ -257,6 +257,40 @@ pub fn all_finite<F: Scalar>(a: &[F]) -> bool {
     }
 }
 
+/// The largest `|a[i]|` (0 for an empty slice), or `None` when some element is NaN or infinite:
+/// [`all_finite`] and a bound in one pass. Eight running maxima and flags per chunk keep it in
+/// vector lanes; a maximum does not depend on the order it is taken in.
+#[allow(clippy::eq_op)] // x − x is NaN exactly when x is not finite
+#[multiversion(targets("x86_64+avx2+fma"))]
+pub fn max_abs<F: Scalar>(a: &[F]) -> Option<F> {
+    let chunk = |c: &[F]| {
+        let (lanes, rest) = c.as_chunks::<8>();
+        let (mut ok, mut max) = ([true; 8], [F::zero(); 8]);
+        for x in lanes {
+            for l in 0..8 {
+                let v = x[l].abs();
+                ok[l] &= x[l] - x[l] == F::zero();
+                max[l] = if v > max[l] { v } else { max[l] };
+            }
+        }
+        let mut all = ok.iter().all(|&o| o);
+        let mut m = max.iter().fold(F::zero(), |m, &v| m.max(v));
+        for &x in rest {
+            all &= x - x == F::zero();
+            m = m.max(x.abs());
+        }
+        all.then_some(m)
+    };
+    let most = |m: Option<F>, c: Option<F>| Some(m?.max(c?));
+    if !parallel(a.len()) {
+        a.chunks(CHUNK).map(chunk).fold(Some(F::zero()), most)
+    } else {
+        a.par_chunks(CHUNK)
+            .map(chunk)
+            .reduce(|| Some(F::zero()), most)
+    }
+}
+
 /// Applies `f` to each row (of length `cols`) of a row-major matrix stored in `a`.
 pub fn for_each_row<F: Scalar>(a: &mut [F], cols: usize, f: impl Fn(&mut [F]) + Sync) {
     if cols == 0 {
@@ -435,5 +469,28 @@ mod tests {
         assert!(all_finite(&a));
         a[7] = f64::NAN;
         assert!(!all_finite(&a));
+    }
+
+    #[test]
+    fn max_abs_finds_the_largest_magnitude_or_a_non_finite_value() {
+        assert_eq!(max_abs::<f32>(&[]), Some(0.0));
+        // Lengths around the eight lanes and around the parallel threshold; the largest value at
+        // the start, in a lane, in the tail.
+        for n in [1, 7, 8, 9, 17, 1000, PAR_THRESHOLD + 5] {
+            for at in [0, n / 2, n - 1] {
+                let mut a: Vec<f32> = (0..n).map(|i| ((i % 13) as f32 - 6.0) * 0.5).collect();
+                a[at] = -1e3;
+                assert_eq!(max_abs(&a), Some(1e3), "n {n}, at {at}");
+                for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+                    let mut b = a.clone();
+                    b[at] = bad;
+                    assert_eq!(max_abs(&b), None, "n {n}, at {at}, {bad}");
+                    b[n - 1 - at] = bad;
+                    assert_eq!(max_abs(&b), None, "n {n}, at {at}, {bad}");
+                }
+            }
+        }
+        assert_eq!(max_abs(&[-0.0f64, 0.0]), Some(0.0));
+        assert_eq!(max_abs(&[f64::MAX, -f64::MIN_POSITIVE]), Some(f64::MAX));
     }
 }

@@ -53,6 +53,9 @@ pub struct Sequential<F: Scalar = f32> {
     grad: Buffer<F>,
     steps: u64,
     preprocessing: Option<Preprocessing>,
+    /// Per layer, whether the latest backward folded its SGD update
+    /// ([`Layer::backward_folding_sgd`]).
+    folded: Vec<bool>,
 }
 
 /// Builds a [`Sequential`] model layer by layer; see [`Sequential::builder`].
@@ -379,10 +382,11 @@ impl<F: Scalar> Sequential<F> {
         }
         Ok(Sequential {
             input_size,
-            layers,
             grad: Buffer::default(),
             steps: 0,
             preprocessing: None,
+            folded: vec![false; layers.len()],
+            layers,
         })
     }
 
@@ -436,7 +440,8 @@ impl<F: Scalar> Sequential<F> {
         })
     }
 
-    fn check_input(&self, x: &ArrayView2<'_, F>, step: Option<u64>) -> Result<()> {
+    /// Checks the input's width and that it is finite; returns its largest magnitude.
+    fn check_input(&self, x: &ArrayView2<'_, F>, step: Option<u64>) -> Result<F> {
         if x.ncols() != self.input_size || x.nrows() == 0 {
             let at = format!("layer 0 ({}) input", self.layers[0].name());
             return Err(Error::shape(
@@ -445,19 +450,15 @@ impl<F: Scalar> Sequential<F> {
                 format!("{:?}", x.dim()),
             ));
         }
-        let finite = match x.as_slice() {
-            Some(s) => kernels::all_finite(s),
-            None => x.iter().all(|v| v.is_finite()),
-        };
-        if !finite {
+        let Some(max) = max_abs(x) else {
             let p = x.iter().position(|v| !v.is_finite()).unwrap_or(0);
             let cols = x.ncols();
             return Err(Error::NonFinite {
                 what: format!("input at row {}, column {}", p / cols, p % cols),
                 step,
             });
-        }
-        Ok(())
+        };
+        Ok(max)
     }
 
     /// Runs every layer forward on `x` in training buffers.
@@ -485,11 +486,25 @@ impl<F: Scalar> Sequential<F> {
 
     /// [`compute_gradients`](Self::compute_gradients) on the calling thread.
     fn gradients(&mut self, x: ArrayView2<'_, F>, y: Target<'_, F>, loss: &Loss) -> Result<F> {
+        self.backpropagate(x, y, loss, None)
+    }
+
+    /// Forward, loss and backward. With `fold = Some(lr)` (plain SGD), each layer may fold its
+    /// update into its weight-gradient product ([`Layer::backward_folding_sgd`]), which
+    /// [`apply_folded`](Self::apply_folded) then runs; nothing is updated here either way.
+    fn backpropagate(
+        &mut self,
+        x: ArrayView2<'_, F>,
+        y: Target<'_, F>,
+        loss: &Loss,
+        fold: Option<F>,
+    ) -> Result<F> {
         let step = Some(self.steps);
-        self.check_input(&x, step)?;
+        let input_max = self.check_input(&x, step)?;
         for layer in &mut self.layers {
             layer.set_step(self.steps);
         }
+        self.folded.iter_mut().for_each(|f| *f = false);
         self.forward(x, Mode::Train)?;
 
         let last = self.layers.last().expect("a model has layers");
@@ -515,7 +530,25 @@ impl<F: Scalar> Sequential<F> {
             let grad = after
                 .first()
                 .map_or_else(|| self.grad.view(), |l| l.input_grad());
-            layer.backward(input, grad, i > 0)?;
+            let folded = match fold {
+                None => {
+                    layer.backward(input, grad, i > 0)?;
+                    false
+                }
+                Some(lr) => {
+                    let input_max = if i == 0 {
+                        input_max
+                    } else {
+                        max_abs(&input).unwrap_or(F::infinity())
+                    };
+                    layer.backward_folding_sgd(input, grad, i > 0, lr, input_max)?
+                }
+            };
+            self.folded[i] = folded;
+            if folded {
+                // The layer checked what it computed, and folded only what is sure to be finite.
+                continue;
+            }
             // A finite loss can still overflow in backward; never hand such a gradient on.
             // Checked now, while the layer's gradients are still in cache.
             let mut bad = None;
@@ -530,6 +563,41 @@ impl<F: Scalar> Sequential<F> {
             }
         }
         Ok(value)
+    }
+
+    /// After [`backpropagate`](Self::backpropagate) with `Some(lr)`: the folded updates, and the
+    /// optimizer's (plain SGD's) update of the layers that did not fold. Counts a step.
+    fn apply_folded<O: Optimizer + ?Sized>(
+        &mut self,
+        x: ArrayView2<'_, F>,
+        lr: F,
+        optimizer: &mut O,
+    ) -> Result<()> {
+        optimizer.begin_step();
+        let mut index = 0;
+        for i in 0..self.layers.len() {
+            let (before, rest) = self.layers.split_at_mut(i);
+            let (layer, after) = rest.split_first_mut().expect("index in range");
+            if self.folded[i] {
+                let input = before.last().map_or(x, |l| l.output());
+                let grad = after
+                    .first()
+                    .map_or_else(|| self.grad.view(), |l| l.input_grad());
+                layer.apply_folded_sgd(input, grad, lr)?;
+                layer.visit_params(&mut |_| index += 1);
+            } else {
+                let mut result = Ok(());
+                layer.visit_params(&mut |p| {
+                    if result.is_ok() {
+                        result = F::update(optimizer, index, p.value, p.grad);
+                    }
+                    index += 1;
+                });
+                result?;
+            }
+        }
+        self.steps += 1;
+        Ok(())
     }
 
     /// Calls `f` on every parameter of every layer with a stable index, in layer order.
@@ -608,6 +676,16 @@ impl<F: Scalar> Sequential<F> {
     /// A non-finite input or loss is an error naming the step and, for the loss, the first layer
     /// whose output went non-finite; the weights are left as they were before the step.
     ///
+    /// With plain SGD ([`Optimizer::plain_sgd`]: no momentum, no weight decay) a [`Dense`] layer
+    /// folds its weight update into the product that would compute its weight gradient:
+    /// `W ← W − (lr/B)·xᵀδ` is one GEMM into `W`, with no gradient written, checked or read
+    /// back. It folds only when a bound from the largest input and `δ` shows that the product is
+    /// finite; otherwise it computes and checks the gradient as usual. The weights come out as
+    /// with [`compute_gradients`](Self::compute_gradients) and
+    /// [`apply_gradients`](Self::apply_gradients) up to rounding (the two scales are applied as
+    /// one), and those two remain the way to look at or clip gradients: after a folded step,
+    /// [`Dense::weight_grad`] still holds an earlier gradient.
+    ///
     /// With more than one thread, a step large enough to be split over them runs on rayon's
     /// pool while the caller waits: it enters the pool once, rather than at each split product
     /// and parallel kernel. Entering from outside goes through rayon's queue, which allocates
@@ -622,17 +700,36 @@ impl<F: Scalar> Sequential<F> {
     ) -> Result<F> {
         let y = y.into();
         let parallel = self.forks(x.nrows());
-        let value = threads::on_pool(parallel, || {
-            let value = self.gradients(x, y, loss)?;
-            self.update(optimizer)?;
-            Ok::<_, Error>(value)
-        })?;
+        let value = threads::on_pool(parallel, || self.step(x, y, loss, optimizer))?;
         log::debug!(
             "step {}: {loss} loss {value} on a batch of {}",
             self.steps,
             x.nrows()
         );
         Ok(value)
+    }
+
+    /// [`train_step`](Self::train_step) on the calling thread (without its log line).
+    pub(crate) fn step<O: Optimizer + ?Sized>(
+        &mut self,
+        x: ArrayView2<'_, F>,
+        y: Target<'_, F>,
+        loss: &Loss,
+        optimizer: &mut O,
+    ) -> Result<F> {
+        match optimizer.plain_sgd() {
+            Some(lr) => {
+                let lr = F::of(lr);
+                let value = self.backpropagate(x, y, loss, Some(lr))?;
+                self.apply_folded(x, lr, optimizer)?;
+                Ok(value)
+            }
+            None => {
+                let value = self.gradients(x, y, loss)?;
+                self.update(optimizer)?;
+                Ok(value)
+            }
+        }
     }
 
     /// A [`Workspace`] for [`predict_with`](Self::predict_with).
@@ -709,6 +806,16 @@ impl<F: Scalar> Sequential<F> {
             .filter(|(row, c)| argmax(row.iter().copied()) == Some(**c))
             .count();
         Ok(hits as f64 / classes.len() as f64)
+    }
+}
+
+/// The largest magnitude in `a`, or `None` when some element is not finite.
+fn max_abs<F: Scalar>(a: &ArrayView2<'_, F>) -> Option<F> {
+    match a.as_slice() {
+        Some(s) => kernels::max_abs(s),
+        None => a
+            .iter()
+            .try_fold(F::zero(), |m, &v| v.is_finite().then(|| m.max(v.abs()))),
     }
 }
 

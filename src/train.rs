@@ -358,18 +358,25 @@ impl<F: Scalar> Sequential<F> {
                 // One move onto rayon's pool per batch, not one per call below.
                 let parallel = self.forks(rows.len());
                 let step = threads::on_pool(parallel, || {
-                    let value = self.compute_gradients(x, y, loss)?;
+                    let value = if options.clip_value.is_none() && options.clip_norm.is_none() {
+                        // train_step's path: plain SGD folds its update into the products.
+                        self.step(x, y, loss, optimizer)?
+                    } else {
+                        let value = self.compute_gradients(x, y, loss)?;
+                        if let Some(c) = options.clip_value {
+                            self.clip_grad_value(c)?;
+                        }
+                        if let Some(c) = options.clip_norm {
+                            self.clip_grad_norm(c)?;
+                        }
+                        self.apply_gradients(optimizer)?;
+                        value
+                    };
+                    // The outputs are the forward pass's: an update does not change them.
                     tally.add(
                         self.layers().last().expect("a model has layers").output(),
                         &y,
                     );
-                    if let Some(c) = options.clip_value {
-                        self.clip_grad_value(c)?;
-                    }
-                    if let Some(c) = options.clip_norm {
-                        self.clip_grad_norm(c)?;
-                    }
-                    self.apply_gradients(optimizer)?;
                     Ok(value)
                 });
                 let value: F = step.map_err(|e| match e {

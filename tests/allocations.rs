@@ -5,7 +5,7 @@
 //! crank's step to allocate exactly as much.
 
 use crank::kernels::gemm;
-use crank::{Activation, Adam, Dense, Layer, Loss, Mode, Sequential, Workspace};
+use crank::{Activation, Adam, Dense, Layer, Loss, Mode, Sequential, Sgd, Workspace};
 use ndarray::Array2;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -106,6 +106,20 @@ fn steady_state_training_and_inference_allocate_nothing_of_their_own() {
             .train_step(short, &y[..7], &Loss::SoftmaxCrossEntropy, &mut adam)
             .unwrap();
     });
+    // Plain SGD folds its update into the weight-gradient products: the same products.
+    let mut sgd = Sgd::new(1e-2).unwrap();
+    model
+        .train_step(x.view(), &y, &Loss::SoftmaxCrossEntropy, &mut sgd)
+        .unwrap();
+    let folded_step = count(|| {
+        model
+            .train_step(x.view(), &y, &Loss::SoftmaxCrossEntropy, &mut sgd)
+            .unwrap();
+    });
+    assert_eq!(
+        folded_step, gemm_full,
+        "a plain-SGD step allocates beyond its GEMMs ({gemm_full})"
+    );
     assert_eq!(
         step, gemm_full,
         "a training step allocates beyond its GEMMs ({gemm_full})"
@@ -160,10 +174,14 @@ fn steady_state_training_and_inference_allocate_nothing_of_their_own() {
     let x = Array2::from_shape_fn((batch, sizes[0]), |(i, j)| ((i + j) % 5) as f32 / 5.0);
     let y: Vec<usize> = (0..batch).map(|i| i % sizes[2]).collect();
     let (mut ws, mut adam) = (Workspace::new(), Adam::new(1e-3).unwrap());
+    let mut sgd = Sgd::new(1e-2).unwrap();
     rayon::scope(|_| {
         for _ in 0..2 {
             model
                 .train_step(x.view(), &y, &Loss::SoftmaxCrossEntropy, &mut adam)
+                .unwrap();
+            model
+                .train_step(x.view(), &y, &Loss::SoftmaxCrossEntropy, &mut sgd)
                 .unwrap();
             model.predict_with(x.view(), &mut ws).unwrap();
         }
@@ -177,7 +195,16 @@ fn steady_state_training_and_inference_allocate_nothing_of_their_own() {
         let infer = count(|| {
             model.predict_with(x.view(), &mut ws).unwrap();
         });
+        let folded_step = count(|| {
+            model
+                .train_step(x.view(), &y, &Loss::SoftmaxCrossEntropy, &mut sgd)
+                .unwrap();
+        });
         assert_eq!(step, gemm_step, "a forking step allocates beyond its GEMMs");
+        assert_eq!(
+            folded_step, gemm_step,
+            "a forking plain-SGD step allocates beyond its GEMMs"
+        );
         assert_eq!(
             infer, gemm_infer,
             "a forking inference allocates beyond its GEMMs"

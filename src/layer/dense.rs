@@ -33,6 +33,9 @@ pub struct Dense<F: Scalar> {
     delta: Buffer<F>,
     /// Gradient for the input.
     dx: Buffer<F>,
+    /// Whether the latest backward folded the weight update into the weight-gradient product
+    /// ([`Layer::backward_folding_sgd`]), which [`Layer::apply_folded_sgd`] then runs.
+    folded: bool,
 }
 
 impl<F: Scalar> Dense<F> {
@@ -104,6 +107,7 @@ impl<F: Scalar> Dense<F> {
             y: Buffer::default(),
             delta: Buffer::default(),
             dx: Buffer::default(),
+            folded: false,
         })
     }
 
@@ -128,7 +132,8 @@ impl<F: Scalar> Dense<F> {
         self.biases.view()
     }
 
-    /// `∂L/∂W` from the latest backward pass (a batch mean).
+    /// `∂L/∂W` from the latest backward pass that computed it (a batch mean); a training step
+    /// with plain SGD folds the update instead ([`Sequential::train_step`](crate::Sequential::train_step)).
     pub fn weight_grad(&self) -> ArrayView2<'_, F> {
         self.grad_weights.view()
     }
@@ -137,6 +142,114 @@ impl<F: Scalar> Dense<F> {
     pub fn bias_grad(&self) -> ArrayView1<'_, F> {
         self.grad_biases.view()
     }
+}
+
+impl<F: Scalar> Dense<F> {
+    fn backward_shape_error(&self, input: &ArrayView2<'_, F>, grad: &ArrayView2<'_, F>) -> Error {
+        let (batch, n_out) = self.z.shape();
+        Error::shape(
+            format!("layer {} backward", self.name),
+            format!(
+                "input ({batch}, {}) and gradient ({batch}, {n_out})",
+                self.input_size()
+            ),
+            format!("input {:?} and gradient {:?}", input.dim(), grad.dim()),
+        )
+    }
+
+    /// The first half of backward: checks the shapes against the latest forward, then computes
+    /// `δ = g ⊙ f'(z)` (kept in `self.delta`, or `g` itself for the identity) and
+    /// `db = Σᵢ δᵢ / B`. Returns `g` in standard layout (a gradient in another memory order is
+    /// copied once).
+    fn delta_and_bias_grad<'g>(
+        &mut self,
+        input: &ArrayView2<'_, F>,
+        grad_output: &'g ArrayView2<'_, F>,
+    ) -> Result<CowArray<'g, F, Ix2>> {
+        check_width(&self.name, "backward input", self.input_size(), input)?;
+        self.folded = false;
+        let (batch, n_out) = self.z.shape();
+        if input.nrows() != batch || grad_output.dim() != (batch, n_out) {
+            return Err(self.backward_shape_error(input, grad_output));
+        }
+        let g = grad_output.as_standard_layout();
+        let gs = g.as_slice().expect("standard layout is contiguous");
+        let inv_batch = F::one() / F::of(batch as f64);
+        let db = self
+            .grad_biases
+            .as_slice_mut()
+            .expect("biases are contiguous");
+        if self.activation == Activation::Identity {
+            kernels::column_sums(gs, n_out, inv_batch, db);
+        } else {
+            self.delta.resize(batch, n_out);
+            self.activation.backward_with_sums(
+                self.z.as_slice(),
+                self.y.as_slice(),
+                gs,
+                self.delta.as_mut_slice(),
+                n_out,
+                inv_batch,
+                db,
+            );
+        }
+        Ok(g)
+    }
+
+    /// The second half of backward: `dW = xᵀδ / B` and, when asked, `dx = δ·Wᵀ`.
+    fn weight_grad_and_input_grad(
+        &mut self,
+        input: &ArrayView2<'_, F>,
+        g: &[F],
+        need_input_grad: bool,
+    ) {
+        let (batch, n_out) = self.z.shape();
+        let inv_batch = F::one() / F::of(batch as f64);
+        let delta = delta(self.activation, &self.delta, g);
+        let delta_m = ArrayView2::from_shape((batch, n_out), delta).expect("delta is (batch, out)");
+        gemm(
+            inv_batch,
+            input.t(),
+            delta_m,
+            F::zero(),
+            self.grad_weights.view_mut(),
+        );
+        if need_input_grad {
+            input_grad_product(&mut self.dx, &self.weights, delta_m);
+        }
+    }
+}
+
+/// `δ` of the latest backward: the layer's buffer, or for the identity `g` itself (in standard
+/// layout).
+fn delta<'a, F: Scalar>(activation: Activation, buffer: &'a Buffer<F>, g: &'a [F]) -> &'a [F] {
+    if activation == Activation::Identity {
+        g
+    } else {
+        buffer.as_slice()
+    }
+}
+
+/// `dx = δ·Wᵀ` into the layer's buffer `dx`.
+fn input_grad_product<F: Scalar>(
+    dx: &mut Buffer<F>,
+    weights: &Array2<F>,
+    delta: ArrayView2<'_, F>,
+) {
+    dx.resize(delta.nrows(), weights.nrows());
+    gemm(F::one(), delta, weights.t(), F::zero(), dx.view_mut());
+}
+
+/// Whether `α·xᵀδ`, a sum over `batch` rows with every `|x| ≤ x_max` and `|δ| ≤ delta_max`, is
+/// sure to be finite however a GEMM orders and scales it. Every partial sum is at most
+/// `batch · x_max · delta_max` in magnitude, and `|α|` times that after scaling (a GEMM may
+/// scale before or after summing). Rounding grows a sum of `batch` terms by at most
+/// `(1 + ε)^batch`, below 2 while `batch · ε ≤ 1/2`. The bound is taken in `f64`, where it
+/// cannot overflow for `f32`; for `f64` an overflowing bound is infinite and fails the test.
+fn folding_is_finite<F: Scalar>(batch: usize, x_max: F, delta_max: F, alpha: F) -> bool {
+    let n = batch as f64;
+    let bound = n * x_max.abs().as_f64() * delta_max.abs().as_f64() * alpha.abs().as_f64().max(1.0);
+    n * F::epsilon().as_f64() <= 0.5 && 2.0 * bound <= F::max_value().as_f64()
 }
 
 fn check_sizes(input_size: usize, output_size: usize) -> Result<()> {
@@ -175,6 +288,7 @@ impl<F: Scalar> Layer<F> for Dense<F> {
 
     fn forward(&mut self, input: ArrayView2<'_, F>, _mode: Mode) -> Result<()> {
         check_width(&self.name, "input", self.input_size(), &input)?;
+        self.folded = false;
         let (batch, n_out) = (input.nrows(), self.output_size());
         let bias = self.biases.as_slice().expect("biases are contiguous");
         self.z.resize(batch, n_out);
@@ -208,66 +322,77 @@ impl<F: Scalar> Layer<F> for Dense<F> {
         grad_output: ArrayView2<'_, F>,
         need_input_grad: bool,
     ) -> Result<()> {
-        check_width(&self.name, "backward input", self.input_size(), &input)?;
-        let (batch, n_out) = self.z.shape();
-        if input.nrows() != batch || grad_output.dim() != (batch, n_out) {
-            return Err(Error::shape(
-                format!("layer {} backward", self.name),
-                format!(
-                    "input ({batch}, {}) and gradient ({batch}, {n_out})",
-                    self.input_size()
-                ),
-                format!(
-                    "input {:?} and gradient {:?}",
-                    input.dim(),
-                    grad_output.dim()
-                ),
-            ));
-        }
-        // The kernels read slices; a gradient in another memory order is copied once.
-        let g: CowArray<'_, F, Ix2> = grad_output.as_standard_layout();
+        let g = self.delta_and_bias_grad(&input, &grad_output)?;
         let g = g.as_slice().expect("standard layout is contiguous");
+        self.weight_grad_and_input_grad(&input, g, need_input_grad);
+        Ok(())
+    }
 
-        let inv_batch = F::one() / F::of(batch as f64);
-        let db = self
-            .grad_biases
-            .as_slice_mut()
-            .expect("biases are contiguous");
-        let delta: &[F] = if self.activation == Activation::Identity {
-            kernels::column_sums(g, n_out, inv_batch, db);
-            g
-        } else {
-            self.delta.resize(batch, n_out);
-            self.activation.backward_with_sums(
-                self.z.as_slice(),
-                self.y.as_slice(),
-                g,
-                self.delta.as_mut_slice(),
-                n_out,
-                inv_batch,
-                db,
-            );
-            self.delta.as_slice()
-        };
-        let delta_m = ArrayView2::from_shape((batch, n_out), delta).expect("delta is (batch, out)");
-
-        gemm(
-            inv_batch,
-            input.t(),
-            delta_m,
-            F::zero(),
-            self.grad_weights.view_mut(),
-        );
-        if need_input_grad {
-            self.dx.resize(batch, self.weights.nrows());
-            gemm(
-                F::one(),
-                delta_m,
-                self.weights.t(),
-                F::zero(),
-                self.dx.view_mut(),
-            );
+    /// Folds `W ← W − lr·dW` into the weight-gradient product, `W ← W − (lr/B)·xᵀδ` as one GEMM
+    /// with `beta = 1`, when that product is sure to be finite (`B · max|x| · max|δ|`, with a
+    /// margin for rounding, is below the largest float) and the bias gradient is finite. That
+    /// skips writing `dW`, checking it, and the update's pass over it. Otherwise it is
+    /// [`backward`](Layer::backward).
+    fn backward_folding_sgd(
+        &mut self,
+        input: ArrayView2<'_, F>,
+        grad_output: ArrayView2<'_, F>,
+        need_input_grad: bool,
+        lr: F,
+        input_max_abs: F,
+    ) -> Result<bool> {
+        let g = self.delta_and_bias_grad(&input, &grad_output)?;
+        let batch = input.nrows();
+        let g = g.as_slice().expect("standard layout is contiguous");
+        let delta = delta(self.activation, &self.delta, g);
+        let fold = kernels::max_abs(delta).is_some_and(|delta_max| {
+            folding_is_finite(batch, input_max_abs, delta_max, lr / F::of(batch as f64))
+        }) && kernels::all_finite(self.grad_biases.as_slice().expect("contiguous"));
+        if !fold {
+            self.weight_grad_and_input_grad(&input, g, need_input_grad);
+            return Ok(false);
         }
+        if need_input_grad {
+            let delta =
+                ArrayView2::from_shape(self.z.shape(), delta).expect("delta is (batch, out)");
+            input_grad_product(&mut self.dx, &self.weights, delta);
+        }
+        self.folded = true;
+        Ok(true)
+    }
+
+    fn apply_folded_sgd(
+        &mut self,
+        input: ArrayView2<'_, F>,
+        grad_output: ArrayView2<'_, F>,
+        lr: F,
+    ) -> Result<()> {
+        let (batch, n_out) = self.z.shape();
+        if !self.folded {
+            return Err(Error::Config(format!(
+                "layer {}: apply_folded_sgd without a backward that folded the update",
+                self.name
+            )));
+        }
+        if input.dim() != (batch, self.input_size()) || grad_output.dim() != (batch, n_out) {
+            return Err(self.backward_shape_error(&input, &grad_output));
+        }
+        self.folded = false;
+        let g = grad_output.as_standard_layout();
+        let inv_batch = F::one() / F::of(batch as f64);
+        let g = g.as_slice().expect("standard layout is contiguous");
+        let delta = delta(self.activation, &self.delta, g);
+        let delta = ArrayView2::from_shape((batch, n_out), delta).expect("delta is (batch, out)");
+        gemm(
+            -(lr * inv_batch),
+            input.t(),
+            delta,
+            F::one(),
+            self.weights.view_mut(),
+        );
+        let biases = self.biases.as_slice_mut().expect("biases are contiguous");
+        let db = self.grad_biases.as_slice().expect("biases are contiguous");
+        kernels::axpy(-lr, db, biases);
         Ok(())
     }
 
@@ -339,5 +464,28 @@ impl<F: Scalar> Layer<F> for Dense<F> {
         let y = out.as_slice_mut().expect("checked standard layout");
         self.activation.forward_inplace(y, n_out);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::folding_is_finite;
+
+    #[test]
+    fn the_folding_bound_refuses_what_could_overflow() {
+        assert!(folding_is_finite::<f32>(256, 10.0, 1.0, 0.01));
+        // 2 · 2 · 1e19 · 1e19 = 4e38 > f32::MAX, though each product is finite.
+        assert!(!folding_is_finite::<f32>(2, 1e19, 1e19, 0.01));
+        assert!(folding_is_finite::<f32>(2, 1e18, 1e19, 0.01));
+        // A large learning rate scales the bound.
+        assert!(!folding_is_finite::<f32>(2, 1e18, 1e19, 100.0));
+        // In f64 the bound itself overflows to infinity, and fails.
+        assert!(!folding_is_finite::<f64>(4, 1e300, 1e300, 0.1));
+        assert!(folding_is_finite::<f64>(4, 1e100, 1e100, 0.1));
+        // Unknown magnitudes (NaN) and batches too large for the rounding margin do not fold.
+        assert!(!folding_is_finite::<f32>(4, f32::NAN, 1.0, 0.1));
+        assert!(!folding_is_finite::<f32>(4, f32::INFINITY, 0.0, 0.1));
+        assert!(!folding_is_finite::<f32>(1 << 24, 1.0, 1.0, 0.1));
+        assert!(folding_is_finite::<f64>(1 << 24, 1.0, 1.0, 0.1));
     }
 }

@@ -7,7 +7,9 @@
 //! - [`Layer::backward`] takes the gradient of the loss for that output and writes the gradient
 //!   for the layer's input (read through [`Layer::input_grad`]) and the gradients of its
 //!   parameters, which [`Layer::visit_params`] hands to an optimizer. A layer never updates its
-//!   own weights.
+//!   own weights of its own accord. The one exception is asked for by the model, for plain SGD:
+//!   [`Layer::backward_folding_sgd`] and [`Layer::apply_folded_sgd`] let a layer fold the update
+//!   into the product that would compute a gradient, so the gradient is never written.
 //! - [`Layer::infer`] is the inference path: `&self`, writing into a caller's buffer, so one model
 //!   can serve many threads at once.
 //!
@@ -149,6 +151,43 @@ pub trait Layer<F: Scalar>: Send + Sync + Debug {
         grad_output: ArrayView2<'_, F>,
         need_input_grad: bool,
     ) -> Result<()>;
+
+    /// Backward for a training step whose optimizer is plain SGD, `p ← p − lr·∂L/∂p` (see
+    /// [`Optimizer::plain_sgd`](crate::Optimizer::plain_sgd)). As
+    /// [`backward`](Layer::backward), except that the layer may leave a parameter gradient
+    /// uncomputed when it can fold that parameter's update into the product that would compute
+    /// the gradient, in [`apply_folded_sgd`](Layer::apply_folded_sgd). It may fold only a
+    /// gradient that is sure to be finite; `input_max_abs`, the largest `|input|`, bounds it.
+    ///
+    /// Returns whether it folded anything. When it returns `false`, every parameter gradient is
+    /// in place, as after `backward`, and the model updates the parameters through the optimizer.
+    /// When it returns `true`, the parameter gradients it folded are not computed, the layer has
+    /// checked that the others are finite, and the model calls `apply_folded_sgd` after the
+    /// backward pass of every layer has succeeded. The default folds nothing.
+    fn backward_folding_sgd(
+        &mut self,
+        input: ArrayView2<'_, F>,
+        grad_output: ArrayView2<'_, F>,
+        need_input_grad: bool,
+        _lr: F,
+        _input_max_abs: F,
+    ) -> Result<bool> {
+        self.backward(input, grad_output, need_input_grad)?;
+        Ok(false)
+    }
+
+    /// Applies `p ← p − lr·∂L/∂p` to every parameter after a
+    /// [`backward_folding_sgd`](Layer::backward_folding_sgd) that returned `true`, with the same
+    /// `input`, `grad_output` and `lr`. The default applies the gradients the layer holds.
+    fn apply_folded_sgd(
+        &mut self,
+        _input: ArrayView2<'_, F>,
+        _grad_output: ArrayView2<'_, F>,
+        lr: F,
+    ) -> Result<()> {
+        self.visit_params(&mut |p| crate::kernels::axpy(-lr, p.grad, p.value));
+        Ok(())
+    }
 
     /// The gradient for the input from the latest backward with `need_input_grad`:
     /// `(batch, input_size)`.

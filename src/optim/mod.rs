@@ -84,6 +84,15 @@ pub trait Optimizer: Send {
     /// The current learning rate.
     fn learning_rate(&self) -> f64;
 
+    /// `Some(lr)` when this optimizer's update is `p ← p − lr·g` for every parameter and
+    /// nothing else (plain SGD: no state, no weight decay). A model may then fold the update
+    /// into the product that computes a weight gradient, writing the weights directly
+    /// ([`Sequential::train_step`](crate::Sequential::train_step)). `None`, the default, for any
+    /// other rule.
+    fn plain_sgd(&self) -> Option<f64> {
+        None
+    }
+
     /// Sets the learning rate (for schedules).
     fn set_learning_rate(&mut self, lr: f64);
 
@@ -96,9 +105,10 @@ pub trait Optimizer: Send {
 
 /// Implements [`Optimizer`] for a type with fields `lr`, `steps` and `buffers`, an inherent
 /// `fn name(&self) -> &'static str` and a generic `fn step<F: Scalar>(&mut self, index, param,
-/// grad) -> Result<()>`.
+/// grad) -> Result<()>`; `plain_sgd = method` names an inherent method for
+/// [`Optimizer::plain_sgd`].
 macro_rules! optimizer_impl {
-    ($t:ty) => {
+    ($t:ty $(, plain_sgd = $plain:ident)?) => {
         impl $crate::optim::Optimizer for $t {
             fn begin_step(&mut self) {
                 self.steps += 1;
@@ -125,6 +135,12 @@ macro_rules! optimizer_impl {
             fn learning_rate(&self) -> f64 {
                 self.lr
             }
+
+            $(
+                fn plain_sgd(&self) -> Option<f64> {
+                    self.$plain()
+                }
+            )?
 
             fn set_learning_rate(&mut self, lr: f64) {
                 self.lr = lr;

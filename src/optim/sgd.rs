@@ -68,6 +68,11 @@ impl Sgd {
         Ok(self)
     }
 
+    /// The learning rate when the update is `p ← p − lr·g` alone.
+    fn plain(&self) -> Option<f64> {
+        (self.momentum == 0.0 && self.weight_decay == 0.0).then_some(self.lr)
+    }
+
     fn step<F: Scalar>(&mut self, index: usize, param: &mut [F], grad: &[F]) -> Result<()> {
         check_lengths("SGD", index, param.len(), grad.len())?;
         let (lr, wd) = (F::of(self.lr), F::of(self.weight_decay));
@@ -102,4 +107,4 @@ pub(crate) fn check_lr(lr: f64) -> Result<()> {
     }
 }
 
-super::optimizer_impl!(Sgd);
+super::optimizer_impl!(Sgd, plain_sgd = plain);

@@ -1,7 +1,7 @@
 //! Training end to end: one SGD step by hand, XOR, the digits data, and errors for bad input.
 
 use crank::data::{Batcher, Classification, Standardizer};
-use crank::{Activation, Dense, Error, Layer, Loss, Sequential, Sgd};
+use crank::{Activation, Dense, Error, Layer, Loss, Mode, Scalar, Sequential, Sgd};
 use ndarray::{Array2, array};
 
 fn params(model: &mut Sequential<f64>) -> Vec<Vec<f64>> {
@@ -76,6 +76,178 @@ fn parameter_gradients_are_batch_means() {
         )
         .unwrap();
     assert_eq!(params(&mut once), params(&mut twice));
+}
+
+/// A model's parameters and their gradients, in `visit_params` order.
+type ParamsAndGrads<F> = (Vec<Vec<F>>, Vec<Vec<F>>);
+
+/// Five steps of a model with `train_step` and plain SGD (which folds the Dense updates into
+/// their products) and of an identical model with `compute_gradients` + `apply_gradients`:
+/// returns both models' parameters and gradients.
+fn folded_and_two_call_steps<F: Scalar>() -> [ParamsAndGrads<F>; 2] {
+    let build = || {
+        Sequential::<F>::builder(7)
+            .dense(16, Activation::Relu)
+            .batch_norm()
+            .dense(12, Activation::Tanh)
+            .dropout(0.25)
+            .dense(9, Activation::Gelu)
+            .layer_norm()
+            .dense(3, Activation::Identity)
+            .seed(11)
+            .build()
+            .unwrap()
+    };
+    let x = Array2::from_shape_fn((10, 7), |(i, j)| {
+        F::of(((i * 7 + j * 3) % 11) as f64 / 4.0 - 1.2)
+    });
+    let y: Vec<usize> = (0..10).map(|i| i % 3).collect();
+    let loss = Loss::SoftmaxCrossEntropy;
+    let (mut folded, mut two_calls) = (build(), build());
+    let (mut sgd_a, mut sgd_b) = (Sgd::new(0.2).unwrap(), Sgd::new(0.2).unwrap());
+    for step in 0..5 {
+        let a = folded.train_step(x.view(), &y, &loss, &mut sgd_a).unwrap();
+        let b = two_calls.compute_gradients(x.view(), &y, &loss).unwrap();
+        two_calls.apply_gradients(&mut sgd_b).unwrap();
+        if step == 0 {
+            // The loss comes before any update: the first one is bitwise the same.
+            assert_eq!(a, b);
+        }
+    }
+    assert_eq!(folded.steps(), 5);
+    [folded, two_calls].map(|mut m| {
+        let (mut values, mut grads) = (Vec::new(), Vec::new());
+        m.visit_params(|_, p| {
+            values.push(p.value.to_vec());
+            grads.push(p.grad.to_vec());
+        });
+        (values, grads)
+    })
+}
+
+#[test]
+fn plain_sgd_folds_its_dense_updates_and_matches_the_two_call_step() {
+    fn check<F: Scalar>(tolerance: f64) {
+        let [(folded, folded_grads), (two_calls, grads)] = folded_and_two_call_steps::<F>();
+        for (i, (a, b)) in folded.iter().zip(&two_calls).enumerate() {
+            for (&a, &b) in a.iter().zip(b) {
+                let (a, b) = (a.as_f64(), b.as_f64());
+                assert!(
+                    (a - b).abs() <= tolerance * (1.0 + b.abs()),
+                    "{} parameter {i}: {a} vs {b}",
+                    F::NAME
+                );
+            }
+        }
+        // Which parameters folded: the Dense weights (0, 4, 6 and 10, after the batch and layer
+        // norms' two each), whose gradients were never written; every other parameter went
+        // through the optimizer with its gradient.
+        assert_eq!(folded_grads.len(), 12);
+        for (i, (g, two)) in folded_grads.iter().zip(&grads).enumerate() {
+            let written = g.iter().any(|v| *v != F::zero());
+            assert_eq!(
+                written,
+                ![0, 4, 6, 10].contains(&i),
+                "{} parameter {i}",
+                F::NAME
+            );
+            assert!(
+                two.iter().any(|v| *v != F::zero()),
+                "{} parameter {i}",
+                F::NAME
+            );
+        }
+    }
+    check::<f64>(1e-12);
+    check::<f32>(1e-5);
+}
+
+#[test]
+fn a_dense_layer_folds_only_a_product_sure_to_be_finite() {
+    // One row holds a huge input, the other a huge gradient: every product of the two is finite
+    // (1e30 · 1 and 1 · 1e9), but the bound from their largest values (2 · 1e30 · 1e9) is not,
+    // so the layer computes its gradient as plain backward does, and says it did not fold.
+    let x = array![[1e30f32, 0.0], [0.0, 1.0]];
+    let g = array![[1.0f32], [1e9]];
+    let layer = || {
+        let w = array![[1e-30f32], [1.0]];
+        let mut l = Dense::from_weights("d", w, array![0.0], Activation::Identity).unwrap();
+        l.forward(x.view(), Mode::Train).unwrap();
+        l
+    };
+    let (mut plain, mut folding) = (layer(), layer());
+    plain.backward(x.view(), g.view(), true).unwrap();
+    let folded = folding
+        .backward_folding_sgd(x.view(), g.view(), true, 0.1, 1e30)
+        .unwrap();
+    assert!(!folded);
+    assert_eq!(folding.weight_grad(), plain.weight_grad());
+    assert!(
+        plain
+            .weight_grad()
+            .iter()
+            .all(|v| v.is_finite() && *v != 0.0)
+    );
+    assert!(folding.apply_folded_sgd(x.view(), g.view(), 0.1).is_err());
+
+    // With a gradient of 1 everywhere, the bound (2 · 1e30) is finite: it folds, leaves the
+    // weight gradient unwritten, and the update lands where the two-step update does.
+    let ones = array![[1.0f32], [1.0]];
+    let (mut plain, mut folding) = (layer(), layer());
+    plain.backward(x.view(), ones.view(), true).unwrap();
+    assert!(
+        folding
+            .backward_folding_sgd(x.view(), ones.view(), true, 0.1, 1e30)
+            .unwrap()
+    );
+    assert!(folding.weight_grad().iter().all(|v| *v == 0.0));
+    assert_eq!(folding.input_grad(), plain.input_grad());
+    folding
+        .apply_folded_sgd(x.view(), ones.view(), 0.1)
+        .unwrap();
+    plain.visit_params(&mut |p| crank::kernels::axpy(-0.1, p.grad, p.value));
+    assert_eq!(folding.weights(), plain.weights());
+    assert_eq!(folding.biases(), plain.biases());
+}
+
+#[test]
+fn a_gradient_that_overflows_stops_the_step_before_any_update() {
+    // A finite loss whose gradient overflows in layer 0 (1e30 · 2e9 / 2), after layer 1 has
+    // folded its update: neither layer moves, with plain SGD or with momentum.
+    let model = || {
+        let l0 = Dense::from_weights(
+            "in",
+            array![[1e-30f32], [1.0]],
+            array![0.0],
+            Activation::Identity,
+        );
+        let l1 = Dense::from_weights("out", array![[1.0f32]], array![0.0], Activation::Identity);
+        let layers: Vec<Box<dyn Layer<f32>>> = vec![Box::new(l0.unwrap()), Box::new(l1.unwrap())];
+        Sequential::from_layers(2, layers).unwrap()
+    };
+    let x = array![[1e30f32, 0.0], [0.0, 1.0]];
+    let y = array![[2e9f32], [1.0]];
+    let snapshot = |m: &mut Sequential<f32>| {
+        let mut v = Vec::new();
+        m.visit_params(|_, p| v.push(p.value.to_vec()));
+        v
+    };
+    for mut sgd in [
+        Sgd::new(0.1).unwrap(),
+        Sgd::new(0.1).unwrap().momentum(0.9).unwrap(),
+    ] {
+        let mut m = model();
+        let before = snapshot(&mut m);
+        let err = m
+            .train_step(x.view(), &y, &Loss::Mse, &mut sgd)
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "non-finite value in gradient of layer 0 (in) weights at step 0"
+        );
+        assert_eq!(snapshot(&mut m), before);
+        assert_eq!(m.steps(), 0);
+    }
 }
 
 #[test]
