@@ -80,28 +80,35 @@ const WORKLOADS: &[Workload] = &[
     },
 ];
 
-/// Seconds per call of `f`: the fastest of `repeats` timings of enough calls to take ~`target`
-/// s. The fastest, not the median: on a shared machine interference only ever adds time, and
-/// the minimum is the figure that repeats from run to run.
-fn time(mut f: impl FnMut(), repeats: usize, target: f64) -> f64 {
-    for _ in 0..3 {
-        f();
-    }
-    let start = Instant::now();
-    f();
-    let once = start.elapsed().as_secs_f64().max(1e-9);
-    let calls = ((target / once) as usize).clamp(1, 1_000_000);
-    let mut samples: Vec<f64> = (0..repeats)
-        .map(|_| {
+/// Runs of a benchmark: `run(n)` makes `n` calls.
+type Runner<'a> = Box<dyn FnMut(usize) + 'a>;
+
+/// Seconds per call of each runner: the fastest of `repeats` rounds, each of enough calls to
+/// take ~`target` s. The fastest, not the median: on a shared machine interference only ever
+/// adds time, and the minimum is the figure that repeats from run to run. The runners take
+/// turns round by round, so a step and its GEMM bound are timed under the same load even when
+/// the machine's speed drifts from second to second (as a shared VM's does), and their ratio
+/// holds.
+fn time(runners: &mut [Runner<'_>], repeats: usize, target: f64) -> Vec<f64> {
+    let calls: Vec<usize> = runners
+        .iter_mut()
+        .map(|run| {
+            run(3);
             let start = Instant::now();
-            for _ in 0..calls {
-                f();
-            }
-            start.elapsed().as_secs_f64() / calls as f64
+            run(1);
+            let once = start.elapsed().as_secs_f64().max(1e-9);
+            ((target / once) as usize).clamp(1, 1_000_000)
         })
         .collect();
-    samples.sort_by(f64::total_cmp);
-    samples[0]
+    let mut best = vec![f64::INFINITY; runners.len()];
+    for _ in 0..repeats {
+        for ((run, &n), best) in runners.iter_mut().zip(&calls).zip(&mut best) {
+            let start = Instant::now();
+            run(n);
+            *best = best.min(start.elapsed().as_secs_f64() / n as f64);
+        }
+    }
+    best
 }
 
 fn data<F: Scalar>(rows: usize, cols: usize, salt: usize) -> Array2<F> {
@@ -110,8 +117,8 @@ fn data<F: Scalar>(rows: usize, cols: usize, salt: usize) -> Array2<F> {
     })
 }
 
-/// Seconds for a step's (or an inference's) GEMMs alone, same shapes and backend.
-fn gemm_only<F: Scalar>(w: &Workload, repeats: usize, target: f64) -> f64 {
+/// A step's (or an inference's) GEMMs alone, same shapes and backend.
+fn gemm_only<'a, F: Scalar>(w: &'a Workload) -> Runner<'a> {
     let b = w.batch;
     // Per layer: input, weights, output (and δ), weight gradient, input gradient.
     let mut layers: Vec<[Array2<F>; 5]> = w
@@ -130,10 +137,10 @@ fn gemm_only<F: Scalar>(w: &Workload, repeats: usize, target: f64) -> f64 {
         .collect();
     // On rayon's pool, as crank runs a step whose products it splits (`Sequential::train_step`
     // moves there once): a product split from outside the pool would pay for waking a worker
-    // and then the caller, every time.
-    rayon::scope(|_| {
-        time(
-            || {
+    // and then the caller, every time. One move per round of calls.
+    Box::new(move |calls| {
+        rayon::scope(|_| {
+            for _ in 0..calls {
                 for (i, [x, wt, z, dw, dx]) in layers.iter_mut().enumerate() {
                     gemm(F::one(), x.view(), wt.view(), F::one(), z.view_mut());
                     if !w.inference {
@@ -144,14 +151,14 @@ fn gemm_only<F: Scalar>(w: &Workload, repeats: usize, target: f64) -> f64 {
                     }
                 }
                 black_box(&layers);
-            },
-            repeats,
-            target,
-        )
+            }
+        })
     })
 }
 
-fn crank_time<F: Scalar>(w: &Workload, repeats: usize, target: f64) -> f64 {
+/// crank's training step (ReLU hidden layers, softmax cross-entropy, plain SGD) or inference,
+/// called as a user calls it.
+fn crank_step<'a, F: Scalar>(w: &'a Workload) -> Runner<'a> {
     let mut builder = Sequential::<F>::builder(w.sizes[0]);
     for (i, &units) in w.sizes[1..].iter().enumerate() {
         let last = i == w.sizes.len() - 2;
@@ -170,27 +177,33 @@ fn crank_time<F: Scalar>(w: &Workload, repeats: usize, target: f64) -> f64 {
     let y: Vec<usize> = (0..w.batch).map(|i| i % classes).collect();
     if w.inference {
         let mut ws = Workspace::new();
-        time(
-            || {
+        Box::new(move |calls| {
+            for _ in 0..calls {
                 black_box(model.predict_with(x.view(), &mut ws).unwrap());
-            },
-            repeats,
-            target,
-        )
+            }
+        })
     } else {
         let mut sgd = Sgd::new(1e-3).unwrap();
-        time(
-            || {
+        Box::new(move |calls| {
+            for _ in 0..calls {
                 black_box(
                     model
                         .train_step(x.view(), &y, &Loss::SoftmaxCrossEntropy, &mut sgd)
                         .unwrap(),
                 );
-            },
-            repeats,
-            target,
-        )
+            }
+        })
     }
+}
+
+/// Seconds per call of crank's step and of its GEMMs alone (NaN when `crank_only`).
+fn measure<F: Scalar>(w: &Workload, crank_only: bool, repeats: usize, target: f64) -> (f64, f64) {
+    let mut runners = vec![crank_step::<F>(w)];
+    if !crank_only {
+        runners.push(gemm_only::<F>(w));
+    }
+    let t = time(&mut runners, repeats, target);
+    (t[0], t.get(1).copied().unwrap_or(f64::NAN))
 }
 
 fn main() {
@@ -198,7 +211,7 @@ fn main() {
     let json = args.iter().any(|a| a == "--json");
     let quick = args.iter().any(|a| a == "--quick");
     let filter: Vec<&String> = args.iter().filter(|a| !a.starts_with("--")).collect();
-    let (repeats, target) = if quick { (5, 0.05) } else { (15, 0.1) };
+    let (repeats, target) = if quick { (10, 0.02) } else { (40, 0.025) };
     let threads = std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "all".into());
     if !json {
         println!(
@@ -217,17 +230,10 @@ fn main() {
         }
         // `--crank-only` skips the GEMM-only timing (for profiling crank's own step).
         let crank_only = args.iter().any(|a| a == "--crank-only");
-        let (t, g) = match (w.f64, crank_only) {
-            (false, false) => (
-                crank_time::<f32>(w, repeats, target),
-                gemm_only::<f32>(w, repeats, target),
-            ),
-            (true, false) => (
-                crank_time::<f64>(w, repeats, target),
-                gemm_only::<f64>(w, repeats, target),
-            ),
-            (false, true) => (crank_time::<f32>(w, repeats, target), f64::NAN),
-            (true, true) => (crank_time::<f64>(w, repeats, target), f64::NAN),
+        let (t, g) = if w.f64 {
+            measure::<f64>(w, crank_only, repeats, target)
+        } else {
+            measure::<f32>(w, crank_only, repeats, target)
         };
         let (rate, bound) = (w.batch as f64 / t, w.batch as f64 / g);
         if json {
