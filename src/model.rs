@@ -536,11 +536,7 @@ impl<F: Scalar> Sequential<F> {
                     false
                 }
                 Some(lr) => {
-                    let input_max = if i == 0 {
-                        input_max
-                    } else {
-                        max_abs(&input).unwrap_or(F::infinity())
-                    };
+                    let input_max = (i == 0).then_some(input_max);
                     layer.backward_folding_sgd(input, grad, i > 0, lr, input_max)?
                 }
             };

@@ -240,6 +240,15 @@ fn input_grad_product<F: Scalar>(
     gemm(F::one(), delta, weights.t(), F::zero(), dx.view_mut());
 }
 
+/// Whether folding the update into the weight-gradient product saves more than it costs. It
+/// saves passes over the weights: the gradient's check, the update's reads and write, and with
+/// OpenBLAS the zeroing of the gradient (about four passes of `n_in · n_out`). It costs the
+/// largest `|δ|` and `|x|`, a pass over `batch · (n_out + n_in)`. A small layer over a large
+/// batch (an output layer of ten units, the tiny networks) does better without.
+fn folding_pays(batch: usize, n_in: usize, n_out: usize) -> bool {
+    2 * n_in * n_out >= batch * (n_in + n_out)
+}
+
 /// Whether `α·xᵀδ`, a sum over `batch` rows with every `|x| ≤ x_max` and `|δ| ≤ delta_max`, is
 /// sure to be finite however a GEMM orders and scales it. Every partial sum is at most
 /// `batch · x_max · delta_max` in magnitude, and `|α|` times that after scaling (a GEMM may
@@ -331,22 +340,33 @@ impl<F: Scalar> Layer<F> for Dense<F> {
     /// Folds `W ← W − lr·dW` into the weight-gradient product, `W ← W − (lr/B)·xᵀδ` as one GEMM
     /// with `beta = 1`, when that product is sure to be finite (`B · max|x| · max|δ|`, with a
     /// margin for rounding, is below the largest float) and the bias gradient is finite. That
-    /// skips writing `dW`, checking it, and the update's pass over it. Otherwise it is
-    /// [`backward`](Layer::backward).
+    /// skips writing `dW`, checking it, and the update's pass over it. A layer whose weights
+    /// are few next to its batch's activations does not fold (see `folding_pays`). Otherwise
+    /// it is [`backward`](Layer::backward).
     fn backward_folding_sgd(
         &mut self,
         input: ArrayView2<'_, F>,
         grad_output: ArrayView2<'_, F>,
         need_input_grad: bool,
         lr: F,
-        input_max_abs: F,
+        input_max_abs: Option<F>,
     ) -> Result<bool> {
+        let (batch, n_in, n_out) = (input.nrows(), self.input_size(), self.output_size());
+        if !folding_pays(batch, n_in, n_out) {
+            self.backward(input, grad_output, need_input_grad)?;
+            return Ok(false);
+        }
         let g = self.delta_and_bias_grad(&input, &grad_output)?;
-        let batch = input.nrows();
         let g = g.as_slice().expect("standard layout is contiguous");
         let delta = delta(self.activation, &self.delta, g);
         let fold = kernels::max_abs(delta).is_some_and(|delta_max| {
-            folding_is_finite(batch, input_max_abs, delta_max, lr / F::of(batch as f64))
+            let input_max = input_max_abs.or_else(|| match input.as_slice() {
+                Some(x) => kernels::max_abs(x),
+                None => Some(F::infinity()),
+            });
+            input_max.is_some_and(|input_max| {
+                folding_is_finite(batch, input_max, delta_max, lr / F::of(batch as f64))
+            })
         }) && kernels::all_finite(self.grad_biases.as_slice().expect("contiguous"));
         if !fold {
             self.weight_grad_and_input_grad(&input, g, need_input_grad);

@@ -157,7 +157,9 @@ pub trait Layer<F: Scalar>: Send + Sync + Debug {
     /// [`backward`](Layer::backward), except that the layer may leave a parameter gradient
     /// uncomputed when it can fold that parameter's update into the product that would compute
     /// the gradient, in [`apply_folded_sgd`](Layer::apply_folded_sgd). It may fold only a
-    /// gradient that is sure to be finite; `input_max_abs`, the largest `|input|`, bounds it.
+    /// gradient that is sure to be finite. `input_max_abs` is the largest `|input|` when the
+    /// caller knows it (a model does for its input batch, which it checks); otherwise the layer
+    /// finds it if it needs it.
     ///
     /// Returns whether it folded anything. When it returns `false`, every parameter gradient is
     /// in place, as after `backward`, and the model updates the parameters through the optimizer.
@@ -170,7 +172,7 @@ pub trait Layer<F: Scalar>: Send + Sync + Debug {
         grad_output: ArrayView2<'_, F>,
         need_input_grad: bool,
         _lr: F,
-        _input_max_abs: F,
+        _input_max_abs: Option<F>,
     ) -> Result<bool> {
         self.backward(input, grad_output, need_input_grad)?;
         Ok(false)

@@ -2,7 +2,7 @@
 
 use crank::data::{Batcher, Classification, Standardizer};
 use crank::{Activation, Dense, Error, Layer, Loss, Mode, Scalar, Sequential, Sgd};
-use ndarray::{Array2, array};
+use ndarray::{Array1, Array2, array};
 
 fn params(model: &mut Sequential<f64>) -> Vec<Vec<f64>> {
     let mut out = Vec::new();
@@ -98,10 +98,12 @@ fn folded_and_two_call_steps<F: Scalar>() -> [ParamsAndGrads<F>; 2] {
             .build()
             .unwrap()
     };
-    let x = Array2::from_shape_fn((10, 7), |(i, j)| {
+    // Six rows: the first three Dense layers have weights enough to fold; the last (9 -> 3) has
+    // fewer weights than its batch has activations, and takes the usual path.
+    let x = Array2::from_shape_fn((6, 7), |(i, j)| {
         F::of(((i * 7 + j * 3) % 11) as f64 / 4.0 - 1.2)
     });
-    let y: Vec<usize> = (0..10).map(|i| i % 3).collect();
+    let y: Vec<usize> = (0..6).map(|i| i % 3).collect();
     let loss = Loss::SoftmaxCrossEntropy;
     let (mut folded, mut two_calls) = (build(), build());
     let (mut sgd_a, mut sgd_b) = (Sgd::new(0.2).unwrap(), Sgd::new(0.2).unwrap());
@@ -139,15 +141,15 @@ fn plain_sgd_folds_its_dense_updates_and_matches_the_two_call_step() {
                 );
             }
         }
-        // Which parameters folded: the Dense weights (0, 4, 6 and 10, after the batch and layer
-        // norms' two each), whose gradients were never written; every other parameter went
-        // through the optimizer with its gradient.
+        // Which parameters folded: the first three Dense layers' weights (0, 4 and 6, after the
+        // batch norm's two), whose gradients were never written; every other parameter went
+        // through the optimizer with its gradient, the last Dense layer's weights (10) included.
         assert_eq!(folded_grads.len(), 12);
         for (i, (g, two)) in folded_grads.iter().zip(&grads).enumerate() {
             let written = g.iter().any(|v| *v != F::zero());
             assert_eq!(
                 written,
-                ![0, 4, 6, 10].contains(&i),
+                ![0, 4, 6].contains(&i),
                 "{} parameter {i}",
                 F::NAME
             );
@@ -168,36 +170,38 @@ fn a_dense_layer_folds_only_a_product_sure_to_be_finite() {
     // (1e30 · 1 and 1 · 1e9), but the bound from their largest values (2 · 1e30 · 1e9) is not,
     // so the layer computes its gradient as plain backward does, and says it did not fold.
     let x = array![[1e30f32, 0.0], [0.0, 1.0]];
-    let g = array![[1.0f32], [1e9]];
+    let g = array![[1.0f32, 1.0, 1.0, 1.0], [1e9, 1e9, 1e9, 1e9]];
     let layer = || {
-        let w = array![[1e-30f32], [1.0]];
-        let mut l = Dense::from_weights("d", w, array![0.0], Activation::Identity).unwrap();
+        let w = array![[1e-30f32, 1e-30, 1e-30, 1e-30], [1.0, 2.0, 3.0, 4.0]];
+        let mut l = Dense::from_weights("d", w, Array1::zeros(4), Activation::Identity).unwrap();
         l.forward(x.view(), Mode::Train).unwrap();
         l
     };
     let (mut plain, mut folding) = (layer(), layer());
     plain.backward(x.view(), g.view(), true).unwrap();
-    let folded = folding
-        .backward_folding_sgd(x.view(), g.view(), true, 0.1, 1e30)
-        .unwrap();
-    assert!(!folded);
-    assert_eq!(folding.weight_grad(), plain.weight_grad());
+    for input_max in [Some(1e30), None] {
+        let folded = folding
+            .backward_folding_sgd(x.view(), g.view(), true, 0.1, input_max)
+            .unwrap();
+        assert!(!folded);
+        assert_eq!(folding.weight_grad(), plain.weight_grad());
+        assert!(folding.apply_folded_sgd(x.view(), g.view(), 0.1).is_err());
+    }
     assert!(
         plain
             .weight_grad()
             .iter()
             .all(|v| v.is_finite() && *v != 0.0)
     );
-    assert!(folding.apply_folded_sgd(x.view(), g.view(), 0.1).is_err());
 
     // With a gradient of 1 everywhere, the bound (2 · 1e30) is finite: it folds, leaves the
     // weight gradient unwritten, and the update lands where the two-step update does.
-    let ones = array![[1.0f32], [1.0]];
+    let ones = Array2::ones((2, 4));
     let (mut plain, mut folding) = (layer(), layer());
     plain.backward(x.view(), ones.view(), true).unwrap();
     assert!(
         folding
-            .backward_folding_sgd(x.view(), ones.view(), true, 0.1, 1e30)
+            .backward_folding_sgd(x.view(), ones.view(), true, 0.1, None)
             .unwrap()
     );
     assert!(folding.weight_grad().iter().all(|v| *v == 0.0));
@@ -208,25 +212,35 @@ fn a_dense_layer_folds_only_a_product_sure_to_be_finite() {
     plain.visit_params(&mut |p| crank::kernels::axpy(-0.1, p.grad, p.value));
     assert_eq!(folding.weights(), plain.weights());
     assert_eq!(folding.biases(), plain.biases());
+
+    // A layer with few weights next to its batch's activations (2 -> 1 over 2 rows) does not
+    // fold even when it could.
+    let w = array![[1.0f32], [1.0]];
+    let mut narrow = Dense::from_weights("n", w, array![0.0], Activation::Identity).unwrap();
+    narrow.forward(x.view(), Mode::Train).unwrap();
+    let one = array![[1.0f32], [1.0]];
+    let folded = narrow.backward_folding_sgd(x.view(), one.view(), true, 0.1, None);
+    assert!(!folded.unwrap());
 }
 
 #[test]
 fn a_gradient_that_overflows_stops_the_step_before_any_update() {
-    // A finite loss whose gradient overflows in layer 0 (1e30 · 2e9 / 2), after layer 1 has
+    // A finite loss whose gradient overflows in layer 0 (1e30 · 5e9 / 2), after layer 1 has
     // folded its update: neither layer moves, with plain SGD or with momentum.
     let model = || {
-        let l0 = Dense::from_weights(
-            "in",
-            array![[1e-30f32], [1.0]],
-            array![0.0],
+        let w0 = array![[1e-30f32, 1e-30, 1e-30, 1e-30], [1.0, 1.0, 1.0, 1.0]];
+        let l0 = Dense::from_weights("in", w0, Array1::zeros(4), Activation::Identity);
+        let l1 = Dense::from_weights(
+            "out",
+            Array2::eye(4),
+            Array1::zeros(4),
             Activation::Identity,
         );
-        let l1 = Dense::from_weights("out", array![[1.0f32]], array![0.0], Activation::Identity);
         let layers: Vec<Box<dyn Layer<f32>>> = vec![Box::new(l0.unwrap()), Box::new(l1.unwrap())];
         Sequential::from_layers(2, layers).unwrap()
     };
     let x = array![[1e30f32, 0.0], [0.0, 1.0]];
-    let y = array![[2e9f32], [1.0]];
+    let y = array![[2e10f32, 2e10, 2e10, 2e10], [1.0, 1.0, 1.0, 1.0]];
     let snapshot = |m: &mut Sequential<f32>| {
         let mut v = Vec::new();
         m.visit_params(|_, p| v.push(p.value.to_vec()));
@@ -248,6 +262,15 @@ fn a_gradient_that_overflows_stops_the_step_before_any_update() {
         assert_eq!(snapshot(&mut m), before);
         assert_eq!(m.steps(), 0);
     }
+    // Both layers fold in a step whose target keeps layer 0's gradient finite: neither weight
+    // gradient is written (the bias gradients are).
+    let mut m = model();
+    let near = array![[2.0f32, 2.0, 2.0, 2.0], [1.0, 1.0, 1.0, 1.0]];
+    let mut sgd = Sgd::new(0.1).unwrap();
+    m.train_step(x.view(), &near, &Loss::Mse, &mut sgd).unwrap();
+    let mut unwritten = Vec::new();
+    m.visit_params(|_, p| unwritten.push(p.grad.iter().all(|g| *g == 0.0)));
+    assert_eq!(unwritten, [true, false, true, false]);
 }
 
 #[test]
