@@ -123,10 +123,7 @@ macro_rules! elementwise {
 /// Softmax of one row, in place.
 fn softmax_row<F: Scalar>(row: &mut [F]) {
     let max = row.iter().fold(F::neg_infinity(), |m, &x| m.max(x));
-    for x in row.iter_mut() {
-        *x = (*x - max).exp_vec();
-    }
-    let sum = row.iter().fold(F::zero(), |s, &e| s + e);
+    let sum = crate::math::exp_shifted(row, max, F::zero());
     let inv = F::one() / sum;
     row.iter_mut().for_each(|x| *x *= inv);
 }

@@ -10,6 +10,7 @@
 //! mean, so `L` is the mean over every element, as in PyTorch's and Keras's defaults.
 
 use crate::activation::sigmoid;
+use crate::math::exp_shifted;
 use crate::{Error, Result, Scalar};
 use ndarray::{ArrayView2, ArrayViewMut2};
 use serde::{Deserialize, Serialize};
@@ -278,16 +279,6 @@ impl Loss {
     }
 }
 
-/// `out[j] = exp(x[j] − max)`, returning `sum` plus them, added one by one in order. Two loops,
-/// so that the first, with no running sum to keep in order, vectorises.
-#[inline]
-fn exp_shifted<F: Scalar>(x: &[F], max: F, out: &mut [F], sum: F) -> F {
-    for (o, &x) in out.iter_mut().zip(x) {
-        *o = (x - max).exp_vec();
-    }
-    out.iter().fold(sum, |s, &e| s + e)
-}
-
 /// A target in contiguous rows.
 #[derive(Clone, Copy)]
 enum Rows<'a, F> {
@@ -302,12 +293,17 @@ enum Rows<'a, F> {
 fn softmax_ce<F: Scalar>(y: &[F], t: impl Fn(usize) -> F, mut g: Option<&mut [F]>) -> F {
     let max = y.iter().fold(F::neg_infinity(), |m, &x| m.max(x));
     let sum_exp = match g.as_deref_mut() {
-        Some(g) => exp_shifted(y, max, g, F::zero()),
+        Some(g) => {
+            g.copy_from_slice(y);
+            exp_shifted(g, max, F::zero())
+        }
         None => {
             // Through a small buffer on the stack: the same values, added in the same order.
             let mut buf = [F::zero(); 16];
             y.chunks(buf.len()).fold(F::zero(), |s, y| {
-                exp_shifted(y, max, &mut buf[..y.len()], s)
+                let buf = &mut buf[..y.len()];
+                buf.copy_from_slice(y);
+                exp_shifted(buf, max, s)
             })
         }
     };

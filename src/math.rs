@@ -9,6 +9,20 @@
 //! Double precision keeps the C library's functions: it is what gradient checks use, where
 //! exactness matters more than speed.
 
+use crate::Scalar;
+
+/// `v[j] ← exp(v[j] − max)` with crank's vectorising `exp`, returning `sum` plus the new values,
+/// added one by one in order. Two loops, so that the first, with no running sum to keep in
+/// order, vectorises. The softmax activation and the softmax cross-entropy loss share it, so
+/// the two compute the same exponentials and sums.
+#[inline]
+pub(crate) fn exp_shifted<F: Scalar>(v: &mut [F], max: F, sum: F) -> F {
+    for x in v.iter_mut() {
+        *x = (*x - max).exp_vec();
+    }
+    v.iter().fold(sum, |s, &e| s + e)
+}
+
 /// `1.5 · 2²³`: adding it to a float of magnitude below 2²² rounds that float to an integer
 /// (ties to even) and leaves the integer in the low bits of the mantissa.
 const ROUND: f32 = 12_582_912.0;

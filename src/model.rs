@@ -54,7 +54,7 @@ pub struct Sequential<F: Scalar = f32> {
     steps: u64,
     preprocessing: Option<Preprocessing>,
     /// Per layer, whether the latest backward folded its SGD update
-    /// ([`Layer::backward_folding_sgd`]).
+    /// ([`Layer::backward_folding_sgd`]); set for every layer by each successful backward.
     folded: Vec<bool>,
 }
 
@@ -491,7 +491,7 @@ impl<F: Scalar> Sequential<F> {
 
     /// Forward, loss and backward. With `fold = Some(lr)` (plain SGD), each layer may fold its
     /// update into its weight-gradient product ([`Layer::backward_folding_sgd`]), which
-    /// [`apply_folded`](Self::apply_folded) then runs; nothing is updated here either way.
+    /// [`update`](Self::update) then runs; nothing is updated here either way.
     fn backpropagate(
         &mut self,
         x: ArrayView2<'_, F>,
@@ -504,7 +504,6 @@ impl<F: Scalar> Sequential<F> {
         for layer in &mut self.layers {
             layer.set_step(self.steps);
         }
-        self.folded.iter_mut().for_each(|f| *f = false);
         self.forward(x, Mode::Train)?;
 
         let last = self.layers.last().expect("a model has layers");
@@ -561,41 +560,6 @@ impl<F: Scalar> Sequential<F> {
         Ok(value)
     }
 
-    /// After [`backpropagate`](Self::backpropagate) with `Some(lr)`: the folded updates, and the
-    /// optimizer's (plain SGD's) update of the layers that did not fold. Counts a step.
-    fn apply_folded<O: Optimizer + ?Sized>(
-        &mut self,
-        x: ArrayView2<'_, F>,
-        lr: F,
-        optimizer: &mut O,
-    ) -> Result<()> {
-        optimizer.begin_step();
-        let mut index = 0;
-        for i in 0..self.layers.len() {
-            let (before, rest) = self.layers.split_at_mut(i);
-            let (layer, after) = rest.split_first_mut().expect("index in range");
-            if self.folded[i] {
-                let input = before.last().map_or(x, |l| l.output());
-                let grad = after
-                    .first()
-                    .map_or_else(|| self.grad.view(), |l| l.input_grad());
-                layer.apply_folded_sgd(input, grad, lr)?;
-                layer.visit_params(&mut |_| index += 1);
-            } else {
-                let mut result = Ok(());
-                layer.visit_params(&mut |p| {
-                    if result.is_ok() {
-                        result = F::update(optimizer, index, p.value, p.grad);
-                    }
-                    index += 1;
-                });
-                result?;
-            }
-        }
-        self.steps += 1;
-        Ok(())
-    }
-
     /// Calls `f` on every parameter of every layer with a stable index, in layer order.
     pub fn visit_params(&mut self, mut f: impl FnMut(usize, Param<'_, F>)) {
         let mut index = 0;
@@ -611,19 +575,44 @@ impl<F: Scalar> Sequential<F> {
     /// with `optimizer` (PyTorch's `optimizer.step()`), and counts a step.
     pub fn apply_gradients<O: Optimizer + ?Sized>(&mut self, optimizer: &mut O) -> Result<()> {
         let parallel = self.forks(0);
-        threads::on_pool(parallel, || self.update(optimizer))
+        threads::on_pool(parallel, || self.update(optimizer, None))
     }
 
-    /// [`apply_gradients`](Self::apply_gradients) on the calling thread.
-    fn update<O: Optimizer + ?Sized>(&mut self, optimizer: &mut O) -> Result<()> {
+    /// [`apply_gradients`](Self::apply_gradients) on the calling thread. After a backward with
+    /// `fold = Some(lr)` ([`backpropagate`](Self::backpropagate)), `folded` is the batch `x` and
+    /// that `lr`: the layers that folded apply their own update ([`Layer::apply_folded_sgd`]),
+    /// the others go through the optimizer. Counts a step.
+    fn update<O: Optimizer + ?Sized>(
+        &mut self,
+        optimizer: &mut O,
+        folded: Option<(ArrayView2<'_, F>, F)>,
+    ) -> Result<()> {
         optimizer.begin_step();
-        let mut result = Ok(());
-        self.visit_params(|i, p| {
-            if result.is_ok() {
-                result = F::update(optimizer, i, p.value, p.grad);
+        let mut index = 0;
+        for i in 0..self.layers.len() {
+            let (before, rest) = self.layers.split_at_mut(i);
+            let (layer, after) = rest.split_first_mut().expect("index in range");
+            match folded {
+                Some((x, lr)) if self.folded[i] => {
+                    let input = before.last().map_or(x, |l| l.output());
+                    let grad = after
+                        .first()
+                        .map_or_else(|| self.grad.view(), |l| l.input_grad());
+                    layer.apply_folded_sgd(input, grad, lr)?;
+                    layer.visit_params(&mut |_| index += 1);
+                }
+                _ => {
+                    let mut result = Ok(());
+                    layer.visit_params(&mut |p| {
+                        if result.is_ok() {
+                            result = F::update(optimizer, index, p.value, p.grad);
+                        }
+                        index += 1;
+                    });
+                    result?;
+                }
             }
-        });
-        result?;
+        }
         self.steps += 1;
         Ok(())
     }
@@ -717,12 +706,12 @@ impl<F: Scalar> Sequential<F> {
             Some(lr) => {
                 let lr = F::of(lr);
                 let value = self.backpropagate(x, y, loss, Some(lr))?;
-                self.apply_folded(x, lr, optimizer)?;
+                self.update(optimizer, Some((x, lr)))?;
                 Ok(value)
             }
             None => {
                 let value = self.gradients(x, y, loss)?;
-                self.update(optimizer)?;
+                self.update(optimizer, None)?;
                 Ok(value)
             }
         }

@@ -196,27 +196,48 @@ impl<F: Scalar> Dense<F> {
         Ok(g)
     }
 
-    /// The second half of backward: `dW = xᵀδ / B` and, when asked, `dx = δ·Wᵀ`.
-    fn weight_grad_and_input_grad(
+    /// Backward, folding the SGD update when `sgd` (the learning rate, and the largest `|input|`
+    /// if the caller knows it) is given and the product is sure to be finite: `δ` and `db`,
+    /// then `dW = xᵀδ / B` unless it folds, then `dx = δ·Wᵀ` when asked. Returns whether it
+    /// folded.
+    fn backward_products(
         &mut self,
-        input: &ArrayView2<'_, F>,
-        g: &[F],
+        input: ArrayView2<'_, F>,
+        grad_output: ArrayView2<'_, F>,
         need_input_grad: bool,
-    ) {
+        sgd: Option<(F, Option<F>)>,
+    ) -> Result<bool> {
+        let g = self.delta_and_bias_grad(&input, &grad_output)?;
+        let g = g.as_slice().expect("standard layout is contiguous");
         let (batch, n_out) = self.z.shape();
         let inv_batch = F::one() / F::of(batch as f64);
         let delta = delta(self.activation, &self.delta, g);
-        let delta_m = ArrayView2::from_shape((batch, n_out), delta).expect("delta is (batch, out)");
-        gemm(
-            inv_batch,
-            input.t(),
-            delta_m,
-            F::zero(),
-            self.grad_weights.view_mut(),
-        );
-        if need_input_grad {
-            input_grad_product(&mut self.dx, &self.weights, delta_m);
+        let db = self.grad_biases.as_slice().expect("biases are contiguous");
+        let folded = sgd.is_some_and(|(lr, input_max)| {
+            folding_is_safe(&input, delta, db, lr * inv_batch, input_max)
+        });
+        let delta = ArrayView2::from_shape((batch, n_out), delta).expect("delta is (batch, out)");
+        if !folded {
+            gemm(
+                inv_batch,
+                input.t(),
+                delta,
+                F::zero(),
+                self.grad_weights.view_mut(),
+            );
         }
+        if need_input_grad {
+            self.dx.resize(batch, self.weights.nrows());
+            gemm(
+                F::one(),
+                delta,
+                self.weights.t(),
+                F::zero(),
+                self.dx.view_mut(),
+            );
+        }
+        self.folded = folded;
+        Ok(folded)
     }
 }
 
@@ -230,16 +251,6 @@ fn delta<'a, F: Scalar>(activation: Activation, buffer: &'a Buffer<F>, g: &'a [F
     }
 }
 
-/// `dx = δ·Wᵀ` into the layer's buffer `dx`.
-fn input_grad_product<F: Scalar>(
-    dx: &mut Buffer<F>,
-    weights: &Array2<F>,
-    delta: ArrayView2<'_, F>,
-) {
-    dx.resize(delta.nrows(), weights.nrows());
-    gemm(F::one(), delta, weights.t(), F::zero(), dx.view_mut());
-}
-
 /// Whether folding the update into the weight-gradient product saves more than it costs. It
 /// saves passes over the weights: the gradient's check, the update's reads and write, and with
 /// OpenBLAS the zeroing of the gradient (about four passes of `n_in · n_out`). It costs the
@@ -247,6 +258,25 @@ fn input_grad_product<F: Scalar>(
 /// batch (an output layer of ten units, the tiny networks) does better without.
 fn folding_pays(batch: usize, n_in: usize, n_out: usize) -> bool {
     2 * n_in * n_out >= batch * (n_in + n_out)
+}
+
+/// Whether `W ← W − α·xᵀδ` may be folded: `δ`, the input and the bias gradient `db` are finite
+/// and the product is sure to be (see [`folding_is_finite`]). `input_max` is the largest
+/// `|input|` when known; an input not in standard layout is not scanned and does not fold.
+fn folding_is_safe<F: Scalar>(
+    input: &ArrayView2<'_, F>,
+    delta: &[F],
+    db: &[F],
+    alpha: F,
+    input_max: Option<F>,
+) -> bool {
+    let Some(delta_max) = kernels::max_abs(delta) else {
+        return false;
+    };
+    let Some(input_max) = input_max.or_else(|| input.as_slice().and_then(kernels::max_abs)) else {
+        return false;
+    };
+    folding_is_finite(input.nrows(), input_max, delta_max, alpha) && kernels::all_finite(db)
 }
 
 /// Whether `α·xᵀδ`, a sum over `batch` rows with every `|x| ≤ x_max` and `|δ| ≤ delta_max`, is
@@ -331,9 +361,7 @@ impl<F: Scalar> Layer<F> for Dense<F> {
         grad_output: ArrayView2<'_, F>,
         need_input_grad: bool,
     ) -> Result<()> {
-        let g = self.delta_and_bias_grad(&input, &grad_output)?;
-        let g = g.as_slice().expect("standard layout is contiguous");
-        self.weight_grad_and_input_grad(&input, g, need_input_grad);
+        self.backward_products(input, grad_output, need_input_grad, None)?;
         Ok(())
     }
 
@@ -352,33 +380,8 @@ impl<F: Scalar> Layer<F> for Dense<F> {
         input_max_abs: Option<F>,
     ) -> Result<bool> {
         let (batch, n_in, n_out) = (input.nrows(), self.input_size(), self.output_size());
-        if !folding_pays(batch, n_in, n_out) {
-            self.backward(input, grad_output, need_input_grad)?;
-            return Ok(false);
-        }
-        let g = self.delta_and_bias_grad(&input, &grad_output)?;
-        let g = g.as_slice().expect("standard layout is contiguous");
-        let delta = delta(self.activation, &self.delta, g);
-        let fold = kernels::max_abs(delta).is_some_and(|delta_max| {
-            let input_max = input_max_abs.or_else(|| match input.as_slice() {
-                Some(x) => kernels::max_abs(x),
-                None => Some(F::infinity()),
-            });
-            input_max.is_some_and(|input_max| {
-                folding_is_finite(batch, input_max, delta_max, lr / F::of(batch as f64))
-            })
-        }) && kernels::all_finite(self.grad_biases.as_slice().expect("contiguous"));
-        if !fold {
-            self.weight_grad_and_input_grad(&input, g, need_input_grad);
-            return Ok(false);
-        }
-        if need_input_grad {
-            let delta =
-                ArrayView2::from_shape(self.z.shape(), delta).expect("delta is (batch, out)");
-            input_grad_product(&mut self.dx, &self.weights, delta);
-        }
-        self.folded = true;
-        Ok(true)
+        let sgd = folding_pays(batch, n_in, n_out).then_some((lr, input_max_abs));
+        self.backward_products(input, grad_output, need_input_grad, sgd)
     }
 
     fn apply_folded_sgd(
