@@ -7,7 +7,7 @@
 //! the threshold it shows what fork-join costs.
 
 use crank::Activation;
-use crank::kernels::{PAR_THRESHOLD, all_finite, column_sums, sum_map};
+use crank::kernels::{PAR_THRESHOLD, all_finite, broadcast_rows, column_sums, max_abs, sum_map};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use rayon::prelude::*;
 use std::hint::black_box;
@@ -71,6 +71,12 @@ fn kernels(c: &mut Criterion) {
             });
             group.bench_function(format!("all_finite/{n}/{threads}"), |b| {
                 pool.install(|| b.iter(|| all_finite(black_box(&z))))
+            });
+            group.bench_function(format!("max_abs/{n}/{threads}"), |b| {
+                pool.install(|| b.iter(|| max_abs(black_box(&z))))
+            });
+            group.bench_function(format!("broadcast_rows/{n}/{threads}"), |b| {
+                pool.install(|| b.iter(|| broadcast_rows(black_box(&mut y), &sums)))
             });
             group.bench_function(format!("column_sums/{n}/{threads}"), |b| {
                 pool.install(|| b.iter(|| column_sums(black_box(&z), COLS, 0.5, &mut sums)))

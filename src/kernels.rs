@@ -4,6 +4,14 @@
 //! above it (so `pool.install(|| ...)` chooses the threads). Work is split into chunks of a fixed
 //! size, independent of the number of threads, and reductions add their per-chunk partial results
 //! in chunk order: every kernel gives bitwise the same answer at any thread count.
+//!
+//! The loop over a chunk is a function of its own, compiled twice (`multiversion`): for AVX2 and
+//! FMA, chosen when the CPU has them, and for the baseline. Each chunk, whether it runs on the
+//! calling thread or as one of rayon's tasks, calls that function. A loop written in a closure
+//! would not do: a closure does not take on the instruction set of the function it is written
+//! in, and one that runs as a rayon task is compiled for the baseline, four lanes wide at most.
+//! Rust does not contract `a·b + c` into a fused multiply-add by itself, so both versions give
+//! bitwise the same results.
 
 pub use crate::gemm::{PAR_GEMM, SMALL_GEMM, gemm};
 
@@ -26,51 +34,59 @@ pub(crate) fn parallel(n: usize) -> bool {
 }
 
 /// `out[i] = f(a[i])`.
-#[multiversion(targets("x86_64+avx2+fma"))]
 pub fn map<F: Scalar>(out: &mut [F], a: &[F], f: impl Fn(F) -> F + Sync) {
     debug_assert_eq!(out.len(), a.len());
+    let run = |o: &mut [F], a: &[F]| map_chunk(o, a, &f);
     if !parallel(out.len()) {
-        out.iter_mut().zip(a).for_each(|(o, &x)| *o = f(x));
+        run(out, a);
     } else {
         out.par_chunks_mut(CHUNK)
             .zip(a.par_chunks(CHUNK))
-            .for_each(|(o, a)| o.iter_mut().zip(a).for_each(|(o, &x)| *o = f(x)));
+            .for_each(|(o, a)| run(o, a));
     }
+}
+
+#[multiversion(targets("x86_64+avx2+fma"))]
+fn map_chunk<F: Scalar>(out: &mut [F], a: &[F], f: &impl Fn(F) -> F) {
+    out.iter_mut().zip(a).for_each(|(o, &x)| *o = f(x));
 }
 
 /// `a[i] = f(a[i])`.
-#[multiversion(targets("x86_64+avx2+fma"))]
 pub fn map_inplace<F: Scalar>(a: &mut [F], f: impl Fn(F) -> F + Sync) {
     if !parallel(a.len()) {
-        a.iter_mut().for_each(|x| *x = f(*x));
+        map_inplace_chunk(a, &f);
     } else {
         a.par_chunks_mut(CHUNK)
-            .for_each(|a| a.iter_mut().for_each(|x| *x = f(*x)));
+            .for_each(|a| map_inplace_chunk(a, &f));
     }
 }
 
-/// `out[i] = f(a[i], b[i])`.
 #[multiversion(targets("x86_64+avx2+fma"))]
+fn map_inplace_chunk<F: Scalar>(a: &mut [F], f: &impl Fn(F) -> F) {
+    a.iter_mut().for_each(|x| *x = f(*x));
+}
+
+/// `out[i] = f(a[i], b[i])`.
 pub fn zip_map<F: Scalar>(out: &mut [F], a: &[F], b: &[F], f: impl Fn(F, F) -> F + Sync) {
     debug_assert!(out.len() == a.len() && a.len() == b.len());
     if !parallel(out.len()) {
-        for ((o, &x), &y) in out.iter_mut().zip(a).zip(b) {
-            *o = f(x, y);
-        }
+        zip_map_chunk(out, a, b, &f);
     } else {
         out.par_chunks_mut(CHUNK)
             .zip(a.par_chunks(CHUNK))
             .zip(b.par_chunks(CHUNK))
-            .for_each(|((o, a), b)| {
-                for ((o, &x), &y) in o.iter_mut().zip(a).zip(b) {
-                    *o = f(x, y);
-                }
-            });
+            .for_each(|((o, a), b)| zip_map_chunk(o, a, b, &f));
+    }
+}
+
+#[multiversion(targets("x86_64+avx2+fma"))]
+fn zip_map_chunk<F: Scalar>(out: &mut [F], a: &[F], b: &[F], f: &impl Fn(F, F) -> F) {
+    for ((o, &x), &y) in out.iter_mut().zip(a).zip(b) {
+        *o = f(x, y);
     }
 }
 
 /// `out[i] = f(a[i], b[i], c[i])`.
-#[multiversion(targets("x86_64+avx2+fma"))]
 pub fn zip3_map<F: Scalar>(
     out: &mut [F],
     a: &[F],
@@ -79,22 +95,24 @@ pub fn zip3_map<F: Scalar>(
     f: impl Fn(F, F, F) -> F + Sync,
 ) {
     debug_assert!(out.len() == a.len() && a.len() == b.len() && b.len() == c.len());
-    let run = |o: &mut [F], a: &[F], b: &[F], c: &[F]| {
-        // Indexing over slices cut to one length: the compiler drops the bounds checks and
-        // vectorises, which it does not for a chain of three zips.
-        let n = o.len();
-        let (a, b, c) = (&a[..n], &b[..n], &c[..n]);
-        for i in 0..n {
-            o[i] = f(a[i], b[i], c[i]);
-        }
-    };
     if !parallel(out.len()) {
-        run(out, a, b, c);
+        zip3_chunk(out, a, b, c, &f);
     } else {
         out.par_chunks_mut(CHUNK)
             .zip(a.par_chunks(CHUNK))
             .zip(b.par_chunks(CHUNK).zip(c.par_chunks(CHUNK)))
-            .for_each(|((o, a), (b, c))| run(o, a, b, c));
+            .for_each(|((o, a), (b, c))| zip3_chunk(o, a, b, c, &f));
+    }
+}
+
+#[multiversion(targets("x86_64+avx2+fma"))]
+fn zip3_chunk<F: Scalar>(o: &mut [F], a: &[F], b: &[F], c: &[F], f: &impl Fn(F, F, F) -> F) {
+    // Indexing over slices cut to one length: the compiler drops the bounds checks and
+    // vectorises, which it does not for a chain of three zips.
+    let n = o.len();
+    let (a, b, c) = (&a[..n], &b[..n], &c[..n]);
+    for i in 0..n {
+        o[i] = f(a[i], b[i], c[i]);
     }
 }
 
@@ -105,7 +123,6 @@ pub fn zip3_map<F: Scalar>(
 /// stay in registers while the block walks down the rows; larger matrices take the two passes
 /// over contiguous memory.
 #[allow(clippy::too_many_arguments)]
-#[multiversion(targets("x86_64+avx2+fma"))]
 pub fn zip3_map_column_sums<F: Scalar>(
     out: &mut [F],
     a: &[F],
@@ -123,17 +140,33 @@ pub fn zip3_map_column_sums<F: Scalar>(
         column_sums(out, cols, scale, sums);
         return;
     }
+    zip3_columns(out, a, b, c, cols, &f, scale, sums);
+}
+
+/// The one-pass form of [`zip3_map_column_sums`].
+#[allow(clippy::too_many_arguments)]
+#[multiversion(targets("x86_64+avx2+fma"))]
+fn zip3_columns<F: Scalar>(
+    out: &mut [F],
+    a: &[F],
+    b: &[F],
+    c: &[F],
+    cols: usize,
+    f: &impl Fn(F, F, F) -> F,
+    scale: F,
+    sums: &mut [F],
+) {
     let mut j = 0;
     while cols - j >= 32 {
-        zip3_block::<F, 32>(out, a, b, c, cols, j, &f, sums);
+        zip3_block::<F, 32>(out, a, b, c, cols, j, f, sums);
         j += 32;
     }
     while cols - j >= 8 {
-        zip3_block::<F, 8>(out, a, b, c, cols, j, &f, sums);
+        zip3_block::<F, 8>(out, a, b, c, cols, j, f, sums);
         j += 8;
     }
     while j < cols {
-        zip3_block::<F, 1>(out, a, b, c, cols, j, &f, sums);
+        zip3_block::<F, 1>(out, a, b, c, cols, j, f, sums);
         j += 1;
     }
     sums.iter_mut().for_each(|s| *s *= scale);
@@ -167,34 +200,29 @@ fn zip3_block<F: Scalar, const W: usize>(
 }
 
 /// `a[i] = f(a[i], b[i])`.
-#[multiversion(targets("x86_64+avx2+fma"))]
 pub fn zip_inplace<F: Scalar>(a: &mut [F], b: &[F], f: impl Fn(F, F) -> F + Sync) {
     debug_assert_eq!(a.len(), b.len());
     if !parallel(a.len()) {
-        a.iter_mut().zip(b).for_each(|(a, &b)| *a = f(*a, b));
+        zip_inplace_chunk(a, b, &f);
     } else {
         a.par_chunks_mut(CHUNK)
             .zip(b.par_chunks(CHUNK))
-            .for_each(|(a, b)| a.iter_mut().zip(b).for_each(|(a, &b)| *a = f(*a, b)));
+            .for_each(|(a, b)| zip_inplace_chunk(a, b, &f));
     }
 }
 
-/// `y[i] += alpha * x[i]`.
 #[multiversion(targets("x86_64+avx2+fma"))]
+fn zip_inplace_chunk<F: Scalar>(a: &mut [F], b: &[F], f: &impl Fn(F, F) -> F) {
+    a.iter_mut().zip(b).for_each(|(a, &b)| *a = f(*a, b));
+}
+
+/// `y[i] += alpha * x[i]`.
 pub fn axpy<F: Scalar>(alpha: F, x: &[F], y: &mut [F]) {
-    debug_assert_eq!(x.len(), y.len());
-    if !parallel(y.len()) {
-        y.iter_mut().zip(x).for_each(|(y, &x)| *y += alpha * x);
-    } else {
-        y.par_chunks_mut(CHUNK)
-            .zip(x.par_chunks(CHUNK))
-            .for_each(|(y, x)| y.iter_mut().zip(x).for_each(|(y, &x)| *y += alpha * x));
-    }
+    zip_inplace(y, x, |y, x| y + alpha * x);
 }
 
 /// An optimizer's fused update: for each element `i`, `f(&mut param[i], grad[i], state_i)` with
 /// `state_i` the `K` values `state[K·i .. K·(i+1)]` (an optimizer's buffers, interleaved).
-#[multiversion(targets("x86_64+avx2+fma"))]
 pub fn update_with_state<F: Scalar, const K: usize>(
     param: &mut [F],
     grad: &[F],
@@ -203,38 +231,32 @@ pub fn update_with_state<F: Scalar, const K: usize>(
 ) {
     debug_assert_eq!(param.len(), grad.len());
     debug_assert_eq!(state.len(), K * param.len());
-    let run = |p: &mut [F], g: &[F], s: &mut [F]| {
-        for ((p, &g), s) in p.iter_mut().zip(g).zip(s.chunks_exact_mut(K)) {
-            f(p, g, s.try_into().expect("K values"));
-        }
-    };
     if !parallel(param.len()) {
-        run(param, grad, state);
+        update_chunk(param, grad, state, &f);
     } else {
         param
             .par_chunks_mut(CHUNK)
             .zip(grad.par_chunks(CHUNK))
             .zip(state.par_chunks_mut(CHUNK * K))
-            .for_each(|((p, g), s)| run(p, g, s));
+            .for_each(|((p, g), s)| update_chunk(p, g, s, &f));
+    }
+}
+
+#[multiversion(targets("x86_64+avx2+fma"))]
+fn update_chunk<F: Scalar, const K: usize>(
+    param: &mut [F],
+    grad: &[F],
+    state: &mut [F],
+    f: &impl Fn(&mut F, F, &mut [F; K]),
+) {
+    for ((p, &g), s) in param.iter_mut().zip(grad).zip(state.chunks_exact_mut(K)) {
+        f(p, g, s.try_into().expect("K values"));
     }
 }
 
 /// `Σ f(a[i])`, summed chunk by chunk in a fixed order.
-#[multiversion(targets("x86_64+avx2+fma"))]
 pub fn sum_map<F: Scalar>(a: &[F], f: impl Fn(F) -> F + Sync) -> F {
-    // Eight running sums per chunk, so the compiler can keep them in vector lanes (one running
-    // sum is a chain of dependent additions); they are added in a fixed order.
-    let chunk_sum = |c: &[F]| {
-        let (lanes, rest) = c.as_chunks::<8>();
-        let mut acc = [F::zero(); 8];
-        for x in lanes {
-            for l in 0..8 {
-                acc[l] += f(x[l]);
-            }
-        }
-        let tail = rest.iter().fold(F::zero(), |s, &x| s + f(x));
-        ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])) + tail
-    };
+    let chunk_sum = |c: &[F]| sum_chunk(c, &f);
     if !parallel(a.len()) {
         a.chunks(CHUNK).map(chunk_sum).fold(F::zero(), |s, x| s + x)
     } else {
@@ -243,52 +265,85 @@ pub fn sum_map<F: Scalar>(a: &[F], f: impl Fn(F) -> F + Sync) -> F {
     }
 }
 
-/// Whether every element is finite. `x − x` is 0 for a finite `x` and NaN otherwise; the
-/// comparisons are combined with `&`, which (unlike a sum) the compiler may reorder and spread
-/// over vector lanes, so the check runs at memory speed.
-#[allow(clippy::eq_op)] // x − x is the point: it is NaN exactly when x is not finite
+/// Eight running sums, so the compiler can keep them in vector lanes (one running sum is a
+/// chain of dependent additions); they are added in a fixed order.
 #[multiversion(targets("x86_64+avx2+fma"))]
+fn sum_chunk<F: Scalar>(c: &[F], f: &impl Fn(F) -> F) -> F {
+    let (lanes, rest) = c.as_chunks::<8>();
+    let mut acc = [F::zero(); 8];
+    for x in lanes {
+        for l in 0..8 {
+            acc[l] += f(x[l]);
+        }
+    }
+    let tail = rest.iter().fold(F::zero(), |s, &x| s + f(x));
+    ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])) + tail
+}
+
+/// Whether every element is finite: [`max_abs`] without the maximum.
 pub fn all_finite<F: Scalar>(a: &[F]) -> bool {
-    let check = |c: &[F]| c.iter().fold(true, |ok, &x| ok & (x - x == F::zero()));
     if !parallel(a.len()) {
-        a.chunks(CHUNK).all(check)
+        a.chunks(CHUNK).all(finite_chunk)
     } else {
-        a.par_chunks(CHUNK).all(check)
+        a.par_chunks(CHUNK).all(finite_chunk)
     }
 }
 
-/// The largest `|a[i]|` (0 for an empty slice), or `None` when some element is NaN or infinite:
-/// [`all_finite`] and a bound in one pass. Eight running maxima and flags per chunk keep it in
-/// vector lanes; a maximum does not depend on the order it is taken in.
-#[allow(clippy::eq_op)] // x − x is NaN exactly when x is not finite
 #[multiversion(targets("x86_64+avx2+fma"))]
-pub fn max_abs<F: Scalar>(a: &[F]) -> Option<F> {
-    let chunk = |c: &[F]| {
-        let (lanes, rest) = c.as_chunks::<8>();
-        let (mut ok, mut max) = ([true; 8], [F::zero(); 8]);
-        for x in lanes {
-            for l in 0..8 {
+fn finite_chunk<F: Scalar>(c: &[F]) -> bool {
+    scan::<F, false>(c).is_some()
+}
+
+/// One pass over a chunk: `None` if some value is not finite, else the largest magnitude (when
+/// `MAX`; 0 otherwise). Per lane, sixteen of them, a sum of `x − x`, which is 0 while every
+/// value is finite and NaN from the first that is not (`x − x` is NaN for an infinite or NaN
+/// `x`, and NaN plus anything is NaN), and a running maximum. The lanes are independent, so the
+/// loop is vector code; a maximum does not depend on the order it is taken in.
+#[inline(always)]
+#[allow(clippy::eq_op)] // x − x is the point: it is NaN exactly when x is not finite
+fn scan<F: Scalar, const MAX: bool>(c: &[F]) -> Option<F> {
+    let (lanes, rest) = c.as_chunks::<16>();
+    let (mut nan, mut max) = ([F::zero(); 16], [F::zero(); 16]);
+    for x in lanes.iter().chain([&pad(rest)]) {
+        for l in 0..16 {
+            nan[l] += x[l] - x[l];
+            if MAX {
                 let v = x[l].abs();
-                ok[l] &= x[l] - x[l] == F::zero();
                 max[l] = if v > max[l] { v } else { max[l] };
             }
         }
-        let mut all = ok.iter().all(|&o| o);
-        let mut m = max.iter().fold(F::zero(), |m, &v| m.max(v));
-        for &x in rest {
-            all &= x - x == F::zero();
-            m = m.max(x.abs());
-        }
-        all.then_some(m)
-    };
+    }
+    let finite = nan.iter().all(|&n| n == F::zero());
+    finite.then(|| max.iter().fold(F::zero(), |m, &v| m.max(v)))
+}
+
+/// The largest `|a[i]|` (0 for an empty slice), or `None` when some element is NaN or infinite:
+/// [`all_finite`] and a bound in one pass. A maximum does not depend on the order it is taken
+/// in, so the chunks' maxima combine in any order.
+pub fn max_abs<F: Scalar>(a: &[F]) -> Option<F> {
     let most = |m: Option<F>, c: Option<F>| Some(m?.max(c?));
     if !parallel(a.len()) {
-        a.chunks(CHUNK).map(chunk).fold(Some(F::zero()), most)
+        a.chunks(CHUNK)
+            .map(max_abs_chunk)
+            .fold(Some(F::zero()), most)
     } else {
         a.par_chunks(CHUNK)
-            .map(chunk)
+            .map(max_abs_chunk)
             .reduce(|| Some(F::zero()), most)
     }
+}
+
+/// The last, short, block of a chunk filled out with zeros.
+#[inline(always)]
+fn pad<F: Scalar>(rest: &[F]) -> [F; 16] {
+    let mut block = [F::zero(); 16];
+    block[..rest.len()].copy_from_slice(rest);
+    block
+}
+
+#[multiversion(targets("x86_64+avx2+fma"))]
+fn max_abs_chunk<F: Scalar>(c: &[F]) -> Option<F> {
+    scan::<F, true>(c)
 }
 
 /// Applies `f` to each row (of length `cols`) of a row-major matrix stored in `a`.
@@ -297,12 +352,17 @@ pub fn for_each_row<F: Scalar>(a: &mut [F], cols: usize, f: impl Fn(&mut [F]) + 
         return;
     }
     if !parallel(a.len()) {
-        a.chunks_mut(cols).for_each(f);
+        rows_chunk(a, cols, &f);
     } else {
         let rows_per_task = (CHUNK / cols).max(1);
         a.par_chunks_mut(rows_per_task * cols)
-            .for_each(|block| block.chunks_mut(cols).for_each(&f));
+            .for_each(|block| rows_chunk(block, cols, &f));
     }
+}
+
+#[multiversion(targets("x86_64+avx2+fma"))]
+fn rows_chunk<F: Scalar>(a: &mut [F], cols: usize, f: &impl Fn(&mut [F])) {
+    a.chunks_mut(cols).for_each(f);
 }
 
 /// Like [`for_each_row`], with a second matrix of the same shape read row by row alongside.
@@ -317,24 +377,24 @@ pub fn for_each_row_zip<F: Scalar>(
         return;
     }
     if !parallel(a.len()) {
-        a.chunks_mut(cols)
-            .zip(b.chunks(cols))
-            .for_each(|(a, b)| f(a, b));
+        rows_zip_chunk(a, b, cols, &f);
     } else {
         let step = (CHUNK / cols).max(1) * cols;
         a.par_chunks_mut(step)
             .zip(b.par_chunks(step))
-            .for_each(|(a, b)| {
-                a.chunks_mut(cols)
-                    .zip(b.chunks(cols))
-                    .for_each(|(a, b)| f(a, b))
-            });
+            .for_each(|(a, b)| rows_zip_chunk(a, b, cols, &f));
     }
+}
+
+#[multiversion(targets("x86_64+avx2+fma"))]
+fn rows_zip_chunk<F: Scalar>(a: &mut [F], b: &[F], cols: usize, f: &impl Fn(&mut [F], &[F])) {
+    a.chunks_mut(cols)
+        .zip(b.chunks(cols))
+        .for_each(|(a, b)| f(a, b));
 }
 
 /// Column sums of a row-major `(rows, cols)` matrix, times `scale`, written to `out` (length
 /// `cols`). Each column is summed in row order, so the result does not depend on threads.
-#[multiversion(targets("x86_64+avx2+fma"))]
 pub fn column_sums<F: Scalar>(a: &[F], cols: usize, scale: F, out: &mut [F]) {
     debug_assert_eq!(out.len(), cols);
     out.fill(F::zero());
@@ -343,37 +403,52 @@ pub fn column_sums<F: Scalar>(a: &[F], cols: usize, scale: F, out: &mut [F]) {
     }
     let rows = a.len() / cols;
     if !parallel(a.len()) || cols < 64 {
-        for row in a.chunks(cols) {
-            // Blocks of 8 columns as arrays, so that a short row is still vector code.
-            let ((o8, o1), (r8, r1)) = (out.as_chunks_mut::<8>(), row.as_chunks::<8>());
-            for (o, r) in o8.iter_mut().zip(r8) {
-                for l in 0..8 {
-                    o[l] += r[l];
-                }
-            }
-            o1.iter_mut().zip(r1).for_each(|(o, &x)| *o += x);
-        }
-        out.iter_mut().for_each(|o| *o *= scale);
+        column_sums_rows(a, cols, scale, out);
     } else {
         // Split the columns into blocks; each block walks every row.
         const BLOCK: usize = 64;
-        out.par_chunks_mut(BLOCK).enumerate().for_each(|(bi, o)| {
-            let c0 = bi * BLOCK;
-            for r in 0..rows {
-                let row = &a[r * cols + c0..r * cols + c0 + o.len()];
-                o.iter_mut().zip(row).for_each(|(o, &x)| *o += x);
-            }
-            o.iter_mut().for_each(|o| *o *= scale);
-        });
+        out.par_chunks_mut(BLOCK)
+            .enumerate()
+            .for_each(|(bi, o)| column_sums_block(a, rows, cols, bi * BLOCK, scale, o));
     }
+}
+
+/// [`column_sums`] on one thread, row by row.
+#[multiversion(targets("x86_64+avx2+fma"))]
+fn column_sums_rows<F: Scalar>(a: &[F], cols: usize, scale: F, out: &mut [F]) {
+    for row in a.chunks(cols) {
+        // Blocks of 8 columns as arrays, so that a short row is still vector code.
+        let ((o8, o1), (r8, r1)) = (out.as_chunks_mut::<8>(), row.as_chunks::<8>());
+        for (o, r) in o8.iter_mut().zip(r8) {
+            for l in 0..8 {
+                o[l] += r[l];
+            }
+        }
+        o1.iter_mut().zip(r1).for_each(|(o, &x)| *o += x);
+    }
+    out.iter_mut().for_each(|o| *o *= scale);
+}
+
+/// The sums of columns `c0 .. c0 + out.len()` of [`column_sums`], walking every row.
+#[multiversion(targets("x86_64+avx2+fma"))]
+fn column_sums_block<F: Scalar>(
+    a: &[F],
+    rows: usize,
+    cols: usize,
+    c0: usize,
+    scale: F,
+    out: &mut [F],
+) {
+    for r in 0..rows {
+        let row = &a[r * cols + c0..r * cols + c0 + out.len()];
+        out.iter_mut().zip(row).for_each(|(o, &x)| *o += x);
+    }
+    out.iter_mut().for_each(|o| *o *= scale);
 }
 
 /// Fills each row (of length `row.len()`) of `a` with `row`.
 pub fn broadcast_rows<F: Scalar>(a: &mut [F], row: &[F]) {
-    if row.is_empty() {
-        return;
-    }
-    a.chunks_mut(row.len()).for_each(|r| r.copy_from_slice(row));
+    for_each_row(a, row.len(), |r| r.copy_from_slice(row));
 }
 
 #[cfg(test)]
@@ -474,19 +549,23 @@ mod tests {
     #[test]
     fn max_abs_finds_the_largest_magnitude_or_a_non_finite_value() {
         assert_eq!(max_abs::<f32>(&[]), Some(0.0));
-        // Lengths around the eight lanes and around the parallel threshold; the largest value at
-        // the start, in a lane, in the tail.
-        for n in [1, 7, 8, 9, 17, 1000, PAR_THRESHOLD + 5] {
+        // Lengths around the sixteen lanes, a chunk and the parallel threshold; the largest value
+        // at the start, in a lane, in the tail. `all_finite` is the same scan without the maximum.
+        for n in [1, 7, 15, 16, 17, 33, 1000, CHUNK + 3, PAR_THRESHOLD + 5] {
             for at in [0, n / 2, n - 1] {
                 let mut a: Vec<f32> = (0..n).map(|i| ((i % 13) as f32 - 6.0) * 0.5).collect();
                 a[at] = -1e3;
                 assert_eq!(max_abs(&a), Some(1e3), "n {n}, at {at}");
+                assert!(all_finite(&a), "n {n}, at {at}");
                 for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
                     let mut b = a.clone();
                     b[at] = bad;
                     assert_eq!(max_abs(&b), None, "n {n}, at {at}, {bad}");
+                    assert!(!all_finite(&b), "n {n}, at {at}, {bad}");
+                    b[at] = a[at];
                     b[n - 1 - at] = bad;
                     assert_eq!(max_abs(&b), None, "n {n}, at {at}, {bad}");
+                    assert!(!all_finite(&b), "n {n}, at {at}, {bad}");
                 }
             }
         }

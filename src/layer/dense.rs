@@ -475,7 +475,8 @@ impl<F: Scalar> Layer<F> for Dense<F> {
                 format!("{:?}", out.dim()),
             ));
         }
-        out.assign(&self.biases);
+        let bias = self.biases.as_slice().expect("biases are contiguous");
+        kernels::broadcast_rows(out.as_slice_mut().expect("checked standard layout"), bias);
         gemm(
             F::one(),
             input,
