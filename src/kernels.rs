@@ -447,9 +447,37 @@ fn column_sums_block<F: Scalar>(
 }
 
 /// Fills each row (of length `row.len()`) of `a` with `row`.
+///
+/// A block of whole rows, at least [`BROADCAST_BLOCK`] values long, is filled by doubling and
+/// then copied over the rest: one copy per block rather than one per row, which for the short
+/// rows of a small layer is mostly the cost of calling the copy.
 pub fn broadcast_rows<F: Scalar>(a: &mut [F], row: &[F]) {
-    for_each_row(a, row.len(), |r| r.copy_from_slice(row));
+    let n = row.len();
+    if n == 0 || a.is_empty() {
+        return;
+    }
+    let block = (BROADCAST_BLOCK.div_ceil(n) * n).min(a.len());
+    let (head, rest) = a.split_at_mut(block);
+    head[..n].copy_from_slice(row);
+    let mut filled = n;
+    while filled < block {
+        let m = filled.min(block - filled);
+        head.copy_within(..m, filled);
+        filled += m;
+    }
+    let head = &*head;
+    // `a` holds whole rows and a block is whole rows, so every piece starts a row.
+    if !parallel(rest.len()) {
+        rest.chunks_mut(block)
+            .for_each(|c| c.copy_from_slice(&head[..c.len()]));
+    } else {
+        rest.par_chunks_mut(block)
+            .for_each(|c| c.copy_from_slice(&head[..c.len()]));
+    }
 }
+
+/// Values in the block [`broadcast_rows`] copies (rounded up to whole rows): 4 KiB of `f32`.
+const BROADCAST_BLOCK: usize = 1024;
 
 #[cfg(test)]
 mod tests {
@@ -531,6 +559,26 @@ mod tests {
                 column_sums(&out2, cols, 0.25, &mut s2);
                 assert_eq!(out1, out2, "{rows}x{cols}");
                 assert_eq!(s1, s2, "{rows}x{cols}");
+            }
+        }
+    }
+
+    #[test]
+    fn broadcast_fills_every_row() {
+        for (rows, cols) in [
+            (1, 1),
+            (3, 1),
+            (32, 4),
+            (7, 64),
+            (300, 5),
+            (1000, 512),
+            (2, 3000),
+        ] {
+            let row: Vec<f64> = (0..cols).map(|j| j as f64 * 0.5 - 1.0).collect();
+            let mut a = vec![f64::NAN; rows * cols];
+            broadcast_rows(&mut a, &row);
+            for (i, r) in a.chunks(cols).enumerate() {
+                assert_eq!(r, row.as_slice(), "{rows}x{cols}, row {i}");
             }
         }
     }

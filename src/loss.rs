@@ -11,7 +11,7 @@
 
 use crate::activation::sigmoid;
 use crate::math::exp_shifted;
-use crate::{Error, Result, Scalar};
+use crate::{Error, Result, Scalar, kernels};
 use ndarray::{ArrayView2, ArrayViewMut2};
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -224,17 +224,32 @@ impl Loss {
         target: Rows<'_, F>,
         mut grad: Option<&mut [F]>,
     ) -> F {
+        if let (Loss::SoftmaxCrossEntropy, Some(g)) = (self, grad.as_deref_mut()) {
+            return match target {
+                Rows::Classes(c) => {
+                    softmax_ce_with_grad(
+                        y,
+                        k,
+                        g,
+                        |i, j| {
+                            if j == c[i] { F::one() } else { F::zero() }
+                        },
+                    )
+                }
+                Rows::Values(t) => softmax_ce_with_grad(y, k, g, |i, j| t[i * k + j]),
+            };
+        }
         let inv_k = F::one() / F::of(k as f64);
         let mut total = F::zero();
         for (i, yi) in y.chunks_exact(k).enumerate() {
             let gi = grad.as_deref_mut().map(|g| &mut g[i * k..(i + 1) * k]);
             total += match (self, target) {
                 (Loss::SoftmaxCrossEntropy, Rows::Classes(c)) => {
-                    softmax_ce(yi, |j| if j == c[i] { F::one() } else { F::zero() }, gi)
+                    softmax_ce(yi, |j| if j == c[i] { F::one() } else { F::zero() })
                 }
                 (Loss::SoftmaxCrossEntropy, Rows::Values(t)) => {
                     let ti = &t[i * k..(i + 1) * k];
-                    softmax_ce(yi, |j| ti[j], gi)
+                    softmax_ce(yi, |j| ti[j])
                 }
                 (_, Rows::Values(t)) => {
                     let ti = &t[i * k..(i + 1) * k];
@@ -287,27 +302,59 @@ enum Rows<'a, F> {
 }
 
 /// Softmax cross-entropy of one row of logits `y` against target probabilities `t(j)`:
-/// `Σⱼ tⱼ (lse − yⱼ)` with `lse = log Σⱼ exp yⱼ`, and the gradient `softmax(y) · Σⱼ tⱼ − t` into
-/// `g`. Each exponential is computed once, in `g` when there is one.
+/// `Σⱼ tⱼ (lse − yⱼ)` with `lse = log Σⱼ exp yⱼ`.
 #[inline]
-fn softmax_ce<F: Scalar>(y: &[F], t: impl Fn(usize) -> F, mut g: Option<&mut [F]>) -> F {
-    let max = y.iter().fold(F::neg_infinity(), |m, &x| m.max(x));
-    let sum_exp = match g.as_deref_mut() {
-        Some(g) => {
-            g.copy_from_slice(y);
-            exp_shifted(g, max, F::zero())
+fn softmax_ce<F: Scalar>(y: &[F], t: impl Fn(usize) -> F) -> F {
+    let max = row_max(y);
+    // Through a small buffer on the stack: the same values, added in the same order, as
+    // `softmax_ce_with_grad` adds.
+    let mut buf = [F::zero(); 16];
+    let sum_exp = y.chunks(buf.len()).fold(F::zero(), |s, y| {
+        let buf = &mut buf[..y.len()];
+        buf.copy_from_slice(y);
+        exp_shifted(buf, max, s)
+    });
+    row_loss(y, max + sum_exp.ln(), t).0
+}
+
+/// The sum over the rows (of `k` logits each) of [`softmax_ce`], writing each row's gradient,
+/// `softmax(y) · Σⱼ tⱼ − t`, into `g`. Target `t(i, j)` for row `i`.
+///
+/// All of the batch's exponentials go through one vectorised kernel pass over `g` (a row of a
+/// few logits is too short for vector code of its own): first `g ← y − max` per row, then
+/// `g ← exp g`, then per row the sum, the loss and the gradient in place.
+fn softmax_ce_with_grad<F: Scalar>(
+    y: &[F],
+    k: usize,
+    g: &mut [F],
+    t: impl Fn(usize, usize) -> F,
+) -> F {
+    for (yi, gi) in y.chunks_exact(k).zip(g.chunks_exact_mut(k)) {
+        let max = row_max(yi);
+        gi.iter_mut().zip(yi).for_each(|(g, &x)| *g = x - max);
+    }
+    kernels::map_inplace(g, F::exp_vec);
+    let mut total = F::zero();
+    for (i, (yi, gi)) in y.chunks_exact(k).zip(g.chunks_exact_mut(k)).enumerate() {
+        let sum_exp = gi.iter().fold(F::zero(), |s, &e| s + e);
+        let (l, t_sum) = row_loss(yi, row_max(yi) + sum_exp.ln(), |j| t(i, j));
+        total += l;
+        // softmax · Σt − t, in place over the exponentials.
+        let scale = t_sum / sum_exp;
+        for (j, g) in gi.iter_mut().enumerate() {
+            *g = *g * scale - t(i, j);
         }
-        None => {
-            // Through a small buffer on the stack: the same values, added in the same order.
-            let mut buf = [F::zero(); 16];
-            y.chunks(buf.len()).fold(F::zero(), |s, y| {
-                let buf = &mut buf[..y.len()];
-                buf.copy_from_slice(y);
-                exp_shifted(buf, max, s)
-            })
-        }
-    };
-    let lse = max + sum_exp.ln();
+    }
+    total
+}
+
+fn row_max<F: Scalar>(y: &[F]) -> F {
+    y.iter().fold(F::neg_infinity(), |m, &x| m.max(x))
+}
+
+/// `Σⱼ tⱼ (lse − yⱼ)` and `Σⱼ tⱼ`.
+#[inline]
+fn row_loss<F: Scalar>(y: &[F], lse: F, t: impl Fn(usize) -> F) -> (F, F) {
     let mut t_sum = F::zero();
     let mut l = F::zero();
     for (j, &x) in y.iter().enumerate() {
@@ -315,14 +362,7 @@ fn softmax_ce<F: Scalar>(y: &[F], t: impl Fn(usize) -> F, mut g: Option<&mut [F]
         t_sum += tj;
         l += tj * (lse - x);
     }
-    if let Some(g) = g {
-        // softmax · Σt − t, in place over the exponentials.
-        let scale = t_sum / sum_exp;
-        for (j, g) in g.iter_mut().enumerate() {
-            *g = *g * scale - t(j);
-        }
-    }
-    l
+    (l, t_sum)
 }
 
 #[cfg(test)]
@@ -385,23 +425,48 @@ mod tests {
         }
     }
 
-    /// The loss alone (exponentials through a stack buffer, in chunks) is bitwise the value that
-    /// comes with the gradient (exponentials in the gradient buffer), row by row, for rows
-    /// shorter than, equal to and longer than the buffer.
+    /// The loss alone (exponentials in a small buffer, row by row) equals, bitwise, the loss
+    /// that comes with the gradient (all exponentials in one pass over the gradient buffer),
+    /// for rows shorter than, equal to and longer than the buffer, and for a batch large enough
+    /// that the exponentials' pass runs on rayon's threads.
     #[test]
     fn loss_alone_equals_loss_with_gradient() {
-        for cols in [1, 3, 16, 17, 40, 100] {
-            let mut g = vec![0.0f32; cols];
-            for row in 0..200 {
-                // Logits of many magnitudes, so that a sum taken in another order rounds
-                // differently.
-                let y: Vec<f32> = (0..cols)
-                    .map(|j| ((row * 7919 + j * 104_729) % 1009) as f32 / 1009.0 * 9.0 - 4.5)
-                    .collect();
+        for (cols, rows) in [
+            (1, 200),
+            (3, 200),
+            (16, 200),
+            (17, 200),
+            (40, 1000),
+            (100, 200),
+        ] {
+            // Logits of many magnitudes, so that a sum taken in another order rounds differently.
+            let y = Array2::from_shape_fn((rows, cols), |(row, j)| {
+                ((row * 7919 + j * 104_729) % 1009) as f32 / 1009.0 * 9.0 - 4.5
+            });
+            let classes: Vec<usize> = (0..rows).map(|row| row % cols).collect();
+            let mut g = Array2::zeros((rows, cols));
+            let loss = Loss::SoftmaxCrossEntropy;
+            let alone = loss.loss(y.view(), Target::Classes(&classes)).unwrap();
+            let with = loss
+                .loss_and_grad(y.view(), Target::Classes(&classes), g.view_mut())
+                .unwrap();
+            assert_eq!(alone.to_bits(), with.to_bits(), "{cols} columns");
+            // Row by row, too, against the one-row form.
+            for (row, yi) in y.rows().into_iter().enumerate().take(50) {
+                let yi = yi.to_vec();
                 let t = |j: usize| if j == row % cols { 1.0 } else { 0.0 };
-                let alone = softmax_ce(&y, t, None);
-                let with = softmax_ce(&y, t, Some(&mut g));
-                assert_eq!(alone.to_bits(), with.to_bits(), "{cols} columns, row {row}");
+                let mut gi = vec![0.0f32; cols];
+                let with = softmax_ce_with_grad(&yi, cols, &mut gi, |_, j| t(j));
+                assert_eq!(
+                    softmax_ce(&yi, t).to_bits(),
+                    with.to_bits(),
+                    "{cols} columns, row {row}"
+                );
+                assert_eq!(
+                    gi.as_slice(),
+                    g.row(row).as_slice().unwrap(),
+                    "{cols} columns, row {row}"
+                );
             }
         }
     }
