@@ -6,6 +6,9 @@
 //! (crank's one pool, which also splits large GEMMs). The GEMM-only time runs the same products
 //! through `crank::kernels::gemm`, the path the layers use.
 //! `-- --quick` runs fewer repeats; `-- NAME` runs only workloads whose name contains NAME.
+//! `-- --serve` reads workload names from standard input, one per line, and answers each with
+//! one timed round of the step and of its GEMM bound, as a JSON line: `compare.py` drives it,
+//! taking turns with the other frameworks round by round.
 
 use crank::kernels::gemm;
 use crank::{Activation, Loss, Scalar, Sequential, Sgd, Workspace};
@@ -90,7 +93,19 @@ type Runner<'a> = Box<dyn FnMut(usize) + 'a>;
 /// the machine's speed drifts from second to second (as a shared VM's does), and their ratio
 /// holds.
 fn time(runners: &mut [Runner<'_>], repeats: usize, target: f64) -> Vec<f64> {
-    let calls: Vec<usize> = runners
+    let calls = calibrate(runners, target);
+    let mut best = vec![f64::INFINITY; runners.len()];
+    for _ in 0..repeats {
+        for (best, t) in best.iter_mut().zip(round(runners, &calls)) {
+            *best = best.min(t);
+        }
+    }
+    best
+}
+
+/// How many calls of each runner take about `target` seconds (after three warm-up calls).
+fn calibrate(runners: &mut [Runner<'_>], target: f64) -> Vec<usize> {
+    runners
         .iter_mut()
         .map(|run| {
             run(3);
@@ -99,16 +114,20 @@ fn time(runners: &mut [Runner<'_>], repeats: usize, target: f64) -> Vec<f64> {
             let once = start.elapsed().as_secs_f64().max(1e-9);
             ((target / once) as usize).clamp(1, 1_000_000)
         })
-        .collect();
-    let mut best = vec![f64::INFINITY; runners.len()];
-    for _ in 0..repeats {
-        for ((run, &n), best) in runners.iter_mut().zip(&calls).zip(&mut best) {
+        .collect()
+}
+
+/// One round: each runner's `calls`, in turn; seconds per call of each.
+fn round(runners: &mut [Runner<'_>], calls: &[usize]) -> Vec<f64> {
+    runners
+        .iter_mut()
+        .zip(calls)
+        .map(|(run, &n)| {
             let start = Instant::now();
             run(n);
-            *best = best.min(start.elapsed().as_secs_f64() / n as f64);
-        }
-    }
-    best
+            start.elapsed().as_secs_f64() / n as f64
+        })
+        .collect()
 }
 
 fn data<F: Scalar>(rows: usize, cols: usize, salt: usize) -> Array2<F> {
@@ -196,14 +215,44 @@ fn crank_step<'a, F: Scalar>(w: &'a Workload) -> Runner<'a> {
     }
 }
 
-/// Seconds per call of crank's step and of its GEMMs alone (NaN when `crank_only`).
-fn measure<F: Scalar>(w: &Workload, crank_only: bool, repeats: usize, target: f64) -> (f64, f64) {
-    let mut runners = vec![crank_step::<F>(w)];
-    if !crank_only {
-        runners.push(gemm_only::<F>(w));
+/// crank's step and, unless `crank_only`, its GEMMs alone, in the workload's precision.
+fn runners(w: &'static Workload, crank_only: bool) -> Vec<Runner<'static>> {
+    let (step, bound) = if w.f64 {
+        (crank_step::<f64>(w), gemm_only::<f64>(w))
+    } else {
+        (crank_step::<f32>(w), gemm_only::<f32>(w))
+    };
+    if crank_only {
+        vec![step]
+    } else {
+        vec![step, bound]
     }
-    let t = time(&mut runners, repeats, target);
-    (t[0], t.get(1).copied().unwrap_or(f64::NAN))
+}
+
+/// The `--serve` loop: a workload's name in, one round of its step and bound out (seconds per
+/// call, as JSON). Each workload's model, data and call counts (for rounds of `target` seconds)
+/// are set up at its first request and kept.
+fn serve(target: f64) {
+    let mut ready: Vec<(&str, Vec<Runner<'static>>, Vec<usize>)> = Vec::new();
+    for line in std::io::stdin().lines() {
+        let Ok(line) = line else { break };
+        let Some(w) = WORKLOADS.iter().find(|w| w.name == line.trim()) else {
+            println!("{{\"error\": \"no workload {}\"}}", line.trim());
+            continue;
+        };
+        let at = match ready.iter().position(|(name, ..)| *name == w.name) {
+            Some(at) => at,
+            None => {
+                let mut runs = runners(w, false);
+                let calls = calibrate(&mut runs, target);
+                ready.push((w.name, runs, calls));
+                ready.len() - 1
+            }
+        };
+        let (_, runs, calls) = &mut ready[at];
+        let t = round(runs, calls);
+        println!("{{\"step_s\": {:e}, \"bound_s\": {:e}}}", t[0], t[1]);
+    }
 }
 
 fn main() {
@@ -212,6 +261,9 @@ fn main() {
     let quick = args.iter().any(|a| a == "--quick");
     let filter: Vec<&String> = args.iter().filter(|a| !a.starts_with("--")).collect();
     let (repeats, target) = if quick { (10, 0.02) } else { (40, 0.025) };
+    if args.iter().any(|a| a == "--serve") {
+        return serve(0.05);
+    }
     let threads = std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "all".into());
     if !json {
         println!(
@@ -230,11 +282,8 @@ fn main() {
         }
         // `--crank-only` skips the GEMM-only timing (for profiling crank's own step).
         let crank_only = args.iter().any(|a| a == "--crank-only");
-        let (t, g) = if w.f64 {
-            measure::<f64>(w, crank_only, repeats, target)
-        } else {
-            measure::<f32>(w, crank_only, repeats, target)
-        };
+        let t = time(&mut runners(w, crank_only), repeats, target);
+        let (t, g) = (t[0], t.get(1).copied().unwrap_or(f64::NAN));
         let (rate, bound) = (w.batch as f64 / t, w.batch as f64 / g);
         if json {
             println!(

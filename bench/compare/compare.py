@@ -1,16 +1,25 @@
 """Side-by-side training-step and inference throughput: crank, the seed's numpy design, PyTorch
 (when installed) and JAX (when installed), on the same workloads and thread counts.
 
-    python3 bench/compare/compare.py [--threads 1 2] [--quick] [--best-of N] [--features openblas]
+    python3 bench/compare/compare.py [--threads 1 2] [--rounds N] [--features openblas]
     python3 bench/compare/compare.py --rss [--features openblas]
 
 `--rss` prints instead the peak resident memory (VmHWM) of a fresh process training M at
 batch 256 in each framework.
 
 Prints one table of samples/s per workload and thread count, with crank's ratio to the best
-other and to the best of numpy and PyTorch, and the GEMM-only bound crank's bench measures. Threads are pinned the same way for all:
-threadpoolctl for numpy, torch.set_num_threads, XLA flags for JAX, and RAYON_NUM_THREADS for
-crank (its one pool, which also splits large GEMMs; the GEMM backends run single-threaded).
+other and to the best of numpy and PyTorch, and the GEMM-only bound crank's bench measures.
+Threads are pinned the same way for all: threadpoolctl for numpy, torch.set_num_threads, XLA
+flags for JAX, and RAYON_NUM_THREADS for crank (its one pool, which also splits large GEMMs;
+the GEMM backends run single-threaded).
+
+The frameworks take turns: per workload, `--rounds` rounds (default 20), and in each round
+every framework runs its step for about 50 ms, in an order that rotates from round to round.
+crank (its `workloads` bench in `--serve` mode, with the step's GEMM bound) and JAX (which sizes
+its thread pool at start-up) answer from child processes kept for the whole run; numpy and
+PyTorch run in this one. A cell is the framework's fastest round: on a shared machine whose
+speed changes from second to second, rounds this short and this interleaved give every
+framework the same chances at the same speed, and interference only ever adds time.
 """
 import argparse
 import importlib.util
@@ -36,22 +45,47 @@ WORKLOADS = [
 ]
 
 
-def timeit(f, quick):
-    for _ in range(3):
-        f()
-    t0 = time.perf_counter()
-    f()
-    once = max(time.perf_counter() - t0, 1e-9)
-    target = 0.05 if quick else 0.2
-    calls = int(min(max(target / once, 1), 1_000_000))
-    samples = []
-    for _ in range(5 if quick else 15):
-        t0 = time.perf_counter()
-        for _ in range(calls):
+ROUND_S = 0.05
+
+
+class Timer:
+    """Rounds of calls to `f`: three warm-up calls, then as many calls per round as take about
+    ROUND_S seconds."""
+
+    def __init__(self, f):
+        self.f = f
+        for _ in range(3):
             f()
-        samples.append((time.perf_counter() - t0) / calls)
-    # The fastest repeat, as crank's bench reports: interference on a shared machine only adds.
-    return min(samples)
+        t0 = time.perf_counter()
+        f()
+        once = max(time.perf_counter() - t0, 1e-9)
+        self.calls = int(min(max(ROUND_S / once, 1), 1_000_000))
+
+    def round(self):
+        """Seconds per call over one round."""
+        t0 = time.perf_counter()
+        for _ in range(self.calls):
+            self.f()
+        return (time.perf_counter() - t0) / self.calls
+
+
+class Server:
+    """A child process that answers a workload's name with one timed round, as a JSON line."""
+
+    def __init__(self, cmd, env, cwd=None):
+        self.p = subprocess.Popen(cmd, env=env, cwd=cwd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+    def round(self, name):
+        self.p.stdin.write(name + "\n")
+        self.p.stdin.flush()
+        line = self.p.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the child process ended (exit {self.p.wait()})")
+        return json.loads(line)
+
+    def close(self):
+        self.p.stdin.close()
+        self.p.wait()
 
 
 def data(batch, sizes, dtype):
@@ -61,8 +95,9 @@ def data(batch, sizes, dtype):
     return x, y
 
 
-def numpy_seed(sizes, batch, inference, dtype, quick):
-    """The seed's design: Dense layers with He init, ReLU, softmax cross-entropy, SGD."""
+def numpy_seed(sizes, batch, inference, dtype):
+    """The seed's design: Dense layers with He init, ReLU, softmax cross-entropy, SGD. Returns
+    the step (or inference) to time."""
     rng = np.random.default_rng(1)
     layers = [
         [(rng.standard_normal((i, o)) * np.sqrt(2.0 / i)).astype(dtype), np.zeros(o, dtype)]
@@ -96,10 +131,10 @@ def numpy_seed(sizes, batch, inference, dtype, quick):
             w -= lr * dw
             b -= lr * db
 
-    return timeit((lambda: forward(x)) if inference else step, quick)
+    return (lambda: forward(x)) if inference else step
 
 
-def torch_run(sizes, batch, inference, dtype, quick):
+def torch_run(sizes, batch, inference, dtype):
     import torch
 
     mods = []
@@ -123,10 +158,10 @@ def torch_run(sizes, batch, inference, dtype, quick):
         with torch.no_grad():
             model(x)
 
-    return timeit(infer if inference else step, quick)
+    return infer if inference else step
 
 
-def jax_run(sizes, batch, inference, dtype, quick):
+def jax_run(sizes, batch, inference, dtype):
     import jax
     import jax.numpy as jnp
 
@@ -167,43 +202,40 @@ def jax_run(sizes, batch, inference, dtype, quick):
     def run_infer():
         jax.block_until_ready(infer(params, x))
 
-    return timeit(run_infer if inference else run_step, quick)
+    return run_infer if inference else run_step
 
 
-def jax_worker(threads, quick):
-    """Runs every workload in JAX in this fresh process, pinned to `threads` cores, and prints
-    one JSON object of samples/s per workload."""
+def jax_worker(threads):
+    """Serves JAX rounds in this fresh process, pinned to `threads` cores: a workload's name in,
+    `{"s": seconds per call}` of one round out."""
     os.sched_setaffinity(0, set(sorted(os.sched_getaffinity(0))[:threads]))
-    rates = {}
-    for name, sizes, batch, inference, dt in WORKLOADS:
-        dtype = np.float32 if dt == "f32" else np.float64
-        rates[name] = batch / jax_run(sizes, batch, inference, dtype, quick)
-    print(json.dumps(rates))
+    timers = {}
+    for line in sys.stdin:
+        name = line.strip()
+        if name not in timers:
+            _, sizes, batch, inference, dt = next(w for w in WORKLOADS if w[0] == name)
+            dtype = np.float32 if dt == "f32" else np.float64
+            timers[name] = Timer(jax_run(sizes, batch, inference, dtype))
+        print(json.dumps({"s": timers[name].round()}), flush=True)
 
 
-def jax_rates(threads, quick):
-    """JAX's samples/s per workload at `threads`, from a child process: XLA sizes its thread pool
-    once, at start-up, from XLA_FLAGS and the CPUs the process may use."""
+def jax_server(threads):
+    """JAX in a child process: XLA sizes its thread pool once, at start-up, from XLA_FLAGS and
+    the CPUs the process may use."""
     flags = f"--xla_cpu_multi_thread_eigen={'true' if threads > 1 else 'false'} intra_op_parallelism_threads={threads}"
     env = dict(os.environ, XLA_FLAGS=flags)
-    cmd = [sys.executable, os.path.abspath(__file__), "--jax-worker", str(threads)] + (["--quick"] if quick else [])
-    out = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    if out.returncode != 0:
-        print(f"  jax: {out.stderr.strip().splitlines()[-1:]}", file=sys.stderr)
-        return {}
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return Server([sys.executable, os.path.abspath(__file__), "--jax-worker", str(threads)], env)
 
 
-def crank_run(threads, quick, features):
+def crank_server(threads, features):
+    """crank's `workloads` bench in `--serve` mode, on `threads` threads."""
     env = dict(os.environ, RAYON_NUM_THREADS=str(threads))
     cmd = ["cargo", "bench", "--quiet", "--bench", "workloads"]
     if features:
         cmd += ["--features", features]
-    cmd += ["--", "--json"] + (["--quick"] if quick else [])
     root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
-    out = subprocess.run(cmd, env=env, cwd=root, capture_output=True, text=True, check=True).stdout
-    rows = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
-    return {r["workload"]: r for r in rows}
+    subprocess.run(cmd + ["--no-run"], cwd=root, check=True)
+    return Server(cmd + ["--", "--serve"], env, cwd=root)
 
 
 def peak_rss_mib():
@@ -217,8 +249,9 @@ def peak_rss_mib():
 
 def rss_worker(framework):
     """Trains M at batch 256 in `framework` (in this fresh process) and prints its peak RSS."""
-    run = {"numpy-seed": numpy_seed, "pytorch": torch_run}[framework]
-    run([784, 512, 512, 10], 256, False, np.float32, True)
+    step = {"numpy-seed": numpy_seed, "pytorch": torch_run}[framework]([784, 512, 512, 10], 256, False, np.float32)
+    for _ in range(20):
+        step()
     print(json.dumps({"framework": framework, "peak_rss_mib": round(peak_rss_mib(), 1)}))
 
 
@@ -244,15 +277,14 @@ def rss(features):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--best-of", type=int, default=1, help="full rounds; each cell is its fastest")
+    ap.add_argument("--rounds", type=int, default=20, help="rounds per workload; each cell is the fastest")
     ap.add_argument("--features", default="")
     ap.add_argument("--rss", action="store_true")
     ap.add_argument("--rss-worker", choices=["numpy-seed", "pytorch"])
     ap.add_argument("--jax-worker", type=int)
     args = ap.parse_args()
     if args.jax_worker:
-        return jax_worker(args.jax_worker, args.quick)
+        return jax_worker(args.jax_worker)
     if args.rss_worker:
         return rss_worker(args.rss_worker)
     if args.rss:
@@ -277,50 +309,57 @@ def main():
 
         versions.append(f"jax {version('jax')}")
 
-    print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}, " + ", ".join(versions))
+    print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores, {time.strftime('%Y-%m-%d %H:%M')}, "
+          + ", ".join(versions) + f", crank features: {args.features or 'default'}, {args.rounds} rounds")
     names = list(others) + (["jax-jit"] if has_jax else [])
     header = f"{'workload':<15} {'thr':>3} {'crank':>10} " + " ".join(f"{k:>11}" for k in names) + f" {'GEMM bound':>11} {'crank/best':>10} {'/np,torch':>9} {'of bound':>8}"
     print(header)
     for threads in args.threads:
-        # Each framework's fastest over --best-of full rounds: on a shared machine interference
-        # only slows a run down, and rounds spread every framework over the same minutes.
-        best_rates = {}  # (workload, framework) -> samples/s
-        for _ in range(args.best_of):
-            crank = crank_run(threads, args.quick, args.features)
-            jax = jax_rates(threads, args.quick) if has_jax else {}
-            for name, sizes, batch, inference, dt in WORKLOADS:
-                dtype = np.float32 if dt == "f32" else np.float64
-                rates = {}
-                with threadpool_limits(limits=threads):
-                    if "pytorch" in others:
-                        import torch
+        crank = crank_server(threads, args.features)
+        jax = jax_server(threads) if has_jax else None
+        for name, sizes, batch, inference, dt in WORKLOADS:
+            dtype = np.float32 if dt == "f32" else np.float64
+            best = {}  # framework -> seconds per call, its fastest round
 
-                        torch.set_num_threads(threads)
-                    for k, f in others.items():
-                        try:
-                            rates[k] = batch / f(sizes, batch, inference, dtype, args.quick)
-                        except Exception as e:  # a framework that cannot run a workload
-                            print(f"  {k} {name}: {e}", file=sys.stderr)
-                if name in jax:
-                    rates["jax-jit"] = jax[name]
-                c = crank.get(name, {})
-                rates["crank"] = c.get("samples_per_s", float("nan"))
-                rates["bound"] = c.get("gemm_only_samples_per_s", float("nan"))
-                for k, v in rates.items():
-                    old = best_rates.get((name, k), float("nan"))
-                    best_rates[(name, k)] = v if not old >= v else old
-        for name, *_ in WORKLOADS:
-            get = lambda k: best_rates.get((name, k), float("nan"))
+            def keep(k, t):
+                best[k] = min(best.get(k, float("inf")), t)
+
+            with threadpool_limits(limits=threads):
+                if "pytorch" in others:
+                    torch.set_num_threads(threads)
+                timers = {}
+                for k, build in others.items():
+                    try:
+                        timers[k] = Timer(build(sizes, batch, inference, dtype))
+                    except Exception as e:  # a framework that cannot run a workload
+                        print(f"  {k} {name}: {e}", file=sys.stderr)
+                turns = ["crank"] + list(timers) + (["jax-jit"] if jax else [])
+                for r in range(args.rounds):
+                    for k in turns[r % len(turns):] + turns[: r % len(turns)]:
+                        if k == "crank":
+                            t = crank.round(name)
+                            keep("crank", t["step_s"])
+                            keep("bound", t["bound_s"])
+                        elif k == "jax-jit":
+                            keep(k, jax.round(name)["s"])
+                        else:
+                            keep(k, timers[k].round())
+            get = lambda k: batch / best[k] if k in best else float("nan")
             rate, bound = get("crank"), get("bound")
             # crank against the best of all others, and against the best of numpy and PyTorch
             # alone (what the speed targets name).
-            best = max([get(k) for k in names if get(k) == get(k)], default=float("nan"))
-            best_np_torch = max([get(k) for k in others if get(k) == get(k)], default=float("nan"))
+            best_all = max([get(k) for k in names if k in best], default=float("nan"))
+            best_np_torch = max([get(k) for k in others if k in best], default=float("nan"))
             print(
                 f"{name:<15} {threads:>3} {rate:>10.0f} "
                 + " ".join(f"{get(k):>11.0f}" for k in names)
-                + f" {bound:>11.0f} {rate / best:>9.2f}x {rate / best_np_torch:>8.2f}x {rate / bound:>7.0%}"
+                + f" {bound:>11.0f} {rate / best_all:>9.2f}x {rate / best_np_torch:>8.2f}x {rate / bound:>7.0%}",
+                flush=True,
             )
+        crank.close()
+        if jax:
+            jax.close()
+
 
 if __name__ == "__main__":
     main()
