@@ -154,11 +154,13 @@ fn gemm_only<'a, F: Scalar>(w: &'a Workload) -> Runner<'a> {
             ]
         })
         .collect();
-    // On rayon's pool, as crank runs a step whose products it splits (`Sequential::train_step`
-    // moves there once): a product split from outside the pool would pay for waking a worker
-    // and then the caller, every time. One move per round of calls.
+    // On rayon's pool when there are threads to split products over, as crank runs such a step
+    // (`Sequential::train_step` moves there once): a product split from outside the pool would
+    // pay for waking a worker and then the caller, every time. One move per round of calls. On
+    // one thread, on the calling thread, as crank's step is.
     Box::new(move |calls| {
-        rayon::scope(|_| {
+        let pool = rayon::current_num_threads() > 1;
+        let mut run = || {
             for _ in 0..calls {
                 for (i, [x, wt, z, dw, dx]) in layers.iter_mut().enumerate() {
                     gemm(F::one(), x.view(), wt.view(), F::one(), z.view_mut());
@@ -171,7 +173,8 @@ fn gemm_only<'a, F: Scalar>(w: &'a Workload) -> Runner<'a> {
                 }
                 black_box(&layers);
             }
-        })
+        };
+        if pool { rayon::scope(|_| run()) } else { run() }
     })
 }
 
