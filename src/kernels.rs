@@ -448,7 +448,7 @@ fn column_sums_block<F: Scalar>(
 
 /// Fills each row (of length `row.len()`) of `a` with `row`.
 ///
-/// A block of whole rows, at least [`BROADCAST_BLOCK`] values long, is filled by doubling and
+/// A block of whole rows, at least 1,024 values long, is filled by doubling and
 /// then copied over the rest: one copy per block rather than one per row, which for the short
 /// rows of a small layer is mostly the cost of calling the copy.
 pub fn broadcast_rows<F: Scalar>(a: &mut [F], row: &[F]) {

@@ -226,16 +226,7 @@ impl Loss {
     ) -> F {
         if let (Loss::SoftmaxCrossEntropy, Some(g)) = (self, grad.as_deref_mut()) {
             return match target {
-                Rows::Classes(c) => {
-                    softmax_ce_with_grad(
-                        y,
-                        k,
-                        g,
-                        |i, j| {
-                            if j == c[i] { F::one() } else { F::zero() }
-                        },
-                    )
-                }
+                Rows::Classes(c) => softmax_ce_with_grad(y, k, g, one_hot(c)),
                 Rows::Values(t) => softmax_ce_with_grad(y, k, g, |i, j| t[i * k + j]),
             };
         }
@@ -245,7 +236,8 @@ impl Loss {
             let gi = grad.as_deref_mut().map(|g| &mut g[i * k..(i + 1) * k]);
             total += match (self, target) {
                 (Loss::SoftmaxCrossEntropy, Rows::Classes(c)) => {
-                    softmax_ce(yi, |j| if j == c[i] { F::one() } else { F::zero() })
+                    let t = one_hot(c);
+                    softmax_ce(yi, |j| t(i, j))
                 }
                 (Loss::SoftmaxCrossEntropy, Rows::Values(t)) => {
                     let ti = &t[i * k..(i + 1) * k];
@@ -346,6 +338,11 @@ fn softmax_ce_with_grad<F: Scalar>(
         }
     }
     total
+}
+
+/// The target probabilities of class indices: `t(i, j)` is 1 at row `i`'s class, else 0.
+fn one_hot<F: Scalar>(classes: &[usize]) -> impl Fn(usize, usize) -> F + '_ {
+    move |i, j| if j == classes[i] { F::one() } else { F::zero() }
 }
 
 fn row_max<F: Scalar>(y: &[F]) -> F {
