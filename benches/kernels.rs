@@ -54,6 +54,7 @@ fn kernels(c: &mut Criterion) {
                 Activation::Sigmoid,
                 Activation::Tanh,
                 Activation::Gelu,
+                Activation::Softplus,
                 Activation::Softmax,
             ] {
                 group.bench_function(format!("{act}/forward/{n}/{threads}"), |b| {

@@ -111,7 +111,7 @@ macro_rules! elementwise {
                 $body
             }
             Activation::Softplus => {
-                let $f = move |x: $F| x.max(zero) + (-x.abs()).exp().ln_1p();
+                let $f = move |x: $F| x.softplus_vec();
                 let $back = move |z: $F, _y: $F, g: $F| g * sigmoid(z);
                 $body
             }

@@ -262,10 +262,8 @@ impl Loss {
                     let r = x - tj;
                     (r * r, F::of(2.0) * r)
                 }
-                Loss::BinaryCrossEntropy => (
-                    x.max(F::zero()) - x * tj + (-x.abs()).exp().ln_1p(),
-                    sigmoid(x) - tj,
-                ),
+                // ln(1 + eˣ) − x·t: the logistic loss of the logit x, without overflow.
+                Loss::BinaryCrossEntropy => (x.softplus_vec() - x * tj, sigmoid(x) - tj),
                 Loss::Huber { delta } => {
                     let d = F::of(delta);
                     let r = x - tj;

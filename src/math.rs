@@ -85,6 +85,45 @@ pub(crate) fn tanh(x: f32) -> f32 {
     if a < 0.5 { series } else { large }
 }
 
+/// `ln(1 + eˣ)` for `f32`, without overflow: `max(x, 0) + ln(1 + e^{−|x|})`, within 3.5 units in
+/// the last place of the exact value (most of it [`exp`]'s error, which passes through where the
+/// result is about `eˣ`).
+///
+/// `u = e^{−|x|}` is in `(0, 1]` (or 0 below `e⁻¹⁰⁴`), so `ln(1 + u)` only needs a logarithm on
+/// `[1, 2]`, and [`ln_1p_unit`] gives it.
+#[inline(always)]
+pub(crate) fn softplus(x: f32) -> f32 {
+    let y = x.max(0.0) + ln_1p_unit(exp(-x.abs()));
+    if x.is_nan() { x } else { y }
+}
+
+/// `ln(1 + u)` for `u` in `[0, 1]`, as `2 atanh s` with `s = u / (2 + u)`: the odd series to
+/// `s¹¹`, whose first omitted term is below 2⁻²⁸ of the result while `|s| ≤ 0.172`, that is
+/// while `1 + u ≤ √2`. Above, `ln(1 + u) = ln 2 + ln m` with `m = (1 + u) / 2` in `[1/√2, 1]`, and
+/// `s = (m − 1) / (m + 1)`; there `w = 1 + u` is rounded, and `((w − 1) − u) / w` corrects for
+/// that to first order.
+#[inline(always)]
+fn ln_1p_unit(u: f32) -> f32 {
+    const LN2_HI: f32 = 0.693_359_4; // 0x3f31_8000: 9 significant bits
+    const LN2_LO: f32 = -2.121_944_4e-4; // ln 2 − LN2_HI
+    let w = 1.0 + u;
+    let high = w > std::f32::consts::SQRT_2;
+    let m = 0.5 * w;
+    let s = if high {
+        (m - 1.0) / (m + 1.0)
+    } else {
+        u / (2.0 + u)
+    };
+    let z = s * s;
+    let series = 2.0
+        * s
+        * (1.0
+            + z * (1.0 / 3.0
+                + z * (1.0 / 5.0 + z * (1.0 / 7.0 + z * (1.0 / 9.0 + z * (1.0 / 11.0))))));
+    let high_value = ((LN2_LO + series) + LN2_HI) - ((w - 1.0) - u) / w;
+    if high { high_value } else { series }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -150,6 +189,35 @@ mod tests {
         for x in [1e-30f32, -1e-20, 1e-8, 3e-4] {
             assert!(ulps(tanh(x), (x as f64).tanh()) <= 1.0, "at {x}");
         }
+    }
+
+    fn softplus_exact(x: f64) -> f64 {
+        x.max(0.0) + (-x.abs()).exp().ln_1p()
+    }
+
+    #[test]
+    fn softplus_is_within_three_and_a_half_ulps() {
+        let (e, at) = worst(softplus, softplus_exact, (-100.0, 100.0), (-2.0, 2.0));
+        assert!(e <= 3.5, "softplus: {e} ulps at {at}");
+        // Far below 0, softplus x = eˣ (within exp's error); far above, x.
+        for x in [-20.0f32, -50.0, -87.0] {
+            assert!(ulps(softplus(x), softplus_exact(x as f64)) <= 3.5, "at {x}");
+        }
+        // ln(1 + u) for the smallest u: u itself.
+        for u in [1e-30f32, 1e-10, 3e-8, 1e-7, 1e-3, 0.5, 1.0] {
+            let want = (u as f64).ln_1p();
+            assert!(ulps(ln_1p_unit(u), want) <= 1.5, "ln_1p at {u}");
+        }
+    }
+
+    #[test]
+    fn softplus_edges() {
+        assert_eq!(softplus(f32::INFINITY), f32::INFINITY);
+        assert_eq!(softplus(f32::NEG_INFINITY), 0.0);
+        assert_eq!(softplus(1e30), 1e30);
+        assert_eq!(softplus(-200.0), 0.0);
+        assert_eq!(softplus(0.0), std::f32::consts::LN_2);
+        assert!(softplus(f32::NAN).is_nan());
     }
 
     #[test]
