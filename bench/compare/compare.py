@@ -19,7 +19,8 @@ crank (its `workloads` bench in `--serve` mode, with the step's GEMM bound) and 
 its thread pool at start-up) answer from child processes kept for the whole run; numpy and
 PyTorch run in this one. A cell is the framework's fastest round: on a shared machine whose
 speed changes from second to second, rounds this short and this interleaved give every
-framework the same chances at the same speed, and interference only ever adds time.
+framework the same chances at the same speed, and interference only ever adds time. "of bound"
+is the median over rounds of the GEMM bound's time over crank's step's time in the same round.
 """
 import argparse
 import importlib.util
@@ -320,6 +321,7 @@ def main():
         for name, sizes, batch, inference, dt in WORKLOADS:
             dtype = np.float32 if dt == "f32" else np.float64
             best = {}  # framework -> seconds per call, its fastest round
+            shares = []  # per crank round: its GEMM bound's time over its step's time
 
             def keep(k, t):
                 best[k] = min(best.get(k, float("inf")), t)
@@ -340,12 +342,17 @@ def main():
                             t = crank.round(name)
                             keep("crank", t["step_s"])
                             keep("bound", t["bound_s"])
+                            shares.append(t["bound_s"] / t["step_s"])
                         elif k == "jax-jit":
                             keep(k, jax.round(name)["s"])
                         else:
                             keep(k, timers[k].round())
             get = lambda k: batch / best[k] if k in best else float("nan")
             rate, bound = get("crank"), get("bound")
+            # The share of the bound: the median over rounds of the step against the bound timed
+            # right after it. The fastest step and the fastest bound may come from rounds at
+            # different machine speeds; a round's own pair does not.
+            share = sorted(shares)[len(shares) // 2] if shares else float("nan")
             # crank against the best of all others, and against the best of numpy and PyTorch
             # alone (what the speed targets name).
             best_all = max([get(k) for k in names if k in best], default=float("nan"))
@@ -353,7 +360,7 @@ def main():
             print(
                 f"{name:<15} {threads:>3} {rate:>10.0f} "
                 + " ".join(f"{get(k):>11.0f}" for k in names)
-                + f" {bound:>11.0f} {rate / best_all:>9.2f}x {rate / best_np_torch:>8.2f}x {rate / bound:>7.0%}",
+                + f" {bound:>11.0f} {rate / best_all:>9.2f}x {rate / best_np_torch:>8.2f}x {share:>7.0%}",
                 flush=True,
             )
         crank.close()
