@@ -344,7 +344,13 @@ def main():
                             keep("bound", t["bound_s"])
                             shares.append(t["bound_s"] / t["step_s"])
                         elif k == "jax-jit":
-                            keep(k, jax.round(name)["s"])
+                            try:
+                                keep(k, jax.round(name)["s"])
+                            except Exception as e:  # JAX failed: go on without it
+                                print(f"  jax {name}: {e}", file=sys.stderr)
+                                jax = None
+                                turns.remove("jax-jit")
+                                break
                         else:
                             keep(k, timers[k].round())
             get = lambda k: batch / best[k] if k in best else float("nan")
