@@ -36,13 +36,12 @@ pub(crate) fn parallel(n: usize) -> bool {
 /// `out[i] = f(a[i])`.
 pub fn map<F: Scalar>(out: &mut [F], a: &[F], f: impl Fn(F) -> F + Sync) {
     debug_assert_eq!(out.len(), a.len());
-    let run = |o: &mut [F], a: &[F]| map_chunk(o, a, &f);
     if !parallel(out.len()) {
-        run(out, a);
+        map_chunk(out, a, &f);
     } else {
         out.par_chunks_mut(CHUNK)
             .zip(a.par_chunks(CHUNK))
-            .for_each(|(o, a)| run(o, a));
+            .for_each(|(o, a)| map_chunk(o, a, &f));
     }
 }
 

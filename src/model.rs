@@ -523,12 +523,7 @@ impl<F: Scalar> Sequential<F> {
         }
 
         for i in (0..self.layers.len()).rev() {
-            let (before, rest) = self.layers.split_at_mut(i);
-            let (layer, after) = rest.split_first_mut().expect("index in range");
-            let input = before.last().map_or(x, |l| l.output());
-            let grad = after
-                .first()
-                .map_or_else(|| self.grad.view(), |l| l.input_grad());
+            let (layer, input, grad) = in_chain(&mut self.layers, i, x, self.grad.view());
             let folded = match fold {
                 None => {
                     layer.backward(input, grad, i > 0)?;
@@ -590,18 +585,14 @@ impl<F: Scalar> Sequential<F> {
         optimizer.begin_step();
         let mut index = 0;
         for i in 0..self.layers.len() {
-            let (before, rest) = self.layers.split_at_mut(i);
-            let (layer, after) = rest.split_first_mut().expect("index in range");
             match folded {
                 Some((x, lr)) if self.folded[i] => {
-                    let input = before.last().map_or(x, |l| l.output());
-                    let grad = after
-                        .first()
-                        .map_or_else(|| self.grad.view(), |l| l.input_grad());
+                    let (layer, input, grad) = in_chain(&mut self.layers, i, x, self.grad.view());
                     layer.apply_folded_sgd(input, grad, lr)?;
                     layer.visit_params(&mut |_| index += 1);
                 }
                 _ => {
+                    let layer = &mut self.layers[i];
                     let mut result = Ok(());
                     layer.visit_params(&mut |p| {
                         if result.is_ok() {
@@ -702,19 +693,11 @@ impl<F: Scalar> Sequential<F> {
         loss: &Loss,
         optimizer: &mut O,
     ) -> Result<F> {
-        match optimizer.plain_sgd() {
-            Some(lr) => {
-                let lr = F::of(lr);
-                let value = self.backpropagate(x, y, loss, Some(lr))?;
-                self.update(optimizer, Some((x, lr)))?;
-                Ok(value)
-            }
-            None => {
-                let value = self.gradients(x, y, loss)?;
-                self.update(optimizer, None)?;
-                Ok(value)
-            }
-        }
+        // With plain SGD, layers may fold their updates into their products.
+        let fold = optimizer.plain_sgd().map(F::of);
+        let value = self.backpropagate(x, y, loss, fold)?;
+        self.update(optimizer, fold.map(|lr| (x, lr)))?;
+        Ok(value)
     }
 
     /// A [`Workspace`] for [`predict_with`](Self::predict_with).
@@ -792,6 +775,22 @@ impl<F: Scalar> Sequential<F> {
             .count();
         Ok(hits as f64 / classes.len() as f64)
     }
+}
+
+/// Layer `i` of a chain, with its input (`x` for the first layer, else the previous layer's
+/// output) and the gradient for its output (`loss_grad` for the last layer, else the next
+/// layer's input gradient).
+fn in_chain<'a, F: Scalar>(
+    layers: &'a mut [Box<dyn Layer<F>>],
+    i: usize,
+    x: ArrayView2<'a, F>,
+    loss_grad: ArrayView2<'a, F>,
+) -> (&'a mut dyn Layer<F>, ArrayView2<'a, F>, ArrayView2<'a, F>) {
+    let (before, rest) = layers.split_at_mut(i);
+    let (layer, after) = rest.split_first_mut().expect("index in range");
+    let input = before.last().map_or(x, |l| l.output());
+    let grad = after.first().map_or(loss_grad, |l| l.input_grad());
+    (layer.as_mut(), input, grad)
 }
 
 /// The largest magnitude in `a`, or `None` when some element is not finite.
