@@ -6,9 +6,9 @@
 //! (crank's one pool, which also splits large GEMMs). The GEMM-only time runs the same products
 //! through `crank::kernels::gemm`, the path the layers use.
 //! `-- --quick` runs fewer repeats; `-- NAME` runs only workloads whose name contains NAME.
-//! `-- --serve` reads workload names from standard input, one per line, and answers each with
-//! one timed round of the step and of its GEMM bound, as a JSON line: `compare.py` drives it,
-//! taking turns with the other frameworks round by round.
+//! `-- --serve=SECONDS` reads workload names from standard input, one per line, and answers each
+//! with one timed round (of about `SECONDS`) of the step and of its GEMM bound, as a JSON line:
+//! `compare.py` drives it, taking turns with the other frameworks round by round.
 
 use crank::kernels::gemm;
 use crank::{Activation, Loss, Scalar, Sequential, Sgd, Workspace};
@@ -264,8 +264,14 @@ fn main() {
     let quick = args.iter().any(|a| a == "--quick");
     let filter: Vec<&String> = args.iter().filter(|a| !a.starts_with("--")).collect();
     let (repeats, target) = if quick { (10, 0.02) } else { (40, 0.025) };
-    if args.iter().any(|a| a == "--serve") {
-        return serve(0.05);
+    if let Some(seconds) = args.iter().find_map(|a| a.strip_prefix("--serve=")) {
+        match seconds.parse::<f64>() {
+            Ok(target) if target > 0.0 && target.is_finite() => return serve(target),
+            _ => {
+                eprintln!("--serve=SECONDS wants a positive number of seconds, got {seconds:?}");
+                std::process::exit(2);
+            }
+        }
     }
     let threads = std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "all".into());
     if !json {

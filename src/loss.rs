@@ -327,6 +327,8 @@ fn softmax_ce_with_grad<F: Scalar>(
     let mut total = F::zero();
     for (i, (yi, gi)) in y.chunks_exact(k).zip(g.chunks_exact_mut(k)).enumerate() {
         let sum_exp = gi.iter().fold(F::zero(), |s, &e| s + e);
+        // The row's maximum again rather than kept from the first loop: a pass over `k` values
+        // in cache costs less than a buffer of one per row, which would have to be allocated.
         let (l, t_sum) = row_loss(yi, row_max(yi) + sum_exp.ln(), |j| t(i, j));
         total += l;
         // softmax · Σt − t, in place over the exponentials.

@@ -53,9 +53,6 @@ pub struct Sequential<F: Scalar = f32> {
     grad: Buffer<F>,
     steps: u64,
     preprocessing: Option<Preprocessing>,
-    /// Per layer, whether the latest backward folded its SGD update
-    /// ([`Layer::backward_folding_sgd`]); set for every layer by each successful backward.
-    folded: Vec<bool>,
 }
 
 /// Builds a [`Sequential`] model layer by layer; see [`Sequential::builder`].
@@ -385,7 +382,6 @@ impl<F: Scalar> Sequential<F> {
             grad: Buffer::default(),
             steps: 0,
             preprocessing: None,
-            folded: vec![false; layers.len()],
             layers,
         })
     }
@@ -534,7 +530,6 @@ impl<F: Scalar> Sequential<F> {
                     layer.backward_folding_sgd(input, grad, i > 0, lr, input_max)?
                 }
             };
-            self.folded[i] = folded;
             if folded {
                 // The layer checked what it computed, and folded only what is sure to be finite.
                 continue;
@@ -575,8 +570,8 @@ impl<F: Scalar> Sequential<F> {
 
     /// [`apply_gradients`](Self::apply_gradients) on the calling thread. After a backward with
     /// `fold = Some(lr)` ([`backpropagate`](Self::backpropagate)), `folded` is the batch `x` and
-    /// that `lr`: the layers that folded apply their own update ([`Layer::apply_folded_sgd`]),
-    /// the others go through the optimizer. Counts a step.
+    /// that `lr`: each layer applies the update it folded, if any ([`Layer::apply_folded_sgd`]),
+    /// and the parameters of the others go through the optimizer. Counts a step.
     fn update<O: Optimizer + ?Sized>(
         &mut self,
         optimizer: &mut O,
@@ -585,24 +580,22 @@ impl<F: Scalar> Sequential<F> {
         optimizer.begin_step();
         let mut index = 0;
         for i in 0..self.layers.len() {
-            match folded {
-                Some((x, lr)) if self.folded[i] => {
+            let applied = match folded {
+                Some((x, lr)) => {
                     let (layer, input, grad) = in_chain(&mut self.layers, i, x, self.grad.view());
-                    layer.apply_folded_sgd(input, grad, lr)?;
-                    layer.visit_params(&mut |_| index += 1);
+                    layer.apply_folded_sgd(input, grad, lr)?
                 }
-                _ => {
-                    let layer = &mut self.layers[i];
-                    let mut result = Ok(());
-                    layer.visit_params(&mut |p| {
-                        if result.is_ok() {
-                            result = F::update(optimizer, index, p.value, p.grad);
-                        }
-                        index += 1;
-                    });
-                    result?;
+                None => false,
+            };
+            let layer = &mut self.layers[i];
+            let mut result = Ok(());
+            layer.visit_params(&mut |p| {
+                if result.is_ok() && !applied {
+                    result = F::update(optimizer, index, p.value, p.grad);
                 }
-            }
+                index += 1;
+            });
+            result?;
         }
         self.steps += 1;
         Ok(())

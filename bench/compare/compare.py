@@ -236,7 +236,7 @@ def crank_server(threads, features):
         cmd += ["--features", features]
     root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
     subprocess.run(cmd + ["--no-run"], cwd=root, check=True)
-    return Server(cmd + ["--", "--serve"], env, cwd=root)
+    return Server(cmd + ["--", f"--serve={ROUND_S}"], env, cwd=root)
 
 
 def peak_rss_mib():

@@ -389,13 +389,10 @@ impl<F: Scalar> Layer<F> for Dense<F> {
         input: ArrayView2<'_, F>,
         grad_output: ArrayView2<'_, F>,
         lr: F,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         let (batch, n_out) = self.z.shape();
         if !self.folded {
-            return Err(Error::Config(format!(
-                "layer {}: apply_folded_sgd without a backward that folded the update",
-                self.name
-            )));
+            return Ok(false);
         }
         if input.dim() != (batch, self.input_size()) || grad_output.dim() != (batch, n_out) {
             return Err(self.backward_shape_error(&input, &grad_output));
@@ -416,7 +413,7 @@ impl<F: Scalar> Layer<F> for Dense<F> {
         let biases = self.biases.as_slice_mut().expect("biases are contiguous");
         let db = self.grad_biases.as_slice().expect("biases are contiguous");
         kernels::axpy(-lr, db, biases);
-        Ok(())
+        Ok(true)
     }
 
     fn input_grad(&self) -> ArrayView2<'_, F> {

@@ -165,7 +165,8 @@ pub trait Layer<F: Scalar>: Send + Sync + Debug {
     /// in place, as after `backward`, and the model updates the parameters through the optimizer.
     /// When it returns `true`, the parameter gradients it folded are not computed, the layer has
     /// checked that the others are finite, and the model calls `apply_folded_sgd` after the
-    /// backward pass of every layer has succeeded. The default folds nothing.
+    /// backward pass of every layer has succeeded. The layer remembers whether it folded until
+    /// its next forward or backward. The default folds nothing.
     fn backward_folding_sgd(
         &mut self,
         input: ArrayView2<'_, F>,
@@ -178,17 +179,18 @@ pub trait Layer<F: Scalar>: Send + Sync + Debug {
         Ok(false)
     }
 
-    /// Applies `p ← p − lr·∂L/∂p` to every parameter after a
-    /// [`backward_folding_sgd`](Layer::backward_folding_sgd) that returned `true`, with the same
-    /// `input`, `grad_output` and `lr`. The default applies the gradients the layer holds.
+    /// Applies the update that the latest [`backward_folding_sgd`](Layer::backward_folding_sgd)
+    /// folded, if it folded one, with the same `input`, `grad_output` and `lr`, and returns
+    /// whether it did. When it returns `false`, the parameters are untouched and their gradients
+    /// are the layer's to hand to an optimizer. The default, for a layer that never folds, does
+    /// nothing.
     fn apply_folded_sgd(
         &mut self,
         _input: ArrayView2<'_, F>,
         _grad_output: ArrayView2<'_, F>,
-        lr: F,
-    ) -> Result<()> {
-        self.visit_params(&mut |p| crate::kernels::axpy(-lr, p.grad, p.value));
-        Ok(())
+        _lr: F,
+    ) -> Result<bool> {
+        Ok(false)
     }
 
     /// The gradient for the input from the latest backward with `need_input_grad`:

@@ -185,7 +185,10 @@ fn a_dense_layer_folds_only_a_product_sure_to_be_finite() {
             .unwrap();
         assert!(!folded);
         assert_eq!(folding.weight_grad(), plain.weight_grad());
-        assert!(folding.apply_folded_sgd(x.view(), g.view(), 0.1).is_err());
+        // Nothing folded: applying leaves the weights as they are and says so.
+        let before = folding.weights().to_owned();
+        assert!(!folding.apply_folded_sgd(x.view(), g.view(), 0.1).unwrap());
+        assert_eq!(folding.weights(), before);
     }
     assert!(
         plain
@@ -206,9 +209,17 @@ fn a_dense_layer_folds_only_a_product_sure_to_be_finite() {
     );
     assert!(folding.weight_grad().iter().all(|v| *v == 0.0));
     assert_eq!(folding.input_grad(), plain.input_grad());
-    folding
-        .apply_folded_sgd(x.view(), ones.view(), 0.1)
-        .unwrap();
+    assert!(
+        folding
+            .apply_folded_sgd(x.view(), ones.view(), 0.1)
+            .unwrap()
+    );
+    // Once applied, the fold is spent: a second call changes nothing.
+    assert!(
+        !folding
+            .apply_folded_sgd(x.view(), ones.view(), 0.1)
+            .unwrap()
+    );
     plain.visit_params(&mut |p| crank::kernels::axpy(-0.1, p.grad, p.value));
     assert_eq!(folding.weights(), plain.weights());
     assert_eq!(folding.biases(), plain.biases());
