@@ -62,6 +62,26 @@ pub(crate) fn sigmoid<F: Scalar>(x: F) -> F {
     F::one() / (F::one() + (-x).exp_vec())
 }
 
+/// GELU, `x · Φ(x) = x/2 · (1 + erf(x/√2))`.
+#[inline(always)]
+fn gelu<F: Scalar>(x: F) -> F {
+    let half = F::of(0.5);
+    half * x * (F::one() + (x * F::of(std::f64::consts::FRAC_1_SQRT_2)).erf_vec())
+}
+
+/// GELU's chain rule: `g · (Φ(z) + z · φ(z))`, with `φ` the standard normal density. `Φ(z)` is
+/// `y / z`, from the forward's `y = z · Φ(z)`, as sigmoid and tanh take theirs from `y`: no
+/// second `erf`. Where `z` is too close to 0 for that quotient (`y` could be subnormal), `Φ(z)`
+/// is ½ to within rounding, and ½ is used.
+#[inline(always)]
+fn gelu_back<F: Scalar>(z: F, y: F, g: F) -> F {
+    let half = F::of(0.5);
+    let inv_sqrt_2pi =
+        F::of(0.5 * std::f64::consts::FRAC_2_SQRT_PI * std::f64::consts::FRAC_1_SQRT_2);
+    let cdf = if z.abs() < F::of(1e-20) { half } else { y / z };
+    g * (cdf + z * inv_sqrt_2pi * (-half * z * z).exp_vec())
+}
+
 /// Runs `$body` with `$f` (the function) and `$back` (the chain rule: given `z`, `y = f(z)` and
 /// the gradient `g` for `y`, the gradient `g · f'(z)` for `z`)
 /// bound to closures for the elementwise activation `$act`, or `$softmax` for Softmax. Each arm is
@@ -98,16 +118,10 @@ macro_rules! elementwise {
                 $body
             }
             Activation::Gelu => {
-                let half = <$F>::of(0.5);
-                let inv_sqrt2 = <$F>::of(std::f64::consts::FRAC_1_SQRT_2);
-                let inv_sqrt_2pi = <$F>::of(
-                    0.5 * std::f64::consts::FRAC_2_SQRT_PI * std::f64::consts::FRAC_1_SQRT_2,
-                );
-                let $f = move |x: $F| half * x * (one + (x * inv_sqrt2).erf());
-                let $back = move |z: $F, _y: $F, g: $F| {
-                    g * (half * (one + (z * inv_sqrt2).erf())
-                        + z * inv_sqrt_2pi * (-half * z * z).exp())
-                };
+                // Each small enough to inline into the kernels' vector loops, which the compiler
+                // decides by size: see `math::erf`, and `gelu_back`, which needs no `erf`.
+                let $f = gelu::<$F>;
+                let $back = gelu_back::<$F>;
                 $body
             }
             Activation::Softplus => {
@@ -315,6 +329,26 @@ mod tests {
                 .unwrap_err()
                 .to_string();
             assert!(e.contains("12 values") && e.contains("11 values"), "{e}");
+        }
+    }
+
+    /// GELU's backward takes `Φ(z)` from `y / z`, and ½ next to 0: right on both sides of that
+    /// switch, at 0 itself, and far out, in both precisions.
+    #[test]
+    fn gelu_derivative_holds_near_zero_and_far_out() {
+        let exact = |z: f64| {
+            let pdf = (-0.5 * z * z).exp() / (2.0 * std::f64::consts::PI).sqrt();
+            0.5 * (1.0 + libm::erf(z * std::f64::consts::FRAC_1_SQRT_2)) + z * pdf
+        };
+        for z in [
+            0.0, 1e-30, 1e-20, 2e-20, 1e-19, 1e-8, 0.5, 1.5, 3.0, 8.0, 30.0,
+        ] {
+            for z in [z, -z] {
+                let d = Activation::Gelu.derivative(z).unwrap();
+                assert!((d - exact(z)).abs() < 1e-15, "f64 at {z}: {d}");
+                let d = Activation::Gelu.derivative(z as f32).unwrap();
+                assert!((d as f64 - exact(z)).abs() < 1e-6, "f32 at {z}: {d}");
+            }
         }
     }
 
