@@ -232,6 +232,19 @@ impl Activation {
         }
     }
 
+    /// [`forward_inplace`](Self::forward_inplace), also returning whether every value of `y` was
+    /// finite before it: in the same pass, for an elementwise activation.
+    pub(crate) fn forward_inplace_finite<F: Scalar>(&self, y: &mut [F], cols: usize) -> bool {
+        match self {
+            Activation::Identity => kernels::all_finite(y),
+            _ => elementwise!(self, F, |f, _back| kernels::map_inplace_finite(y, f), softmax => {
+                let finite = kernels::all_finite(y);
+                kernels::for_each_row(y, cols, softmax_row);
+                finite
+            }),
+        }
+    }
+
     /// The backward pass: given `z`, `y = f(z)` and the gradient `g` of the loss for `y`, writes
     /// the gradient for `z` into `delta`: `g ⊙ f'(z)` for elementwise activations, and the
     /// vector-Jacobian product `y ⊙ (g − Σⱼ gⱼ yⱼ)` (row by row) for Softmax.

@@ -65,6 +65,40 @@ fn map_inplace_chunk<F: Scalar>(a: &mut [F], f: &impl Fn(F) -> F) {
     a.iter_mut().for_each(|x| *x = f(*x));
 }
 
+/// `a[i] = f(a[i])`, returning whether every `a[i]` was finite before: [`map_inplace`] and
+/// [`all_finite`] in one pass.
+pub fn map_inplace_finite<F: Scalar>(a: &mut [F], f: impl Fn(F) -> F + Sync) -> bool {
+    if !parallel(a.len()) {
+        a.chunks_mut(CHUNK)
+            .map(|a| map_inplace_finite_chunk(a, &f))
+            .fold(true, |all, finite| all & finite)
+    } else {
+        a.par_chunks_mut(CHUNK)
+            .map(|a| map_inplace_finite_chunk(a, &f))
+            .reduce(|| true, |all, finite| all & finite)
+    }
+}
+
+/// The lanes of [`scan`], sixteen running sums of `x − x`, taken as each value is mapped.
+#[multiversion(targets("x86_64+avx2+fma"))]
+#[allow(clippy::eq_op)] // x − x is the point: it is NaN exactly when x is not finite
+fn map_inplace_finite_chunk<F: Scalar>(a: &mut [F], f: &impl Fn(F) -> F) -> bool {
+    let (lanes, rest) = a.as_chunks_mut::<16>();
+    let mut nan = [F::zero(); 16];
+    for x in lanes {
+        for l in 0..16 {
+            nan[l] += x[l] - x[l];
+            x[l] = f(x[l]);
+        }
+    }
+    let mut tail = F::zero();
+    for x in rest {
+        tail += *x - *x;
+        *x = f(*x);
+    }
+    nan.iter().all(|&n| n == F::zero()) && tail == F::zero()
+}
+
 /// `out[i] = f(a[i], b[i])`.
 pub fn zip_map<F: Scalar>(out: &mut [F], a: &[F], b: &[F], f: impl Fn(F, F) -> F + Sync) {
     debug_assert!(out.len() == a.len() && a.len() == b.len());
@@ -591,6 +625,30 @@ mod tests {
         assert!(all_finite(&a));
         a[7] = f64::NAN;
         assert!(!all_finite(&a));
+    }
+
+    #[test]
+    fn map_inplace_finite_maps_and_finds_any_non_finite_value() {
+        // Sizes around the 16-value blocks and the parallel threshold; each bad value at the
+        // start, the middle and the end.
+        for n in [0, 1, 15, 16, 17, 1000, PAR_THRESHOLD + 5] {
+            let a: Vec<f32> = (0..n).map(|i| i as f32 - 500.0).collect();
+            let mut b = a.clone();
+            assert!(map_inplace_finite(&mut b, |x| x.max(0.0)), "n {n}");
+            assert!(b.iter().zip(&a).all(|(b, a)| *b == a.max(0.0)), "n {n}");
+            for at in [0, n / 2, n.saturating_sub(1)]
+                .into_iter()
+                .filter(|_| n > 0)
+            {
+                for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+                    let mut b = a.clone();
+                    b[at] = bad;
+                    // The map may hide the bad value (ReLU of -inf or NaN is 0 here); the
+                    // answer still sees it.
+                    assert!(!map_inplace_finite(&mut b, |x| x.max(0.0)), "n {n}, {bad}");
+                }
+            }
+        }
     }
 
     #[test]

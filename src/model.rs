@@ -438,14 +438,7 @@ impl<F: Scalar> Sequential<F> {
 
     /// Checks the input's width and that it is finite; returns its largest magnitude.
     fn check_input(&self, x: &ArrayView2<'_, F>, step: Option<u64>) -> Result<F> {
-        if x.ncols() != self.input_size || x.nrows() == 0 {
-            let at = format!("layer 0 ({}) input", self.layers[0].name());
-            return Err(Error::shape(
-                at,
-                format!("(batch >= 1, {})", self.input_size),
-                format!("{:?}", x.dim()),
-            ));
-        }
+        self.check_input_shape(x)?;
         let Some(max) = max_abs(x) else {
             let p = x.iter().position(|v| !v.is_finite()).unwrap_or(0);
             let cols = x.ncols();
@@ -455,6 +448,19 @@ impl<F: Scalar> Sequential<F> {
             });
         };
         Ok(max)
+    }
+
+    /// The shape half of [`check_input`](Self::check_input).
+    fn check_input_shape(&self, x: &ArrayView2<'_, F>) -> Result<()> {
+        if x.ncols() != self.input_size || x.nrows() == 0 {
+            let at = format!("layer 0 ({}) input", self.layers[0].name());
+            return Err(Error::shape(
+                at,
+                format!("(batch >= 1, {})", self.input_size),
+                format!("{:?}", x.dim()),
+            ));
+        }
+        Ok(())
     }
 
     /// Runs every layer forward on `x` in training buffers.
@@ -706,12 +712,14 @@ impl<F: Scalar> Sequential<F> {
         x: ArrayView2<'_, F>,
         workspace: &'w mut Workspace<F>,
     ) -> Result<ArrayView2<'w, F>> {
-        self.check_input(&x, None)?;
+        self.check_input_shape(&x)?;
         let parallel = self.forks(x.nrows());
         threads::on_pool(parallel, || self.infer(x, workspace))
     }
 
-    /// [`predict_with`](Self::predict_with) on the calling thread, after the input check.
+    /// [`predict_with`](Self::predict_with) on the calling thread, after the input's shape
+    /// check. The first layer checks the input's values as it goes when it can
+    /// ([`Layer::infer_first`]); otherwise, or when it found something, the input is scanned.
     fn infer<'w>(
         &self,
         x: ArrayView2<'_, F>,
@@ -722,8 +730,13 @@ impl<F: Scalar> Sequential<F> {
         let (mut src, mut dst) = (a, b);
         for (i, layer) in self.layers.iter().enumerate() {
             dst.resize(batch, layer.output_size());
-            let input = if i == 0 { x } else { src.view() };
-            layer.infer(input, dst.view_mut())?;
+            if i == 0 {
+                if layer.infer_first(x, dst.view_mut())? != Some(true) {
+                    self.check_input(&x, None)?;
+                }
+            } else {
+                layer.infer(src.view(), dst.view_mut())?;
+            }
             std::mem::swap(&mut src, &mut dst);
         }
         let out: &'w Buffer<F> = src;

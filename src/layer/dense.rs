@@ -239,6 +239,40 @@ impl<F: Scalar> Dense<F> {
         self.folded = folded;
         Ok(folded)
     }
+
+    /// [`Layer::infer`], and when `check`, whether `x·W + b` was all finite (true without
+    /// `check`).
+    fn infer_checking(
+        &self,
+        input: ArrayView2<'_, F>,
+        mut out: ArrayViewMut2<'_, F>,
+        check: bool,
+    ) -> Result<bool> {
+        check_width(&self.name, "input", self.input_size(), &input)?;
+        if out.dim() != (input.nrows(), self.output_size()) || !out.is_standard_layout() {
+            return Err(Error::shape(
+                format!("layer {} output buffer", self.name),
+                format!("contiguous ({}, {})", input.nrows(), self.output_size()),
+                format!("{:?}", out.dim()),
+            ));
+        }
+        let bias = self.biases.as_slice().expect("biases are contiguous");
+        kernels::broadcast_rows(out.as_slice_mut().expect("checked standard layout"), bias);
+        gemm(
+            F::one(),
+            input,
+            self.weights.view(),
+            F::one(),
+            out.view_mut(),
+        );
+        let n_out = self.output_size();
+        let y = out.as_slice_mut().expect("checked standard layout");
+        if check {
+            return Ok(self.activation.forward_inplace_finite(y, n_out));
+        }
+        self.activation.forward_inplace(y, n_out);
+        Ok(true)
+    }
 }
 
 /// `δ` of the latest backward: the layer's buffer, or for the identity `g` itself (in standard
@@ -463,28 +497,21 @@ impl<F: Scalar> Layer<F> for Dense<F> {
         });
     }
 
-    fn infer(&self, input: ArrayView2<'_, F>, mut out: ArrayViewMut2<'_, F>) -> Result<()> {
-        check_width(&self.name, "input", self.input_size(), &input)?;
-        if out.dim() != (input.nrows(), self.output_size()) || !out.is_standard_layout() {
-            return Err(Error::shape(
-                format!("layer {} output buffer", self.name),
-                format!("contiguous ({}, {})", input.nrows(), self.output_size()),
-                format!("{:?}", out.dim()),
-            ));
-        }
-        let bias = self.biases.as_slice().expect("biases are contiguous");
-        kernels::broadcast_rows(out.as_slice_mut().expect("checked standard layout"), bias);
-        gemm(
-            F::one(),
-            input,
-            self.weights.view(),
-            F::one(),
-            out.view_mut(),
-        );
-        let n_out = self.output_size();
-        let y = out.as_slice_mut().expect("checked standard layout");
-        self.activation.forward_inplace(y, n_out);
+    fn infer(&self, input: ArrayView2<'_, F>, out: ArrayViewMut2<'_, F>) -> Result<()> {
+        self.infer_checking(input, out, false)?;
         Ok(())
+    }
+
+    /// Every product of a non-finite input value is NaN or infinite, so a non-finite input value
+    /// makes its whole row of `x·W + b` non-finite: the activation's pass over `x·W + b` checks
+    /// the input for free. (The converse does not hold: a large input or weight can overflow.
+    /// That is why the answer is "maybe", and the model then looks at the input itself.)
+    fn infer_first(
+        &self,
+        input: ArrayView2<'_, F>,
+        out: ArrayViewMut2<'_, F>,
+    ) -> Result<Option<bool>> {
+        self.infer_checking(input, out, true).map(Some)
     }
 }
 

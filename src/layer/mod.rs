@@ -213,4 +213,17 @@ pub trait Layer<F: Scalar>: Send + Sync + Debug {
     /// Inference without touching the layer's own buffers: writes the output for `input` into
     /// `out`, of shape `(batch, output_size)`.
     fn infer(&self, input: ArrayView2<'_, F>, out: ArrayViewMut2<'_, F>) -> Result<()>;
+
+    /// [`infer`](Layer::infer) for a model's first layer, also telling whether `input` held only
+    /// finite values, when the layer can tell that from a pass it makes anyway: `Some(true)` if
+    /// it did, `Some(false)` if it may not have, `None` if the layer cannot tell (the default).
+    /// The model looks through the input itself unless it gets `Some(true)`.
+    fn infer_first(
+        &self,
+        input: ArrayView2<'_, F>,
+        out: ArrayViewMut2<'_, F>,
+    ) -> Result<Option<bool>> {
+        self.infer(input, out)?;
+        Ok(None)
+    }
 }

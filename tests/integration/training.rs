@@ -467,6 +467,76 @@ fn non_finite_input_and_loss_name_step_and_layer_and_keep_weights() {
     assert_eq!(before, snapshot(&mut model));
 }
 
+/// Inference checks its input in the first layer's activation pass (a non-finite input value
+/// makes its whole row of `x·W + b` non-finite, whatever the weights, zero weights included),
+/// and then finds the value in the input to name it. A model whose first layer cannot do that
+/// scans the input first. A finite input that overflows in the network is not an input error.
+#[test]
+fn inference_names_a_non_finite_input_value_whatever_the_first_layer() {
+    let zero_weights = || {
+        let dense = Dense::from_weights(
+            "zeros",
+            Array2::<f32>::zeros((3, 4)),
+            Array1::zeros(4),
+            Activation::Relu,
+        );
+        let layers: Vec<Box<dyn Layer<f32>>> = vec![Box::new(dense.unwrap())];
+        Sequential::from_layers(3, layers).unwrap()
+    };
+    let models = [
+        small(),
+        zero_weights(),
+        Sequential::<f32>::builder(3)
+            .dense(5, Activation::Softmax)
+            .build()
+            .unwrap(),
+        Sequential::<f32>::builder(3)
+            .dense(5, Activation::Identity)
+            .build()
+            .unwrap(),
+        Sequential::<f32>::builder(3)
+            .layer_norm()
+            .dense(2, Activation::Relu)
+            .build()
+            .unwrap(),
+        Sequential::<f32>::builder(3)
+            .dropout(0.5)
+            .dense(2, Activation::Relu)
+            .build()
+            .unwrap(),
+    ];
+    // Batches on both sides of the kernels' 16-value blocks and of the parallel threshold.
+    for (m, model) in models.iter().enumerate() {
+        for rows in [1, 7, 40_000] {
+            let x = Array2::from_shape_fn((rows, 3), |(i, j)| (i + j) as f32 * 0.01 - 0.5);
+            assert!(model.predict(x.view()).is_ok(), "model {m}, {rows} rows");
+            for (row, col) in [(0, 0), (rows / 2, 1), (rows - 1, 2)] {
+                for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+                    let mut x = x.clone();
+                    x[[row, col]] = bad;
+                    let err = model.predict(x.view()).unwrap_err();
+                    assert_eq!(
+                        err.to_string(),
+                        format!("non-finite value in input at row {row}, column {col}"),
+                        "model {m}, {rows} rows, {bad}"
+                    );
+                }
+            }
+        }
+    }
+    // Overflow inside the first layer, from a finite input: inference answers (with infinities).
+    let huge = Dense::from_weights(
+        "huge",
+        Array2::from_elem((3, 2), 1e30f32),
+        Array1::zeros(2),
+        Activation::Relu,
+    );
+    let layers: Vec<Box<dyn Layer<f32>>> = vec![Box::new(huge.unwrap())];
+    let model = Sequential::from_layers(3, layers).unwrap();
+    let y = model.predict(array![[1e10f32, 1e10, 1e10]].view()).unwrap();
+    assert!(y.iter().all(|v| *v == f32::INFINITY));
+}
+
 #[test]
 fn summary_and_parameter_count() {
     let model = Sequential::<f32>::builder(64)
