@@ -117,17 +117,26 @@ fn calibrate(runners: &mut [Runner<'_>], target: f64) -> Vec<usize> {
         .collect()
 }
 
-/// One round: each runner's `calls`, in turn; seconds per call of each.
+/// One round: each runner's `calls`, in turn, in five slices that alternate between the runners
+/// (step, bound, step, bound, ...); seconds per call of each. Alternating, the step and its
+/// bound see the same machine: on a shared one, or after another framework's turn, whose
+/// threads may still spin for a while, a slowdown lands on both instead of on whichever ran
+/// first.
 fn round(runners: &mut [Runner<'_>], calls: &[usize]) -> Vec<f64> {
-    runners
-        .iter_mut()
-        .zip(calls)
-        .map(|(run, &n)| {
-            let start = Instant::now();
-            run(n);
-            start.elapsed().as_secs_f64() / n as f64
-        })
-        .collect()
+    const SLICES: usize = 5;
+    let mut seconds = vec![0.0; runners.len()];
+    for slice in 0..SLICES {
+        for ((run, &n), s) in runners.iter_mut().zip(calls).zip(&mut seconds) {
+            // `n` calls in all: `n / SLICES` per slice, and one more in the first `n % SLICES`.
+            let part = n / SLICES + usize::from(slice < n % SLICES);
+            if part > 0 {
+                let start = Instant::now();
+                run(part);
+                *s += start.elapsed().as_secs_f64();
+            }
+        }
+    }
+    seconds.iter().zip(calls).map(|(s, &n)| s / n as f64).collect()
 }
 
 fn data<F: Scalar>(rows: usize, cols: usize, salt: usize) -> Array2<F> {

@@ -280,6 +280,7 @@ def main():
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--rounds", type=int, default=20, help="rounds per workload; each cell is the fastest")
     ap.add_argument("--features", default="")
+    ap.add_argument("--only", help="run only the workloads whose name contains this")
     ap.add_argument("--rss", action="store_true")
     ap.add_argument("--rss-worker", choices=["numpy-seed", "pytorch"])
     ap.add_argument("--jax-worker", type=int)
@@ -319,6 +320,8 @@ def main():
         crank = crank_server(threads, args.features)
         jax = jax_server(threads) if has_jax else None
         for name, sizes, batch, inference, dt in WORKLOADS:
+            if args.only and args.only not in name:
+                continue
             dtype = np.float32 if dt == "f32" else np.float64
             best = {}  # framework -> seconds per call, its fastest round
             shares = []  # per crank round: its GEMM bound's time over its step's time
@@ -356,8 +359,9 @@ def main():
             get = lambda k: batch / best[k] if k in best else float("nan")
             rate, bound = get("crank"), get("bound")
             # The share of the bound: the median over rounds of the step against the bound timed
-            # right after it. The fastest step and the fastest bound may come from rounds at
-            # different machine speeds; a round's own pair does not.
+            # in the same round (the bench alternates the two in slices). The fastest step and the
+            # fastest bound may come from rounds at different machine speeds; a round's own pair
+            # does not.
             share = sorted(shares)[len(shares) // 2] if shares else float("nan")
             # crank against the best of all others, and against the best of numpy and PyTorch
             # alone (what the speed targets name).
