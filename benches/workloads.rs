@@ -136,7 +136,11 @@ fn round(runners: &mut [Runner<'_>], calls: &[usize]) -> Vec<f64> {
             }
         }
     }
-    seconds.iter().zip(calls).map(|(s, &n)| s / n as f64).collect()
+    seconds
+        .iter()
+        .zip(calls)
+        .map(|(s, &n)| s / n as f64)
+        .collect()
 }
 
 fn data<F: Scalar>(rows: usize, cols: usize, salt: usize) -> Array2<F> {
