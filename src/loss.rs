@@ -225,10 +225,7 @@ impl Loss {
         mut grad: Option<&mut [F]>,
     ) -> F {
         if let (Loss::SoftmaxCrossEntropy, Some(g)) = (self, grad.as_deref_mut()) {
-            return match target {
-                Rows::Classes(c) => softmax_ce_with_grad(y, k, g, one_hot(c)),
-                Rows::Values(t) => softmax_ce_with_grad(y, k, g, |i, j| t[i * k + j]),
-            };
+            return softmax_ce_with_grad(y, k, g, target);
         }
         let inv_k = F::one() / F::of(k as f64);
         let mut total = F::zero();
@@ -308,17 +305,13 @@ fn softmax_ce<F: Scalar>(y: &[F], t: impl Fn(usize) -> F) -> F {
 }
 
 /// The sum over the rows (of `k` logits each) of [`softmax_ce`], writing each row's gradient,
-/// `softmax(y) · Σⱼ tⱼ − t`, into `g`. Target `t(i, j)` for row `i`.
+/// `softmax(y) · Σⱼ tⱼ − t`, into `g`.
 ///
 /// All of the batch's exponentials go through one vectorised kernel pass over `g` (a row of a
 /// few logits is too short for vector code of its own): first `g ← y − max` per row, then
-/// `g ← exp g`, then per row the sum, the loss and the gradient in place.
-fn softmax_ce_with_grad<F: Scalar>(
-    y: &[F],
-    k: usize,
-    g: &mut [F],
-    t: impl Fn(usize, usize) -> F,
-) -> F {
+/// `g ← exp g`, then per row the sum, the loss and the gradient in place. Class targets take a
+/// shorter path to the same values (see below).
+fn softmax_ce_with_grad<F: Scalar>(y: &[F], k: usize, g: &mut [F], target: Rows<'_, F>) -> F {
     for (yi, gi) in y.chunks_exact(k).zip(g.chunks_exact_mut(k)) {
         let max = row_max(yi);
         gi.iter_mut().zip(yi).for_each(|(g, &x)| *g = x - max);
@@ -329,13 +322,29 @@ fn softmax_ce_with_grad<F: Scalar>(
         let sum_exp = gi.iter().fold(F::zero(), |s, &e| s + e);
         // The row's maximum again rather than kept from the first loop: a pass over `k` values
         // in cache costs less than a buffer of one per row, which would have to be allocated.
-        let (l, t_sum) = row_loss(yi, row_max(yi) + sum_exp.ln(), |j| t(i, j));
-        total += l;
-        // softmax · Σt − t, in place over the exponentials.
-        let scale = t_sum / sum_exp;
-        for (j, g) in gi.iter_mut().enumerate() {
-            *g = *g * scale - t(i, j);
-        }
+        let lse = row_max(yi) + sum_exp.ln();
+        total += match target {
+            // One-hot: the loss is `lse − y_c` and the gradient `softmax − onehot`. These are
+            // bitwise the values of the general form below, whose zero targets add exact zeros
+            // and whose `Σⱼ tⱼ` is exactly 1, without a target lookup per logit.
+            Rows::Classes(classes) => {
+                let c = classes[i];
+                let inv = F::one() / sum_exp;
+                gi.iter_mut().for_each(|g| *g = *g * inv);
+                gi[c] -= F::one();
+                lse - yi[c]
+            }
+            Rows::Values(t) => {
+                let ti = &t[i * k..(i + 1) * k];
+                let (l, t_sum) = row_loss(yi, lse, |j| ti[j]);
+                // softmax · Σt − t, in place over the exponentials.
+                let scale = t_sum / sum_exp;
+                gi.iter_mut()
+                    .zip(ti)
+                    .for_each(|(g, &tj)| *g = *g * scale - tj);
+                l
+            }
+        };
     }
     total
 }
@@ -425,7 +434,8 @@ mod tests {
     /// The loss alone (exponentials in a small buffer, row by row) equals, bitwise, the loss
     /// that comes with the gradient (all exponentials in one pass over the gradient buffer),
     /// for rows shorter than, equal to and longer than the buffer, and for a batch large enough
-    /// that the exponentials' pass runs on rayon's threads.
+    /// that the exponentials' pass runs on rayon's threads; and class indices give bitwise the
+    /// loss and gradient of the same targets as one-hot probabilities.
     #[test]
     fn loss_alone_equals_loss_with_gradient() {
         for (cols, rows) in [
@@ -451,9 +461,11 @@ mod tests {
             // Row by row, too, against the one-row form.
             for (row, yi) in y.rows().into_iter().enumerate().take(50) {
                 let yi = yi.to_vec();
+                // Given as probabilities, which take the general path: the class path's values.
                 let t = |j: usize| if j == row % cols { 1.0 } else { 0.0 };
+                let one_hot: Vec<f32> = (0..cols).map(t).collect();
                 let mut gi = vec![0.0f32; cols];
-                let with = softmax_ce_with_grad(&yi, cols, &mut gi, |_, j| t(j));
+                let with = softmax_ce_with_grad(&yi, cols, &mut gi, Rows::Values(&one_hot));
                 assert_eq!(
                     softmax_ce(&yi, t).to_bits(),
                     with.to_bits(),
