@@ -330,7 +330,7 @@ fn softmax_ce_with_grad<F: Scalar>(y: &[F], k: usize, g: &mut [F], target: Rows<
             Rows::Classes(classes) => {
                 let c = classes[i];
                 let inv = F::one() / sum_exp;
-                gi.iter_mut().for_each(|g| *g = *g * inv);
+                gi.iter_mut().for_each(|g| *g *= inv);
                 gi[c] -= F::one();
                 lse - yi[c]
             }
