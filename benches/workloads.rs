@@ -10,7 +10,7 @@
 //! with one timed round (of about `SECONDS`) of the step and of its GEMM bound, as a JSON line:
 //! `compare.py` drives it, taking turns with the other frameworks round by round.
 
-use crank::kernels::{PAR_GEMM, gemm};
+use crank::kernels::{gemm, splits};
 use crank::{Activation, Loss, Scalar, Sequential, Sgd, Workspace};
 use ndarray::Array2;
 use std::hint::black_box;
@@ -167,14 +167,14 @@ fn gemm_only<'a, F: Scalar>(w: &'a Workload) -> Runner<'a> {
             ]
         })
         .collect();
-    // On rayon's pool when some product is large enough to split and there are threads to split
-    // it over, as crank runs such a step (`Sequential::train_step` moves there once, by the
-    // same rule): a product split from outside the pool would pay for waking a worker and then
-    // the caller, every time. One move per slice of calls. Otherwise, as crank's step, on the
-    // calling thread.
-    let splits = w.sizes.windows(2).any(|s| b * s[0] * s[1] >= 2 * PAR_GEMM);
+    // On rayon's pool when some product splits (`kernels::splits`, the rule crank's GEMM cuts
+    // products by) and there are threads to split it over, as crank runs such a step
+    // (`Sequential::train_step` moves there once): a product split from outside the pool would
+    // pay for waking a worker and then the caller, every time. One move per slice of calls.
+    // Otherwise, as crank's step, on the calling thread.
+    let any_split = w.sizes.windows(2).any(|s| splits(b * s[0] * s[1]));
     Box::new(move |calls| {
-        let pool = splits && rayon::current_num_threads() > 1;
+        let pool = any_split && rayon::current_num_threads() > 1;
         let mut run = || {
             for _ in 0..calls {
                 for (i, [x, wt, z, dw, dx]) in layers.iter_mut().enumerate() {

@@ -13,7 +13,7 @@
 //! Rust does not contract `a·b + c` into a fused multiply-add by itself, so both versions give
 //! bitwise the same results.
 
-pub use crate::gemm::{PAR_GEMM, SMALL_GEMM, gemm};
+pub use crate::gemm::{PAR_GEMM, SMALL_GEMM, gemm, splits};
 
 use crate::Scalar;
 use multiversion::multiversion;
@@ -65,38 +65,21 @@ fn map_inplace_chunk<F: Scalar>(a: &mut [F], f: &impl Fn(F) -> F) {
     a.iter_mut().for_each(|x| *x = f(*x));
 }
 
-/// `a[i] = f(a[i])`, returning whether every `a[i]` was finite before: [`map_inplace`] and
-/// [`all_finite`] in one pass.
+/// `a[i] = f(a[i])`, returning whether every `a[i]` was finite before: [`all_finite`] and
+/// [`map_inplace`] chunk by chunk, so that the map finds each chunk still in cache.
 pub fn map_inplace_finite<F: Scalar>(a: &mut [F], f: impl Fn(F) -> F + Sync) -> bool {
+    let chunk = |a: &mut [F]| {
+        let finite = finite_chunk(a);
+        map_inplace_chunk(a, &f);
+        finite
+    };
     if !parallel(a.len()) {
-        a.chunks_mut(CHUNK)
-            .map(|a| map_inplace_finite_chunk(a, &f))
-            .fold(true, |all, finite| all & finite)
+        a.chunks_mut(CHUNK).map(chunk).fold(true, |all, c| all & c)
     } else {
         a.par_chunks_mut(CHUNK)
-            .map(|a| map_inplace_finite_chunk(a, &f))
-            .reduce(|| true, |all, finite| all & finite)
+            .map(chunk)
+            .reduce(|| true, |all, c| all & c)
     }
-}
-
-/// The lanes of [`scan`], sixteen running sums of `x − x`, taken as each value is mapped.
-#[multiversion(targets("x86_64+avx2+fma"))]
-#[allow(clippy::eq_op)] // x − x is the point: it is NaN exactly when x is not finite
-fn map_inplace_finite_chunk<F: Scalar>(a: &mut [F], f: &impl Fn(F) -> F) -> bool {
-    let (lanes, rest) = a.as_chunks_mut::<16>();
-    let mut nan = [F::zero(); 16];
-    for x in lanes {
-        for l in 0..16 {
-            nan[l] += x[l] - x[l];
-            x[l] = f(x[l]);
-        }
-    }
-    let mut tail = F::zero();
-    for x in rest {
-        tail += *x - *x;
-        *x = f(*x);
-    }
-    nan.iter().all(|&n| n == F::zero()) && tail == F::zero()
 }
 
 /// `out[i] = f(a[i], b[i])`.

@@ -84,7 +84,7 @@ pub fn gemm<F: Scalar>(
 /// Whether a product of `work` multiply-adds is large enough to be cut into blocks (two of at
 /// least [`PAR_GEMM`]); whether it is also depends on the thread count and its shape.
 #[inline]
-pub(crate) fn splits(work: usize) -> bool {
+pub fn splits(work: usize) -> bool {
     work >= 2 * PAR_GEMM
 }
 

@@ -240,14 +240,13 @@ impl<F: Scalar> Dense<F> {
         Ok(folded)
     }
 
-    /// [`Layer::infer`], and when `check`, whether `x·W + b` was all finite (true without
-    /// `check`).
-    fn infer_checking(
+    /// Inference up to the activation: checks the shapes and writes `x·W + b` into `out`,
+    /// returning it as a slice for the activation's pass.
+    fn pre_activation<'o>(
         &self,
         input: ArrayView2<'_, F>,
-        mut out: ArrayViewMut2<'_, F>,
-        check: bool,
-    ) -> Result<bool> {
+        out: &'o mut ArrayViewMut2<'_, F>,
+    ) -> Result<&'o mut [F]> {
         check_width(&self.name, "input", self.input_size(), &input)?;
         if out.dim() != (input.nrows(), self.output_size()) || !out.is_standard_layout() {
             return Err(Error::shape(
@@ -256,22 +255,8 @@ impl<F: Scalar> Dense<F> {
                 format!("{:?}", out.dim()),
             ));
         }
-        let bias = self.biases.as_slice().expect("biases are contiguous");
-        kernels::broadcast_rows(out.as_slice_mut().expect("checked standard layout"), bias);
-        gemm(
-            F::one(),
-            input,
-            self.weights.view(),
-            F::one(),
-            out.view_mut(),
-        );
-        let n_out = self.output_size();
-        let y = out.as_slice_mut().expect("checked standard layout");
-        if check {
-            return Ok(self.activation.forward_inplace_finite(y, n_out));
-        }
-        self.activation.forward_inplace(y, n_out);
-        Ok(true)
+        affine(input, &self.weights, &self.biases, out.view_mut());
+        Ok(out.as_slice_mut().expect("checked standard layout"))
     }
 }
 
@@ -283,6 +268,23 @@ fn delta<'a, F: Scalar>(activation: Activation, buffer: &'a Buffer<F>, g: &'a [F
     } else {
         buffer.as_slice()
     }
+}
+
+/// `out = x·W + b`: the bias broadcast into `out`, then one GEMM adding `x·W` onto it
+/// (`beta = 1`), for training's forward and inference alike. `out` is `(batch, out)` in
+/// standard layout.
+fn affine<F: Scalar>(
+    input: ArrayView2<'_, F>,
+    weights: &Array2<F>,
+    biases: &Array1<F>,
+    mut out: ArrayViewMut2<'_, F>,
+) {
+    let bias = biases.as_slice().expect("biases are contiguous");
+    let slice = out
+        .as_slice_mut()
+        .expect("the output is in standard layout");
+    kernels::broadcast_rows(slice, bias);
+    gemm(F::one(), input, weights.view(), F::one(), out);
 }
 
 /// Whether folding the update into the weight-gradient product saves more than it costs. It
@@ -363,16 +365,8 @@ impl<F: Scalar> Layer<F> for Dense<F> {
         check_width(&self.name, "input", self.input_size(), &input)?;
         self.folded = false;
         let (batch, n_out) = (input.nrows(), self.output_size());
-        let bias = self.biases.as_slice().expect("biases are contiguous");
         self.z.resize(batch, n_out);
-        kernels::broadcast_rows(self.z.as_mut_slice(), bias);
-        gemm(
-            F::one(),
-            input,
-            self.weights.view(),
-            F::one(),
-            self.z.view_mut(),
-        );
+        affine(input, &self.weights, &self.biases, self.z.view_mut());
         if self.activation != Activation::Identity {
             self.y.resize(batch, n_out);
             self.activation
@@ -497,8 +491,9 @@ impl<F: Scalar> Layer<F> for Dense<F> {
         });
     }
 
-    fn infer(&self, input: ArrayView2<'_, F>, out: ArrayViewMut2<'_, F>) -> Result<()> {
-        self.infer_checking(input, out, false)?;
+    fn infer(&self, input: ArrayView2<'_, F>, mut out: ArrayViewMut2<'_, F>) -> Result<()> {
+        let y = self.pre_activation(input, &mut out)?;
+        self.activation.forward_inplace(y, self.output_size());
         Ok(())
     }
 
@@ -509,9 +504,13 @@ impl<F: Scalar> Layer<F> for Dense<F> {
     fn infer_first(
         &self,
         input: ArrayView2<'_, F>,
-        out: ArrayViewMut2<'_, F>,
+        mut out: ArrayViewMut2<'_, F>,
     ) -> Result<Option<bool>> {
-        self.infer_checking(input, out, true).map(Some)
+        let y = self.pre_activation(input, &mut out)?;
+        Ok(Some(
+            self.activation
+                .forward_inplace_finite(y, self.output_size()),
+        ))
     }
 }
 
