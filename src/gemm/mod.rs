@@ -178,12 +178,21 @@ mod tests {
         ] {
             let a = Array2::from_shape_fn((m, k), |(i, p)| ((i * 7 + p * 3) % 11) as f64 - 5.0);
             let b = Array2::from_shape_fn((k, n), |(p, j)| ((p * 5 + j) % 13) as f64 * 0.25);
-            let (at, bt) = (a.t().to_owned(), b.t().to_owned());
+            // Row-major copies of the transposes: `to_owned` would keep a transposed view's
+            // column-major order, and `at.t()` would be `a` again.
+            let at = a.t().as_standard_layout().into_owned();
+            let bt = b.t().as_standard_layout().into_owned();
             for (layout, a_view, b_view) in [
                 ("nn", a.view(), b.view()),
                 ("tn", at.t(), b.view()),
                 ("nt", a.view(), bt.t()),
             ] {
+                // "tn" reads `a` column-major, "nt" reads `b` column-major.
+                let a_rows = a_view.strides()[1] == 1;
+                let b_rows = b_view.strides()[1] == 1;
+                assert!(
+                    m < 2 || k < 2 || n < 2 || (a_rows, b_rows) == (layout != "tn", layout != "nt")
+                );
                 for (alpha, beta) in [(1.0, 0.0), (0.5, 1.0), (-2.0, 3.0)] {
                     // With beta 0 the old contents are not read, NaN included.
                     let start = if beta == 0.0 { f64::NAN } else { 1.5 };
@@ -213,7 +222,10 @@ mod tests {
             let a =
                 Array2::from_shape_fn((m, k), |(i, p)| ((i * 7 + p * 3) % 11) as f32 * 0.3 - 1.0);
             let b = Array2::from_shape_fn((k, n), |(p, j)| ((p * 5 + j) % 13) as f32 * 0.1);
-            let (at, bt) = (a.t().to_owned(), b.t().to_owned());
+            // Row-major copies of the transposes: `to_owned` would keep a transposed view's
+            // column-major order, and `at.t()` would be `a` again.
+            let at = a.t().as_standard_layout().into_owned();
+            let bt = b.t().as_standard_layout().into_owned();
             let (a_view, b_view) = match layout {
                 "nn" => (a.view(), b.view()),
                 "tn" => (at.t(), b.view()),
