@@ -55,8 +55,10 @@ fn gemm(c: &mut Criterion) {
     ] {
         let a = Array2::from_shape_fn((m, k), |(i, j)| ((i * 3 + j) % 7) as f32 * 0.1);
         let b = Array2::from_shape_fn((k, n), |(i, j)| ((i + 5 * j) % 11) as f32 * 0.1);
-        let at = a.t().to_owned(); // (k, m): the product xᵀ·δ reads its transpose
-        let bt = b.t().to_owned(); // (n, k): δ·Wᵀ reads its transpose
+        // Row-major (k, m) and (n, k) copies (`to_owned` would keep the views' column-major
+        // order): the product xᵀ·δ reads `at.t()`, δ·Wᵀ reads `bt.t()`.
+        let at = a.t().as_standard_layout().into_owned();
+        let bt = b.t().as_standard_layout().into_owned();
         let mut out = Array2::<f32>::zeros((m, n));
         group.throughput(Throughput::Elements((2 * m * k * n) as u64));
         for (layout, a, b) in [

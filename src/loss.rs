@@ -402,7 +402,10 @@ mod tests {
     fn any_memory_order_gives_the_same_result() {
         let y = Array2::from_shape_fn((5, 3), |(i, j)| (i as f64 - 2.0) * 0.7 + j as f64 * 0.3);
         let t = Array2::from_shape_fn((5, 3), |(i, j)| ((i + j) % 3) as f64 / 2.0);
-        let (yt, tt) = (y.t().to_owned(), t.t().to_owned());
+        // Row-major transposes, so that `yt.t()` and `tt.t()` are column-major views.
+        let yt = y.t().as_standard_layout().into_owned();
+        let tt = t.t().as_standard_layout().into_owned();
+        assert!(yt.t().strides()[0] == 1 && tt.t().strides()[0] == 1);
         for loss in [
             Loss::Mse,
             Loss::BinaryCrossEntropy,
