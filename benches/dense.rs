@@ -51,6 +51,7 @@ fn gemm(c: &mut Criterion) {
         (32, 6, 64),
         (32, 64, 8),
         (32, 8, 4),
+        (32, 8, 64),
         (64, 128, 10),
     ] {
         let a = Array2::from_shape_fn((m, k), |(i, j)| ((i * 3 + j) % 7) as f32 * 0.1);

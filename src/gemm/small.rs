@@ -69,11 +69,7 @@ pub(super) fn small_gemm<F: Scalar>(
             for j0 in (0..n).step_by(block) {
                 let width = block.min(n - j0);
                 let cols = &bt[j0 * k..(j0 + width) * k];
-                for (p, row) in rows.chunks_exact_mut(width).take(k).enumerate() {
-                    for (d, col) in row.iter_mut().zip(cols.chunks_exact(k)) {
-                        *d = col[p];
-                    }
-                }
+                F::transpose(cols, k, &mut rows[..k * width]);
                 run(Product {
                     alpha,
                     a: &a,
@@ -132,6 +128,20 @@ pub trait SmallKernel: Sized {
     /// Runs the product with vector code and returns `true`, or returns `false` (nothing
     /// written) when the processor lacks the instructions.
     fn vector_product(p: &mut Product<'_, '_, Self>) -> bool;
+
+    /// `rows[p · w + j] = cols[j · k + p]`: the `w` rows of `k` values in `cols` as `k` rows of
+    /// `w` in `rows` (`w = rows.len() / k`), in register tiles where the processor has AVX.
+    fn transpose(cols: &[Self], k: usize, rows: &mut [Self]);
+}
+
+/// [`SmallKernel::transpose`] one value at a time, from `rows` column `j0` on.
+fn transpose_from<F: Copy>(cols: &[F], k: usize, rows: &mut [F], j0: usize) {
+    let width = rows.len() / k;
+    for (j, col) in cols.chunks_exact(k).enumerate().take(width).skip(j0) {
+        for (p, &v) in col.iter().enumerate() {
+            rows[p * width + j] = v;
+        }
+    }
 }
 
 macro_rules! small_kernel {
@@ -148,6 +158,19 @@ macro_rules! small_kernel {
                 }
                 let _ = p;
                 false
+            }
+
+            #[inline]
+            fn transpose(cols: &[Self], k: usize, rows: &mut [Self]) {
+                let mut done = 0;
+                #[cfg(target_arch = "x86_64")]
+                if avx::available() && k > 0 {
+                    let width = rows.len() / k;
+                    assert!(cols.len() >= width * k, "transpose operands out of bounds");
+                    // SAFETY: the processor has AVX, and `cols` holds `width` rows of `k`.
+                    done = unsafe { avx::transpose::<$lanes>(cols, k, rows) };
+                }
+                transpose_from(cols, k, rows, done);
             }
         }
     };
@@ -250,6 +273,14 @@ mod avx {
         /// `a · b + c`, rounded once.
         unsafe fn fma(a: Self, b: Self, c: Self) -> Self;
         unsafe fn mul(a: Self, b: Self) -> Self;
+        /// Writes the transpose of the `N × N` tile at `src` (rows `ld_src` apart) to `dst`
+        /// (rows `ld_dst` apart).
+        unsafe fn transpose_tile(
+            src: *const Self::S,
+            ld_src: usize,
+            dst: *mut Self::S,
+            ld_dst: usize,
+        );
     }
 
     impl Lanes for __m256 {
@@ -286,6 +317,43 @@ mod avx {
         #[inline(always)]
         unsafe fn mul(a: Self, b: Self) -> Self {
             unsafe { _mm256_mul_ps(a, b) }
+        }
+        #[inline(always)]
+        unsafe fn transpose_tile(src: *const f32, ld_src: usize, dst: *mut f32, ld_dst: usize) {
+            // SAFETY: the caller's tile bounds.
+            unsafe {
+                let r: [__m256; 8] = std::array::from_fn(|i| _mm256_loadu_ps(src.add(i * ld_src)));
+                // Pairs of rows interleaved, then pairs of pairs, then the two 128-bit halves.
+                let t0 = _mm256_unpacklo_ps(r[0], r[1]);
+                let t1 = _mm256_unpackhi_ps(r[0], r[1]);
+                let t2 = _mm256_unpacklo_ps(r[2], r[3]);
+                let t3 = _mm256_unpackhi_ps(r[2], r[3]);
+                let t4 = _mm256_unpacklo_ps(r[4], r[5]);
+                let t5 = _mm256_unpackhi_ps(r[4], r[5]);
+                let t6 = _mm256_unpacklo_ps(r[6], r[7]);
+                let t7 = _mm256_unpackhi_ps(r[6], r[7]);
+                let u0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+                let u1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
+                let u2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+                let u3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
+                let u4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+                let u5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
+                let u6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+                let u7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
+                let c = [
+                    _mm256_permute2f128_ps::<0x20>(u0, u4),
+                    _mm256_permute2f128_ps::<0x20>(u1, u5),
+                    _mm256_permute2f128_ps::<0x20>(u2, u6),
+                    _mm256_permute2f128_ps::<0x20>(u3, u7),
+                    _mm256_permute2f128_ps::<0x31>(u0, u4),
+                    _mm256_permute2f128_ps::<0x31>(u1, u5),
+                    _mm256_permute2f128_ps::<0x31>(u2, u6),
+                    _mm256_permute2f128_ps::<0x31>(u3, u7),
+                ];
+                for (i, c) in c.into_iter().enumerate() {
+                    _mm256_storeu_ps(dst.add(i * ld_dst), c);
+                }
+            }
         }
     }
 
@@ -324,6 +392,52 @@ mod avx {
         unsafe fn mul(a: Self, b: Self) -> Self {
             unsafe { _mm256_mul_pd(a, b) }
         }
+        #[inline(always)]
+        unsafe fn transpose_tile(src: *const f64, ld_src: usize, dst: *mut f64, ld_dst: usize) {
+            // SAFETY: the caller's tile bounds.
+            unsafe {
+                let r: [__m256d; 4] = std::array::from_fn(|i| _mm256_loadu_pd(src.add(i * ld_src)));
+                let t0 = _mm256_unpacklo_pd(r[0], r[1]);
+                let t1 = _mm256_unpackhi_pd(r[0], r[1]);
+                let t2 = _mm256_unpacklo_pd(r[2], r[3]);
+                let t3 = _mm256_unpackhi_pd(r[2], r[3]);
+                let c = [
+                    _mm256_permute2f128_pd::<0x20>(t0, t2),
+                    _mm256_permute2f128_pd::<0x20>(t1, t3),
+                    _mm256_permute2f128_pd::<0x31>(t0, t2),
+                    _mm256_permute2f128_pd::<0x31>(t1, t3),
+                ];
+                for (i, c) in c.into_iter().enumerate() {
+                    _mm256_storeu_pd(dst.add(i * ld_dst), c);
+                }
+            }
+        }
+    }
+
+    /// [`SmallKernel::transpose`](super::SmallKernel::transpose) of the first
+    /// `⌊w / N⌋ · N` columns of `rows` (all `k` of their rows), in `N × N` tiles and then one
+    /// value at a time for the last `k mod N` rows; returns that column count.
+    ///
+    /// # Safety
+    /// The processor has AVX2 and FMA, and `cols` holds `w = rows.len() / k` rows of `k` values.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn transpose<V: Lanes>(cols: &[V::S], k: usize, rows: &mut [V::S]) -> usize {
+        let width = rows.len() / k;
+        let (wide, deep) = (width / V::N * V::N, k / V::N * V::N);
+        let (src, dst) = (cols.as_ptr(), rows.as_mut_ptr());
+        for j in (0..wide).step_by(V::N) {
+            for p in (0..deep).step_by(V::N) {
+                // SAFETY: rows `j..j + N` of `cols` hold values `p..p + N`, and `rows` holds
+                // rows `p..p + N` of `width`, each with columns `j..j + N`.
+                unsafe { V::transpose_tile(src.add(j * k + p), k, dst.add(p * width + j), width) };
+            }
+            for jj in j..j + V::N {
+                for p in deep..k {
+                    rows[p * width + jj] = cols[jj * k + p];
+                }
+            }
+        }
+        wide
     }
 
     /// Lanes `0..n` of 8 × 32 bits selected (sign bit set).
@@ -532,6 +646,33 @@ mod tests {
     #[test]
     fn vector_and_portable_kernels_match_the_definition_f64() {
         kernels_match::<f64>(1e-12);
+    }
+
+    /// The copy that turns a transposed `b` into rows, around the tile edges (8 × 8 in `f32`,
+    /// 4 × 4 in `f64`), in both element types.
+    #[test]
+    fn transpose_turns_rows_into_columns() {
+        fn check<F: Scalar>() {
+            for k in [1, 3, 4, 5, 8, 9, 16, 17] {
+                for width in [1, 3, 4, 7, 8, 9, 16, 20] {
+                    let cols: Vec<F> = (0..width * k).map(|v| F::of(v as f64)).collect();
+                    let mut rows = vec![F::nan(); k * width];
+                    F::transpose(&cols, k, &mut rows);
+                    for j in 0..width {
+                        for p in 0..k {
+                            assert_eq!(
+                                rows[p * width + j],
+                                cols[j * k + p],
+                                "{} k {k} width {width} ({p}, {j})",
+                                F::NAME
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        check::<f32>();
+        check::<f64>();
     }
 
     /// A product into a block of columns of a wider `c` leaves the other columns alone.
