@@ -537,6 +537,86 @@ fn inference_names_a_non_finite_input_value_whatever_the_first_layer() {
     assert!(y.iter().all(|v| *v == f32::INFINITY));
 }
 
+/// An input in another memory order (column-major, or every other row of a larger array) gives
+/// the predictions, the loss and the weights of the same values in standard layout, for small
+/// products (crank's own loops) and large ones (the backend), and names a bad value by its place
+/// in the view.
+#[test]
+fn inputs_in_any_memory_order_train_and_predict_alike() {
+    let build = || {
+        Sequential::<f32>::builder(40)
+            .dense(96, Activation::Relu)
+            .layer_norm()
+            .dense(3, Activation::Identity)
+            .seed(5)
+            .build()
+            .unwrap()
+    };
+    for rows in [4, 300] {
+        let x = Array2::from_shape_fn((rows, 40), |(i, j)| {
+            ((i * 7 + j * 3) % 17) as f32 * 0.1 - 0.8
+        });
+        let labels: Vec<usize> = (0..rows).map(|i| i % 3).collect();
+        let col_major = x.t().as_standard_layout().into_owned();
+        let mut doubled = Array2::from_elem((2 * rows, 40), f32::NAN);
+        doubled.slice_mut(ndarray::s![..;2, ..]).assign(&x);
+        let views = [
+            ("column-major", col_major.t()),
+            ("every other row", doubled.slice(ndarray::s![..;2, ..])),
+        ];
+        let mut reference = build();
+        let want_pred = reference.predict(x.view()).unwrap();
+        let want_loss = reference
+            .train_step(
+                x.view(),
+                &labels,
+                &Loss::SoftmaxCrossEntropy,
+                &mut Sgd::new(0.1).unwrap(),
+            )
+            .unwrap();
+        let mut want_params = Vec::new();
+        reference.visit_params(|_, p| want_params.push(p.value.to_vec()));
+        let close = |a: f32, b: f32| (a - b).abs() <= 1e-5 * (1.0 + b.abs());
+        for (name, view) in views {
+            assert!(!view.is_standard_layout() && view == x, "{name}");
+            let mut model = build();
+            let pred = model.predict(view).unwrap();
+            assert!(
+                pred.iter().zip(&want_pred).all(|(a, b)| close(*a, *b)),
+                "{name}, {rows} rows: predictions"
+            );
+            let loss = model
+                .train_step(
+                    view,
+                    &labels,
+                    &Loss::SoftmaxCrossEntropy,
+                    &mut Sgd::new(0.1).unwrap(),
+                )
+                .unwrap();
+            assert!(
+                close(loss, want_loss),
+                "{name}, {rows} rows: loss {loss} != {want_loss}"
+            );
+            let mut got = Vec::new();
+            model.visit_params(|_, p| got.push(p.value.to_vec()));
+            for (g, w) in got.iter().zip(&want_params) {
+                assert!(
+                    g.iter().zip(w).all(|(a, b)| close(*a, *b)),
+                    "{name}, {rows} rows: weights"
+                );
+            }
+        }
+        // A NaN at (row 1, column 2) of the column-major view.
+        let mut bad = col_major.clone();
+        bad[[2, 1]] = f32::NAN;
+        let err = build().predict(bad.t()).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "non-finite value in input at row 1, column 2"
+        );
+    }
+}
+
 #[test]
 fn summary_and_parameter_count() {
     let model = Sequential::<f32>::builder(64)
