@@ -1,9 +1,9 @@
 //! The compact binary format: bincode framing behind a magic number and a version.
 //!
 //! Layout: `CRANKBIN` (8 bytes), the format version (u32, little-endian), then bincode
-//! (fixed-width little-endian integers) of [`BinModel`]: the dtype, the architecture as JSON,
-//! and each tensor's values as little-endian bytes, in the order of
-//! [`LayerSpec::tensor_shapes`](crate::spec::LayerSpec::tensor_shapes).
+//! (fixed-width little-endian integers) of [`BinModelOut`] (read back as [`BinModelIn`]): the
+//! dtype, the architecture as JSON, and each tensor's values as little-endian bytes, in the
+//! order of [`LayerSpec::tensor_shapes`](crate::spec::LayerSpec::tensor_shapes).
 //!
 //! bincode is unmaintained (RUSTSEC-2025-0141); crank pins 1.3.3, the last release that takes a
 //! runtime byte limit, and uses it only here, so it can be swapped without touching the format.
