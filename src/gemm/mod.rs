@@ -161,6 +161,13 @@ mod tests {
     use super::*;
     use ndarray::Array2;
 
+    /// `mᵀ` in row-major order, so that `row_major_t(&m).t()` reads `m` column-major
+    /// (`m.t().to_owned()` would keep the transposed view's column-major order, and its `.t()`
+    /// would be `m` row-major again).
+    fn row_major_t<F: Clone>(m: &Array2<F>) -> Array2<F> {
+        m.t().as_standard_layout().into_owned()
+    }
+
     /// Every layout crank uses, odd sizes around the tile edges, and each kind of beta, against
     /// the definition; sizes up to and past [`SMALL_GEMM`] so both paths run.
     #[test]
@@ -178,10 +185,7 @@ mod tests {
         ] {
             let a = Array2::from_shape_fn((m, k), |(i, p)| ((i * 7 + p * 3) % 11) as f64 - 5.0);
             let b = Array2::from_shape_fn((k, n), |(p, j)| ((p * 5 + j) % 13) as f64 * 0.25);
-            // Row-major copies of the transposes: `to_owned` would keep a transposed view's
-            // column-major order, and `at.t()` would be `a` again.
-            let at = a.t().as_standard_layout().into_owned();
-            let bt = b.t().as_standard_layout().into_owned();
+            let (at, bt) = (row_major_t(&a), row_major_t(&b));
             for (layout, a_view, b_view) in [
                 ("nn", a.view(), b.view()),
                 ("tn", at.t(), b.view()),
@@ -222,10 +226,7 @@ mod tests {
             let a =
                 Array2::from_shape_fn((m, k), |(i, p)| ((i * 7 + p * 3) % 11) as f32 * 0.3 - 1.0);
             let b = Array2::from_shape_fn((k, n), |(p, j)| ((p * 5 + j) % 13) as f32 * 0.1);
-            // Row-major copies of the transposes: `to_owned` would keep a transposed view's
-            // column-major order, and `at.t()` would be `a` again.
-            let at = a.t().as_standard_layout().into_owned();
-            let bt = b.t().as_standard_layout().into_owned();
+            let (at, bt) = (row_major_t(&a), row_major_t(&b));
             let (a_view, b_view) = match layout {
                 "nn" => (a.view(), b.view()),
                 "tn" => (at.t(), b.view()),

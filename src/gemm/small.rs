@@ -130,7 +130,8 @@ pub trait SmallKernel: Sized {
     fn vector_product(p: &mut Product<'_, '_, Self>) -> bool;
 
     /// `rows[p · w + j] = cols[j · k + p]`: the `w` rows of `k` values in `cols` as `k` rows of
-    /// `w` in `rows` (`w = rows.len() / k`), in register tiles where the processor has AVX.
+    /// `w` in `rows` (`w = rows.len() / k`), in register tiles where the vector kernel runs
+    /// (AVX2 and FMA).
     fn transpose(cols: &[Self], k: usize, rows: &mut [Self]);
 }
 

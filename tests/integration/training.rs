@@ -4,7 +4,7 @@ use crank::data::{Batcher, Classification, Standardizer};
 use crank::{Activation, Dense, Error, Layer, Loss, Mode, Scalar, Sequential, Sgd};
 use ndarray::{Array1, Array2, array};
 
-fn params(model: &mut Sequential<f64>) -> Vec<Vec<f64>> {
+fn params<F: Scalar>(model: &mut Sequential<F>) -> Vec<Vec<F>> {
     let mut out = Vec::new();
     model.visit_params(|_, p| out.push(p.value.to_vec()));
     out
@@ -564,18 +564,16 @@ fn inputs_in_any_memory_order_train_and_predict_alike() {
             ("column-major", col_major.t()),
             ("every other row", doubled.slice(ndarray::s![..;2, ..])),
         ];
+        let step = |model: &mut Sequential<f32>, x| {
+            let mut sgd = Sgd::new(0.1).unwrap();
+            model
+                .train_step(x, &labels, &Loss::SoftmaxCrossEntropy, &mut sgd)
+                .unwrap()
+        };
         let mut reference = build();
         let want_pred = reference.predict(x.view()).unwrap();
-        let want_loss = reference
-            .train_step(
-                x.view(),
-                &labels,
-                &Loss::SoftmaxCrossEntropy,
-                &mut Sgd::new(0.1).unwrap(),
-            )
-            .unwrap();
-        let mut want_params = Vec::new();
-        reference.visit_params(|_, p| want_params.push(p.value.to_vec()));
+        let want_loss = step(&mut reference, x.view());
+        let want_params = params(&mut reference);
         let close = |a: f32, b: f32| (a - b).abs() <= 1e-5 * (1.0 + b.abs());
         for (name, view) in views {
             assert!(!view.is_standard_layout() && view == x, "{name}");
@@ -585,21 +583,12 @@ fn inputs_in_any_memory_order_train_and_predict_alike() {
                 pred.iter().zip(&want_pred).all(|(a, b)| close(*a, *b)),
                 "{name}, {rows} rows: predictions"
             );
-            let loss = model
-                .train_step(
-                    view,
-                    &labels,
-                    &Loss::SoftmaxCrossEntropy,
-                    &mut Sgd::new(0.1).unwrap(),
-                )
-                .unwrap();
+            let loss = step(&mut model, view);
             assert!(
                 close(loss, want_loss),
                 "{name}, {rows} rows: loss {loss} != {want_loss}"
             );
-            let mut got = Vec::new();
-            model.visit_params(|_, p| got.push(p.value.to_vec()));
-            for (g, w) in got.iter().zip(&want_params) {
+            for (g, w) in params(&mut model).iter().zip(&want_params) {
                 assert!(
                     g.iter().zip(w).all(|(a, b)| close(*a, *b)),
                     "{name}, {rows} rows: weights"
