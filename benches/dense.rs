@@ -53,6 +53,8 @@ fn gemm(c: &mut Criterion) {
         (32, 8, 4),
         (32, 8, 64),
         (64, 128, 10),
+        (64, 784, 128),
+        (784, 64, 128),
     ] {
         let a = Array2::from_shape_fn((m, k), |(i, j)| ((i * 3 + j) % 7) as f32 * 0.1);
         let b = Array2::from_shape_fn((k, n), |(i, j)| ((i + 5 * j) % 11) as f32 * 0.1);
