@@ -1,4 +1,6 @@
-//! The same seed gives bitwise identical weights, at 1 and at 2 threads.
+//! The same seed gives bitwise identical weights, at 1 and at 2 threads: the same weights at both
+//! with crank's default GEMM, and at each thread count its own with OpenBLAS (whose kernels may
+//! sum an element at the edge of a split product's block differently; see `crank::kernels::gemm`).
 //!
 //! rayon's global pool is sized once per process, so the test runs its own binary again as a child
 //! with each setting and compares what it prints. The model's products are large enough to be
@@ -72,6 +74,10 @@ fn same_seed_gives_identical_weights() {
     assert_eq!(one[0], one[1], "1 thread: two runs differ");
     assert_eq!(two[0], two[1], "2 threads: two runs differ");
     // Kernels reduce in a fixed order and the GEMMs split only independent outputs over
-    // threads, so the thread count does not change the result either.
-    assert_eq!(one[0], two[0], "1 thread vs 2 threads");
+    // threads, so the thread count does not change the result either, as long as the backend
+    // sums each output the same way in a block as in the whole product: crank's own loops and
+    // `matrixmultiply` do; OpenBLAS's Haswell and Zen kernels do not.
+    if !cfg!(feature = "openblas") {
+        assert_eq!(one[0], two[0], "1 thread vs 2 threads");
+    }
 }
