@@ -14,6 +14,7 @@
 
 use crate::Scalar;
 use ndarray::{ArrayView2, ArrayViewMut2};
+use std::ops::Range;
 
 /// The direct loops for small products; `false` (nothing written) when the layouts are not
 /// ones it handles: `c` contiguous, `a` row- or column-major, and `b` row-major or the
@@ -135,15 +136,19 @@ pub trait SmallKernel: Sized {
     fn transpose(cols: &[Self], k: usize, rows: &mut [Self]);
 }
 
-/// [`SmallKernel::transpose`] one value at a time, from `rows` column `j0` on.
-fn transpose_from<F: Copy>(cols: &[F], k: usize, rows: &mut [F], j0: usize) {
-    if k == 0 {
-        return;
-    }
-    let width = rows.len() / k;
-    for (j, col) in cols.chunks_exact(k).enumerate().take(width).skip(j0) {
-        for (p, &v) in col.iter().enumerate() {
-            rows[p * width + j] = v;
+/// [`SmallKernel::transpose`] one value at a time, for the columns `js` of `rows` (`width`
+/// of them) and their rows `ps`: the edges the register tiles leave, or the whole copy.
+fn transpose_part<F: Copy>(
+    cols: &[F],
+    k: usize,
+    rows: &mut [F],
+    width: usize,
+    js: Range<usize>,
+    ps: Range<usize>,
+) {
+    for j in js {
+        for p in ps.clone() {
+            rows[p * width + j] = cols[j * k + p];
         }
     }
 }
@@ -166,15 +171,20 @@ macro_rules! small_kernel {
 
             #[inline]
             fn transpose(cols: &[Self], k: usize, rows: &mut [Self]) {
-                let mut done = 0;
+                if k == 0 {
+                    return;
+                }
+                let width = rows.len() / k;
+                // The columns and rows the register tiles cover: none without AVX.
+                let (mut wide, mut deep) = (0, 0);
                 #[cfg(target_arch = "x86_64")]
-                if avx::available() && k > 0 {
-                    let width = rows.len() / k;
+                if avx::available() {
                     assert!(cols.len() >= width * k, "transpose operands out of bounds");
                     // SAFETY: the processor has AVX, and `cols` holds `width` rows of `k`.
-                    done = unsafe { avx::transpose::<$lanes>(cols, k, rows) };
+                    (wide, deep) = unsafe { avx::transpose::<$lanes>(cols, k, rows) };
                 }
-                transpose_from(cols, k, rows, done);
+                transpose_part(cols, k, rows, width, 0..wide, deep..k);
+                transpose_part(cols, k, rows, width, wide..width, 0..k);
             }
         }
     };
@@ -419,13 +429,18 @@ mod avx {
     }
 
     /// [`SmallKernel::transpose`](super::SmallKernel::transpose) of the first
-    /// `⌊w / N⌋ · N` columns of `rows` (all `k` of their rows), in `N × N` tiles and then one
-    /// value at a time for the last `k mod N` rows; returns that column count.
+    /// `wide = ⌊w / N⌋ · N` columns of `rows` and their first `deep = ⌊k / N⌋ · N` rows, in
+    /// `N × N` tiles; returns `(wide, deep)` and leaves the edges to the caller.
     ///
     /// # Safety
-    /// The processor has AVX2 and FMA, and `cols` holds `w = rows.len() / k` rows of `k` values.
+    /// The processor has AVX2 and FMA, `k > 0`, and `cols` holds `w = rows.len() / k` rows of
+    /// `k` values.
     #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn transpose<V: Lanes>(cols: &[V::S], k: usize, rows: &mut [V::S]) -> usize {
+    pub unsafe fn transpose<V: Lanes>(
+        cols: &[V::S],
+        k: usize,
+        rows: &mut [V::S],
+    ) -> (usize, usize) {
         let width = rows.len() / k;
         let (wide, deep) = (width / V::N * V::N, k / V::N * V::N);
         let (src, dst) = (cols.as_ptr(), rows.as_mut_ptr());
@@ -435,13 +450,8 @@ mod avx {
                 // rows `p..p + N` of `width`, each with columns `j..j + N`.
                 unsafe { V::transpose_tile(src.add(j * k + p), k, dst.add(p * width + j), width) };
             }
-            for jj in j..j + V::N {
-                for p in deep..k {
-                    rows[p * width + jj] = cols[jj * k + p];
-                }
-            }
         }
-        wide
+        (wide, deep)
     }
 
     /// Lanes `0..n` of 8 × 32 bits selected (sign bit set).
