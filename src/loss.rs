@@ -301,7 +301,7 @@ fn softmax_ce<F: Scalar>(y: &[F], t: impl Fn(usize) -> F) -> F {
         buf.copy_from_slice(y);
         exp_shifted(buf, max, s)
     });
-    row_loss(y, max + sum_exp.ln(), t).0
+    row_loss(y, max + sum_exp.ln_vec(), t).0
 }
 
 /// The sum over the rows (of `k` logits each) of [`softmax_ce`], writing each row's gradient,
@@ -317,34 +317,50 @@ fn softmax_ce_with_grad<F: Scalar>(y: &[F], k: usize, g: &mut [F], target: Rows<
         gi.iter_mut().zip(yi).for_each(|(g, &x)| *g = x - max);
     }
     kernels::map_inplace(g, F::exp_vec);
+    // Per block of rows: the sums of the exponentials, their logarithms in one pass (which
+    // vectorises), then each row's loss and gradient.
+    const BLOCK: usize = 64;
+    let (mut sums, mut logs) = ([F::zero(); BLOCK], [F::zero(); BLOCK]);
     let mut total = F::zero();
-    for (i, (yi, gi)) in y.chunks_exact(k).zip(g.chunks_exact_mut(k)).enumerate() {
-        let sum_exp = gi.iter().fold(F::zero(), |s, &e| s + e);
-        // The row's maximum again rather than kept from the first loop: a pass over `k` values
-        // in cache costs less than a buffer of one per row, which would have to be allocated.
-        let lse = row_max(yi) + sum_exp.ln();
-        total += match target {
-            // One-hot: the loss is `lse − y_c` and the gradient `softmax − onehot`. These are
-            // bitwise the values of the general form below, whose zero targets add exact zeros
-            // and whose `Σⱼ tⱼ` is exactly 1, without a target lookup per logit.
-            Rows::Classes(classes) => {
-                let c = classes[i];
-                let inv = F::one() / sum_exp;
-                gi.iter_mut().for_each(|g| *g *= inv);
-                gi[c] -= F::one();
-                lse - yi[c]
-            }
-            Rows::Values(t) => {
-                let ti = &t[i * k..(i + 1) * k];
-                let (l, t_sum) = row_loss(yi, lse, |j| ti[j]);
-                // softmax · Σt − t, in place over the exponentials.
-                let scale = t_sum / sum_exp;
-                gi.iter_mut()
-                    .zip(ti)
-                    .for_each(|(g, &tj)| *g = *g * scale - tj);
-                l
-            }
-        };
+    let blocks = y.chunks(BLOCK * k).zip(g.chunks_mut(BLOCK * k));
+    for (b, (yb, gb)) in blocks.enumerate() {
+        let rows = yb.len() / k;
+        let (sums, logs) = (&mut sums[..rows], &mut logs[..rows]);
+        for (s, gi) in sums.iter_mut().zip(gb.chunks_exact(k)) {
+            *s = gi.iter().fold(F::zero(), |s, &e| s + e);
+        }
+        for (l, &s) in logs.iter_mut().zip(&*sums) {
+            *l = s.ln_vec();
+        }
+        for (r, (yi, gi)) in yb.chunks_exact(k).zip(gb.chunks_exact_mut(k)).enumerate() {
+            let (i, sum_exp) = (b * BLOCK + r, sums[r]);
+            // The row's maximum again rather than kept from the first loop: a pass over `k`
+            // values in cache costs less than a buffer of one per row, which would have to be
+            // allocated.
+            let lse = row_max(yi) + logs[r];
+            total += match target {
+                // One-hot: the loss is `lse − y_c` and the gradient `softmax − onehot`. These are
+                // bitwise the values of the general form below, whose zero targets add exact
+                // zeros and whose `Σⱼ tⱼ` is exactly 1, without a target lookup per logit.
+                Rows::Classes(classes) => {
+                    let c = classes[i];
+                    let inv = F::one() / sum_exp;
+                    gi.iter_mut().for_each(|g| *g *= inv);
+                    gi[c] -= F::one();
+                    lse - yi[c]
+                }
+                Rows::Values(t) => {
+                    let ti = &t[i * k..(i + 1) * k];
+                    let (l, t_sum) = row_loss(yi, lse, |j| ti[j]);
+                    // softmax · Σt − t, in place over the exponentials.
+                    let scale = t_sum / sum_exp;
+                    gi.iter_mut()
+                        .zip(ti)
+                        .for_each(|(g, &tj)| *g = *g * scale - tj);
+                    l
+                }
+            };
+        }
     }
     total
 }
@@ -354,8 +370,11 @@ fn one_hot<F: Scalar>(classes: &[usize]) -> impl Fn(usize, usize) -> F + '_ {
     move |i, j| if j == classes[i] { F::one() } else { F::zero() }
 }
 
+/// The largest of `y`, or `−∞`. A NaN is passed over (a plain comparison, cheaper than
+/// `max`'s NaN rule); the loss comes out NaN anyway, from that logit's `y − max`.
 fn row_max<F: Scalar>(y: &[F]) -> F {
-    y.iter().fold(F::neg_infinity(), |m, &x| m.max(x))
+    y.iter()
+        .fold(F::neg_infinity(), |m, &x| if x > m { x } else { m })
 }
 
 /// `Σⱼ tⱼ (lse − yⱼ)` and `Σⱼ tⱼ`.

@@ -27,6 +27,12 @@ pub(crate) fn exp_shifted<F: Scalar>(v: &mut [F], max: F, sum: F) -> F {
 /// (ties to even) and leaves the integer in the low bits of the mantissa.
 const ROUND: f32 = 12_582_912.0;
 
+/// `ln 2` in two parts: the first exact in 9 significant bits (`0x3f31_8000`), so that `e · LN2_HI`
+/// is exact for every integer `|n| ≤ 2⁸`.
+const LN2_HI: f32 = 0.693_359_4;
+/// `ln 2 − LN2_HI`.
+const LN2_LO: f32 = -2.121_944_4e-4;
+
 /// `eˣ` for `f32`.
 ///
 /// `x = n·ln 2 + r` with `n` an integer and `|r| ≤ ln 2 / 2`; `eʳ` is its Taylor polynomial of
@@ -36,8 +42,6 @@ const ROUND: f32 = 12_582_912.0;
 #[inline(always)]
 pub(crate) fn exp(x: f32) -> f32 {
     const LOG2_E: f32 = std::f32::consts::LOG2_E;
-    const LN2_HI: f32 = 0.693_359_4; // 0x3f31_8000: 9 significant bits
-    const LN2_LO: f32 = -2.121_944_4e-4; // ln 2 − LN2_HI
     // Clamped so that `n` stays within [-150, 129]; beyond that the result is 0 or ∞ anyway.
     // NaN compares false both ways and passes through.
     let x_in = x;
@@ -149,8 +153,6 @@ pub(crate) fn softplus(x: f32) -> f32 {
 /// that to first order.
 #[inline(always)]
 fn ln_1p_unit(u: f32) -> f32 {
-    const LN2_HI: f32 = 0.693_359_4; // 0x3f31_8000: 9 significant bits
-    const LN2_LO: f32 = -2.121_944_4e-4; // ln 2 − LN2_HI
     let w = 1.0 + u;
     let high = w > std::f32::consts::SQRT_2;
     let m = 0.5 * w;
@@ -167,6 +169,41 @@ fn ln_1p_unit(u: f32) -> f32 {
                 + z * (1.0 / 5.0 + z * (1.0 / 7.0 + z * (1.0 / 9.0 + z * (1.0 / 11.0))))));
     let high_value = ((LN2_LO + series) + LN2_HI) - ((w - 1.0) - u) / w;
     if high { high_value } else { series }
+}
+
+/// `ln x` for `f32`, within one unit in the last place: `x = 2ᵉ · (1 + f)` with `1 + f` in
+/// `[1/√2, √2)` (`f` is exact), and `ln x = e · ln 2 + ln(1 + f)`. `ln(1 + f) = 2 atanh s` with
+/// `s = f / (2 + f)`, `|s| ≤ 0.172`, is `2s + s·R` for the odd series `R` (to `s¹²`, whose
+/// first omitted term is below 2⁻³⁴ of the result), written as `f − (f²/2 − s (f²/2 + R))`: the
+/// exact `f` plus a small correction, so that near `x = 1` the result keeps its precision
+/// (fdlibm's `logf` does the same). A subnormal `x` is scaled by 2²³ first. `ln 0 = −∞`,
+/// `ln ∞ = ∞`, and a negative `x` or NaN gives NaN.
+#[inline(always)]
+pub(crate) fn ln(x: f32) -> f32 {
+    const TWO_23: f32 = 8_388_608.0;
+    let subnormal = x < f32::MIN_POSITIVE;
+    let bits = if subnormal { x * TWO_23 } else { x }.to_bits();
+    // x = 2ᵉ · m with m in [1, 2), then in [1/√2, √2).
+    let e = (bits >> 23) as i32 - 127 - if subnormal { 23 } else { 0 };
+    let m = f32::from_bits((bits & 0x007f_ffff) | 0x3f80_0000);
+    let high = m >= std::f32::consts::SQRT_2;
+    let (m, e) = if high { (0.5 * m, e + 1) } else { (m, e) };
+    let (e, f) = (e as f32, m - 1.0);
+    let s = f / (2.0 + f);
+    let z = s * s;
+    let r =
+        z * (2.0 / 3.0 + z * (2.0 / 5.0 + z * (2.0 / 7.0 + z * (2.0 / 9.0 + z * (2.0 / 11.0)))));
+    let half_f2 = 0.5 * f * f;
+    let value = e * LN2_HI - ((half_f2 - (s * (half_f2 + r) + e * LN2_LO)) - f);
+    if x > 0.0 && x < f32::INFINITY {
+        value
+    } else if x == 0.0 {
+        f32::NEG_INFINITY
+    } else if x == f32::INFINITY {
+        x
+    } else {
+        f32::NAN
+    }
 }
 
 #[cfg(test)]
@@ -263,6 +300,35 @@ mod tests {
         assert_eq!(softplus(-200.0), 0.0);
         assert_eq!(softplus(0.0), std::f32::consts::LN_2);
         assert!(softplus(f32::NAN).is_nan());
+    }
+
+    #[test]
+    fn ln_is_within_one_ulp() {
+        // Every 509th float from the smallest subnormal to the largest finite, and around 1,
+        // where the result is near 0.
+        let all = (1..0x7f80_0000u32).step_by(509).map(f32::from_bits);
+        let near_one = (0..=20_000).map(|i| 0.99 + 0.02 * (i as f32 / 20_000.0));
+        let (e, at) = all
+            .chain(near_one)
+            .filter(|&x| x != 1.0)
+            .map(|x| (ulps(ln(x), (x as f64).ln()), x))
+            .fold((0.0, 0.0), |w, e| if e.0 > w.0 { e } else { w });
+        assert!(e <= 1.0, "ln: {e} ulps at {at}");
+    }
+
+    #[test]
+    fn ln_edges() {
+        assert_eq!(ln(1.0), 0.0);
+        assert_eq!(ln(2.0), std::f32::consts::LN_2);
+        assert_eq!(ln(0.0), f32::NEG_INFINITY);
+        assert_eq!(ln(-0.0), f32::NEG_INFINITY);
+        assert_eq!(ln(f32::INFINITY), f32::INFINITY);
+        assert!(ln(-1.0).is_nan());
+        assert!(ln(f32::NEG_INFINITY).is_nan());
+        assert!(ln(f32::NAN).is_nan());
+        let tiny = f32::from_bits(1);
+        assert_eq!(ln(tiny), (tiny as f64).ln() as f32);
+        assert!(ulps(ln(f32::MAX), (f32::MAX as f64).ln()) <= 1.0);
     }
 
     #[test]

@@ -41,6 +41,10 @@ pub trait Scalar:
     /// (within 1.5 units in the last place), for `f64` the C library's.
     fn exp_vec(self) -> Self;
 
+    /// `ln x` as crank's kernels compute it: for `f32` a branch-free version that vectorises
+    /// (within one unit in the last place), for `f64` the C library's.
+    fn ln_vec(self) -> Self;
+
     /// `tanh x` as crank's kernels compute it: for `f32` a branch-free version that vectorises
     /// (within 2.5 units in the last place), for `f64` the C library's.
     fn tanh_vec(self) -> Self;
@@ -78,6 +82,10 @@ impl Scalar for f32 {
         crate::math::exp(self)
     }
     #[inline(always)]
+    fn ln_vec(self) -> Self {
+        crate::math::ln(self)
+    }
+    #[inline(always)]
     fn tanh_vec(self) -> Self {
         crate::math::tanh(self)
     }
@@ -112,6 +120,10 @@ impl Scalar for f64 {
     #[inline]
     fn exp_vec(self) -> Self {
         self.exp()
+    }
+    #[inline]
+    fn ln_vec(self) -> Self {
+        self.ln()
     }
     #[inline]
     fn tanh_vec(self) -> Self {
