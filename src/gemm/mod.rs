@@ -25,10 +25,10 @@ mod small;
 
 pub(crate) use small::SmallKernel;
 
-use crate::Scalar;
+use crate::{Scalar, kernels};
 use ndarray::{ArrayView2, ArrayViewMut2, Axis, linalg::general_mat_mul};
 use rayon::prelude::*;
-use small::small_gemm;
+use small::{Addend, small_gemm};
 
 /// Products of at most this many multiply-adds skip the GEMM library and run as plain loops:
 /// for the shapes of small networks (a few thousand multiply-adds) the library's packing and
@@ -66,7 +66,7 @@ pub fn gemm<F: Scalar>(
     debug_assert_eq!(c.dim(), (a.nrows(), b.ncols()));
     let (m, n) = c.dim();
     let work = m * a.ncols() * n;
-    if work <= SMALL_GEMM && small_gemm(alpha, &a, &b, beta, &mut c) {
+    if work <= SMALL_GEMM && small_gemm(alpha, &a, &b, Addend::Scaled(beta), &mut c) {
         return;
     }
     // Blocks of rows when m >= n (each reads all of `b` and its rows of `a`), else of columns.
@@ -90,6 +90,28 @@ pub fn gemm<F: Scalar>(
             .zip(b.axis_chunks_iter(Axis(1), block))
             .for_each(|(mut c, b)| backend_gemm(alpha, &a, &b, beta, &mut c));
     }
+}
+
+/// `c = a · b + bias`, with `bias` (`n` values) added to every row of `c` (`(m, n)`, in
+/// standard layout; not read): a layer's `x·W + b`. A small product adds the bias in its
+/// registers as it writes `c`; a larger one copies the bias into `c`'s rows and the product adds
+/// onto them (`beta = 1`). Either way each element is `(a · b)ᵢⱼ + biasⱼ`, rounded once more,
+/// as [`gemm`] would give it with `c` filled with the bias and `beta = 1`.
+#[inline]
+pub(crate) fn affine<F: Scalar>(
+    a: ArrayView2<'_, F>,
+    b: ArrayView2<'_, F>,
+    bias: &[F],
+    mut c: ArrayViewMut2<'_, F>,
+) {
+    debug_assert_eq!(bias.len(), b.ncols());
+    let (m, n) = c.dim();
+    if m * a.ncols() * n <= SMALL_GEMM && small_gemm(F::one(), &a, &b, Addend::Row(bias), &mut c) {
+        return;
+    }
+    let out = c.as_slice_mut().expect("the output is in standard layout");
+    kernels::broadcast_rows(out, bias);
+    gemm(F::one(), a, b, F::one(), c);
 }
 
 /// Whether a product of `work` multiply-adds is large enough to be cut into blocks (two of at
@@ -233,6 +255,40 @@ mod tests {
     /// bitwise what one thread gives, in the layouts a Dense layer uses; with OpenBLAS (whose
     /// kernels may sum an element at a block's edge differently, see the module's doc), the same
     /// result at the same thread count, and one thread's up to rounding.
+    /// `affine` gives bitwise what `gemm` gives onto rows filled with the bias (`beta = 1`), for
+    /// small products (the bias added in the kernel, also where a transposed `b` is copied a
+    /// few columns at a time) and large ones, in the three layouts.
+    #[test]
+    fn affine_equals_gemm_onto_the_bias_bitwise() {
+        for (m, k, n) in [
+            (1, 6, 64),
+            (32, 8, 4),
+            (13, 19, 33),
+            (4, 300, 8),
+            (70, 90, 60),
+        ] {
+            let a = Array2::from_shape_fn((m, k), |(i, p)| ((i * 7 + p * 3) % 11) as f32 * 0.3);
+            let b = Array2::from_shape_fn((k, n), |(p, j)| ((p * 5 + j) % 13) as f32 * 0.1 - 0.6);
+            let bias: Vec<f32> = (0..n).map(|j| j as f32 * 0.37 - 1.0).collect();
+            let (at, bt) = (row_major_t(&a), row_major_t(&b));
+            for (layout, a, b) in [
+                ("nn", a.view(), b.view()),
+                ("tn", at.t(), b.view()),
+                ("nt", a.view(), bt.t()),
+            ] {
+                let mut want = Array2::from_shape_fn((m, n), |(_, j)| bias[j]);
+                gemm(1.0, a, b, 1.0, want.view_mut());
+                let mut got = Array2::from_elem((m, n), f32::NAN);
+                affine(a, b, &bias, got.view_mut());
+                let same = got
+                    .iter()
+                    .zip(&want)
+                    .all(|(x, y)| x.to_bits() == y.to_bits());
+                assert!(same, "{m}x{k}x{n} {layout}");
+            }
+        }
+    }
+
     #[test]
     fn split_products_equal_one_thread_bitwise() {
         let run = |threads: usize, m: usize, k: usize, n: usize, layout: &str| {

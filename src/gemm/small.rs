@@ -16,14 +16,23 @@ use crate::Scalar;
 use ndarray::{ArrayView2, ArrayViewMut2};
 use std::ops::Range;
 
-/// The direct loops for small products; `false` (nothing written) when the layouts are not
-/// ones it handles: `c` contiguous, `a` row- or column-major, and `b` row-major or the
-/// transpose of a row-major matrix with at most 1,024 rows.
+/// What a small product adds to `alpha · a · b` as it writes `c`.
+#[derive(Clone, Copy)]
+pub(super) enum Addend<'a, F> {
+    /// `beta · c`; `c` is not read when `beta` is 0.
+    Scaled(F),
+    /// A row of `n` values added to every row of `c` (a layer's bias); `c` is not read.
+    Row(&'a [F]),
+}
+
+/// The direct loops for small products, `c = alpha · a · b + add`; `false` (nothing written)
+/// when the layouts are not ones it handles: `c` contiguous, `a` row- or column-major, and `b`
+/// row-major or the transpose of a row-major matrix with at most 1,024 rows.
 pub(super) fn small_gemm<F: Scalar>(
     alpha: F,
     a: &ArrayView2<'_, F>,
     b: &ArrayView2<'_, F>,
-    beta: F,
+    add: Addend<'_, F>,
     c: &mut ArrayViewMut2<'_, F>,
 ) -> bool {
     let (k, n) = b.dim();
@@ -53,7 +62,7 @@ pub(super) fn small_gemm<F: Scalar>(
             a: &a,
             b,
             n,
-            beta,
+            add,
             c,
             ldc: n,
             c0: 0,
@@ -61,30 +70,67 @@ pub(super) fn small_gemm<F: Scalar>(
         return true;
     }
     // b is the transpose of a row-major (n, k) matrix: copy it, a block of columns at a time,
-    // into a row-major (k, block) buffer on the stack.
-    const STACK: usize = 1024;
+    // into a row-major (k, block) buffer on the stack, of the least of three sizes that holds
+    // the block (the buffer is zeroed first, a pass over all of it).
     match b.t().as_slice() {
         Some(bt) if k > 0 && k <= STACK => {
             let block = (STACK / k).min(n);
-            let mut rows = [F::zero(); STACK];
-            for j0 in (0..n).step_by(block) {
-                let width = block.min(n - j0);
-                let cols = &bt[j0 * k..(j0 + width) * k];
-                F::transpose(cols, k, &mut rows[..k * width]);
-                run(Product {
-                    alpha,
-                    a: &a,
-                    b: &rows[..k * width],
-                    n: width,
-                    beta,
-                    c: &mut *c,
-                    ldc: n,
-                    c0: j0,
-                });
+            let p = Transposed {
+                alpha,
+                a: &a,
+                bt,
+                n,
+                add,
+                c,
+                block,
+            };
+            match k * block {
+                ..=64 => p.run::<64>(),
+                65..=512 => p.run::<512>(),
+                _ => p.run::<STACK>(),
             }
             true
         }
         _ => false,
+    }
+}
+
+/// The most values of `b` [`small_gemm`] copies at once, and so the largest `k` of a product
+/// whose `b` it copies.
+const STACK: usize = 1024;
+
+/// A product whose `b` is the transpose of the row-major `(n, k)` matrix `bt`, run a block of
+/// `block` columns at a time through a copy of them in rows.
+struct Transposed<'a, 'c, F> {
+    alpha: F,
+    a: &'a Strided<'a, F>,
+    bt: &'a [F],
+    n: usize,
+    add: Addend<'a, F>,
+    c: &'c mut [F],
+    block: usize,
+}
+
+impl<F: Scalar> Transposed<'_, '_, F> {
+    /// The product through a buffer of `LEN ≥ k · block` values on the stack.
+    fn run<const LEN: usize>(self) {
+        let (k, n) = (self.a.k, self.n);
+        let mut rows = [F::zero(); LEN];
+        for j0 in (0..n).step_by(self.block) {
+            let width = self.block.min(n - j0);
+            let rows = &mut rows[..k * width];
+            F::transpose(&self.bt[j0 * k..(j0 + width) * k], k, rows);
+            run(Product {
+                alpha: self.alpha,
+                a: self.a,
+                b: rows,
+                n: width,
+                add: self.add,
+                c: &mut *self.c,
+                ldc: n,
+                c0: j0,
+            });
+        }
     }
 }
 
@@ -97,14 +143,15 @@ pub struct Strided<'a, F> {
     k: usize,
 }
 
-/// The operands of one small product: `c[:, c0..c0 + n] = alpha · a · b + beta · c[:, c0..c0 + n]`
-/// for a row-major `b` `(k, n)` and a row-major `c` with `ldc` columns.
+/// The operands of one small product: `c[:, c0..c0 + n] = alpha · a · b + add` (for
+/// [`Addend::Row`], its columns `c0..c0 + n`) for a row-major `b` `(k, n)` and a row-major `c`
+/// with `ldc` columns.
 pub struct Product<'a, 'c, F> {
     alpha: F,
     a: &'a Strided<'a, F>,
     b: &'a [F],
     n: usize,
-    beta: F,
+    add: Addend<'a, F>,
     c: &'c mut [F],
     ldc: usize,
     c0: usize,
@@ -120,6 +167,10 @@ impl<F> Product<'_, '_, F> {
             && self.b.len() >= a.k * self.n
             && self.c0 + self.n <= self.ldc
             && (a.m - 1) * self.ldc + self.c0 + self.n <= self.c.len()
+            && match self.add {
+                Addend::Scaled(_) => true,
+                Addend::Row(row) => self.c0 + self.n <= row.len(),
+            }
     }
 }
 
@@ -251,10 +302,11 @@ fn tile<F: Scalar, const R: usize, const W: usize>(p: &mut Product<'_, '_, F>, i
         let at = (i + r) * p.ldc + p.c0 + j;
         let c_blk: &mut [F; W] = (&mut p.c[at..at + W]).try_into().expect("W values");
         for l in 0..W {
-            c_blk[l] = if p.beta == F::zero() {
-                p.alpha * acc[l]
-            } else {
-                p.alpha * acc[l] + p.beta * c_blk[l]
+            let value = p.alpha * acc[l];
+            c_blk[l] = match p.add {
+                Addend::Scaled(beta) if beta == F::zero() => value,
+                Addend::Scaled(beta) => value + beta * c_blk[l],
+                Addend::Row(row) => value + row[p.c0 + j + l],
             };
         }
     }
@@ -262,7 +314,7 @@ fn tile<F: Scalar, const R: usize, const W: usize>(p: &mut Product<'_, '_, F>, i
 
 #[cfg(target_arch = "x86_64")]
 mod avx {
-    use super::Product;
+    use super::{Addend, Product};
     use std::arch::x86_64::*;
 
     /// Whether the processor has AVX2 and FMA (detected once, then a cached load).
@@ -276,13 +328,16 @@ mod avx {
     pub trait Lanes: Copy {
         type S: Copy + PartialEq + Default;
         const N: usize;
+        const ONE: Self::S;
         unsafe fn zero() -> Self;
         unsafe fn splat(x: Self::S) -> Self;
         unsafe fn load(p: *const Self::S) -> Self;
         unsafe fn store(self, p: *mut Self::S);
         /// The first `n < N` lanes from `p` (zeros in the rest); nothing past them is read.
         unsafe fn load_part(p: *const Self::S, n: usize) -> Self;
-        /// Writes the first `n < N` lanes to `p`, and nothing past them.
+        /// Writes the first `n < N` lanes to `p`, and nothing past them: halves, quarters and a
+        /// last lane as `n`'s bits say, not a masked store, which AMD's Zen runs as microcode
+        /// (a 32-row product with four columns took three times as long as one with eight).
         unsafe fn store_part(self, p: *mut Self::S, n: usize);
         /// `a · b + c`, rounded once.
         unsafe fn fma(a: Self, b: Self, c: Self) -> Self;
@@ -300,6 +355,7 @@ mod avx {
     impl Lanes for __m256 {
         type S = f32;
         const N: usize = 8;
+        const ONE: f32 = 1.0;
         #[inline(always)]
         unsafe fn zero() -> Self {
             unsafe { _mm256_setzero_ps() }
@@ -322,7 +378,21 @@ mod avx {
         }
         #[inline(always)]
         unsafe fn store_part(self, p: *mut f32, n: usize) {
-            unsafe { _mm256_maskstore_ps(p, mask32(n), self) }
+            // SAFETY: the caller's `n` lanes at `p`; each store writes the next of them.
+            unsafe {
+                let (mut p, mut v) = (p, _mm256_castps256_ps128(self));
+                if n & 4 != 0 {
+                    _mm_storeu_ps(p, v);
+                    (p, v) = (p.add(4), _mm256_extractf128_ps::<1>(self));
+                }
+                if n & 2 != 0 {
+                    _mm_store_sd(p.cast(), _mm_castps_pd(v));
+                    (p, v) = (p.add(2), _mm_movehl_ps(v, v));
+                }
+                if n & 1 != 0 {
+                    _mm_store_ss(p, v);
+                }
+            }
         }
         #[inline(always)]
         unsafe fn fma(a: Self, b: Self, c: Self) -> Self {
@@ -374,6 +444,7 @@ mod avx {
     impl Lanes for __m256d {
         type S = f64;
         const N: usize = 4;
+        const ONE: f64 = 1.0;
         #[inline(always)]
         unsafe fn zero() -> Self {
             unsafe { _mm256_setzero_pd() }
@@ -396,7 +467,17 @@ mod avx {
         }
         #[inline(always)]
         unsafe fn store_part(self, p: *mut f64, n: usize) {
-            unsafe { _mm256_maskstore_pd(p, mask64(n), self) }
+            // SAFETY: the caller's `n` lanes at `p`; each store writes the next of them.
+            unsafe {
+                let (mut p, mut v) = (p, _mm256_castpd256_pd128(self));
+                if n & 2 != 0 {
+                    _mm_storeu_pd(p, v);
+                    (p, v) = (p.add(2), _mm256_extractf128_pd::<1>(self));
+                }
+                if n & 1 != 0 {
+                    _mm_store_sd(p, v);
+                }
+            }
         }
         #[inline(always)]
         unsafe fn fma(a: Self, b: Self, c: Self) -> Self {
@@ -551,23 +632,29 @@ mod avx {
                     }
                 }
             }
-            let (alpha, beta) = (V::splat(p.alpha), V::splat(p.beta));
-            let read_c = p.beta != V::S::default();
+            let alpha = V::splat(p.alpha);
+            // What to add: `beta` times `c`, or the bias row times 1 for every row (rows 0
+            // apart). `beta · x + y` rounds once, so with `beta = 1` it is `x + y`.
+            let (beta, add, add_ld) = match p.add {
+                Addend::Scaled(beta) if beta == V::S::default() => (None, cp.cast_const(), 0),
+                Addend::Scaled(beta) => (Some(V::splat(beta)), cp.cast_const(), p.ldc),
+                Addend::Row(row) => (Some(V::splat(V::ONE)), row.as_ptr(), 0),
+            };
             for (r, acc) in acc.iter().enumerate() {
                 let c_row = cp.add((i + r) * p.ldc + p.c0 + j);
+                let add_row = add.add((i + r) * add_ld + p.c0 + j);
                 for (v, &acc) in acc.iter().enumerate() {
                     let mut out = V::mul(alpha, acc);
                     if PART {
-                        if read_c {
-                            out = V::fma(beta, V::load_part(c_row, width), out);
+                        if let Some(beta) = beta {
+                            out = V::fma(beta, V::load_part(add_row, width), out);
                         }
                         out.store_part(c_row, width);
                     } else {
-                        let at = c_row.add(v * V::N);
-                        if read_c {
-                            out = V::fma(beta, V::load(at), out);
+                        if let Some(beta) = beta {
+                            out = V::fma(beta, V::load(add_row.add(v * V::N)), out);
                         }
-                        out.store(at);
+                        out.store(c_row.add(v * V::N));
                     }
                 }
             }
@@ -580,11 +667,21 @@ mod tests {
     use super::*;
     use ndarray::Array2;
 
-    /// `alpha · a · b + beta · c0` by the definition, in f64.
-    fn reference(a: &Array2<f64>, b: &Array2<f64>, alpha: f64, beta: f64, c0: f64) -> Array2<f64> {
+    /// `alpha · a · b + beta · c0`, or with `beta` `None` `alpha · a · b + bias` (the bias added
+    /// to every row), by the definition, in f64.
+    fn reference(
+        a: &Array2<f64>,
+        b: &Array2<f64>,
+        alpha: f64,
+        beta: Option<f64>,
+        c0: f64,
+        bias: &[f64],
+    ) -> Array2<f64> {
         let mut c = a.dot(b) * alpha;
-        if beta != 0.0 {
-            c += beta * c0;
+        match beta {
+            Some(0.0) => {}
+            Some(beta) => c += beta * c0,
+            None => c += &ndarray::aview1(bias),
         }
         c
     }
@@ -601,8 +698,13 @@ mod tests {
                         Array2::from_shape_fn((k, n), |(p, j)| ((p * 5 + j) % 13) as f64 * 0.25);
                     let (af, bf) = (a.mapv(F::of), b.mapv(F::of));
                     let at = af.t().as_standard_layout().into_owned();
-                    for (alpha, beta) in [(1.0, 0.0), (-2.0, 0.5)] {
-                        let want = reference(&a, &b, alpha, beta, 1.5);
+                    let bias: Vec<f64> = (0..n).map(|j| j as f64 * 0.75 - 2.0).collect();
+                    let bias_f: Vec<F> = bias.iter().map(|&v| F::of(v)).collect();
+                    // beta 0, beta 0.5, and the bias row.
+                    for (alpha, beta) in [(1.0, Some(0.0)), (-2.0, Some(0.5)), (0.5, None)] {
+                        let want = reference(&a, &b, alpha, beta, 1.5, &bias);
+                        let add =
+                            beta.map_or(Addend::Row(&bias_f), |beta| Addend::Scaled(F::of(beta)));
                         // a row-major, then a column-major (the transposed view of `at`).
                         for (layout, a_view) in [("row", af.view()), ("col", at.t())] {
                             let a_mem = a_view.as_slice_memory_order().unwrap();
@@ -615,15 +717,18 @@ mod tests {
                                 k,
                             };
                             for vector in [false, true] {
-                                // NaN in `c` must not leak through when beta is 0.
-                                let start = if beta == 0.0 { F::nan() } else { F::of(1.5) };
+                                // NaN in `c` must not leak through when it is not read.
+                                let start = match beta {
+                                    Some(beta) if beta != 0.0 => F::of(1.5),
+                                    _ => F::nan(),
+                                };
                                 let mut c = vec![start; m * n];
                                 let mut p = Product {
                                     alpha: F::of(alpha),
                                     a: &strided,
                                     b: bf.as_slice().unwrap(),
                                     n,
-                                    beta: F::of(beta),
+                                    add,
                                     c: &mut c,
                                     ldc: n,
                                     c0: 0,
@@ -640,7 +745,7 @@ mod tests {
                                     let got = c[i * n + j].as_f64();
                                     assert!(
                                         (got - w).abs() <= tol * (1.0 + w.abs()),
-                                        "{} {m}x{k}x{n} a {layout} vector {vector} alpha {alpha} beta {beta} ({i}, {j}): {got} != {w}",
+                                        "{} {m}x{k}x{n} a {layout} vector {vector} alpha {alpha} beta {beta:?} ({i}, {j}): {got} != {w}",
                                         F::NAME
                                     );
                                 }
@@ -710,7 +815,7 @@ mod tests {
                 a: &strided,
                 b: b.as_slice().unwrap(),
                 n: 7,
-                beta: 0.0,
+                add: Addend::Scaled(0.0),
                 c: &mut c,
                 ldc: 12,
                 c0: 2,

@@ -2,7 +2,7 @@
 
 use super::{Layer, Mode, Param, Tensor, check_width};
 use crate::buffer::Buffer;
-use crate::gemm::gemm;
+use crate::gemm::{self, gemm};
 use crate::spec::{DenseSpec, LayerSpec};
 use crate::{Activation, Error, Result, Scalar, kernels};
 use ndarray::{Array1, Array2, ArrayView1, ArrayView2, ArrayViewMut2, CowArray, Ix2};
@@ -270,21 +270,16 @@ fn delta<'a, F: Scalar>(activation: Activation, buffer: &'a Buffer<F>, g: &'a [F
     }
 }
 
-/// `out = x·W + b`: the bias broadcast into `out`, then one GEMM adding `x·W` onto it
-/// (`beta = 1`), for training's forward and inference alike. `out` is `(batch, out)` in
-/// standard layout.
+/// `out = x·W + b` ([`gemm::affine`]), for training's forward and inference alike. `out` is
+/// `(batch, out)` in standard layout.
 fn affine<F: Scalar>(
     input: ArrayView2<'_, F>,
     weights: &Array2<F>,
     biases: &Array1<F>,
-    mut out: ArrayViewMut2<'_, F>,
+    out: ArrayViewMut2<'_, F>,
 ) {
     let bias = biases.as_slice().expect("biases are contiguous");
-    let slice = out
-        .as_slice_mut()
-        .expect("the output is in standard layout");
-    kernels::broadcast_rows(slice, bias);
-    gemm(F::one(), input, weights.view(), F::one(), out);
+    gemm::affine(input, weights.view(), bias, out);
 }
 
 /// Whether folding the update into the weight-gradient product saves more than it costs. It
