@@ -4,8 +4,9 @@
 //! `c` is computed in register tiles: each tile keeps its block of `c` as running sums over `k`
 //! and writes it once. With AVX2 and FMA (checked at run time) the tiles are explicit vector code,
 //! 4 rows × 2 registers or 8 rows × 1 register (8 independent sums, enough to hide the latency
-//! of a fused multiply-add), and a last block of fewer columns than a register holds uses masked
-//! loads and stores. Elsewhere the same tiling runs as plain loops.
+//! of a fused multiply-add; the last rows in pairs, then one), and a last block of fewer columns
+//! than a register holds uses masked loads and partial stores. Elsewhere the same tiling runs as
+//! plain loops.
 //!
 //! Every element of `c` is one sum over `p = 0, 1, …, k − 1` in that order, whatever tile it
 //! falls in, so among the products this kernel runs, a row's result does not depend on how many
@@ -553,7 +554,8 @@ mod avx {
     }
 
     /// The product in vector tiles: panels of 2 registers' width in groups of 4 rows, then
-    /// panels of one register and a last partial one in groups of 8 rows, then 4, then 1.
+    /// panels of one register and a last partial one in groups of 8 rows, then 4; the last rows
+    /// of each panel in pairs, then one.
     ///
     /// # Safety
     /// The processor has AVX2 and FMA, and `p.in_bounds()` holds with `m`, `n` at least 1.
@@ -593,6 +595,10 @@ mod avx {
         while m - i >= 4 {
             unsafe { tile::<V, 4, NV, PART>(p, i, j, width) };
             i += 4;
+        }
+        while m - i >= 2 {
+            unsafe { tile::<V, 2, NV, PART>(p, i, j, width) };
+            i += 2;
         }
         while i < m {
             unsafe { tile::<V, 1, NV, PART>(p, i, j, width) };
@@ -689,7 +695,7 @@ mod tests {
     /// Both kernels, the vector one (when the processor has it) and the portable one, on every
     /// `m` and `n` around the tile and register edges, for `F`.
     fn kernels_match<F: Scalar>(tol: f64) {
-        for m in [1, 3, 4, 5, 8, 9, 13] {
+        for m in [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 13] {
             for n in [1, 3, 4, 5, 7, 8, 9, 15, 16, 17, 24, 33] {
                 for k in [0, 1, 6, 19] {
                     let a =
