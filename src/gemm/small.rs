@@ -76,19 +76,10 @@ pub(super) fn small_gemm<F: Scalar>(
     match b.t().as_slice() {
         Some(bt) if k > 0 && k <= STACK => {
             let block = (STACK / k).min(n);
-            let p = Transposed {
-                alpha,
-                a: &a,
-                bt,
-                n,
-                add,
-                c,
-                block,
-            };
             match k * block {
-                ..=64 => p.run::<64>(),
-                65..=512 => p.run::<512>(),
-                _ => p.run::<STACK>(),
+                ..=64 => transposed::<F, 64>(alpha, &a, bt, n, block, add, c),
+                65..=512 => transposed::<F, 512>(alpha, &a, bt, n, block, add, c),
+                _ => transposed::<F, STACK>(alpha, &a, bt, n, block, add, c),
             }
             true
         }
@@ -100,38 +91,34 @@ pub(super) fn small_gemm<F: Scalar>(
 /// whose `b` it copies.
 const STACK: usize = 1024;
 
-/// A product whose `b` is the transpose of the row-major `(n, k)` matrix `bt`, run a block of
-/// `block` columns at a time through a copy of them in rows.
-struct Transposed<'a, 'c, F> {
+/// The product `c = alpha · a · b + add` whose `b` `(k, n)` is the transpose of the row-major
+/// `(n, k)` matrix `bt`, run a block of `block` columns at a time through a copy of them in rows,
+/// in a buffer of `LEN ≥ k · block` values on the stack.
+fn transposed<F: Scalar, const LEN: usize>(
     alpha: F,
-    a: &'a Strided<'a, F>,
-    bt: &'a [F],
+    a: &Strided<'_, F>,
+    bt: &[F],
     n: usize,
-    add: Addend<'a, F>,
-    c: &'c mut [F],
     block: usize,
-}
-
-impl<F: Scalar> Transposed<'_, '_, F> {
-    /// The product through a buffer of `LEN ≥ k · block` values on the stack.
-    fn run<const LEN: usize>(self) {
-        let (k, n) = (self.a.k, self.n);
-        let mut rows = [F::zero(); LEN];
-        for j0 in (0..n).step_by(self.block) {
-            let width = self.block.min(n - j0);
-            let rows = &mut rows[..k * width];
-            F::transpose(&self.bt[j0 * k..(j0 + width) * k], k, rows);
-            run(Product {
-                alpha: self.alpha,
-                a: self.a,
-                b: rows,
-                n: width,
-                add: self.add,
-                c: &mut *self.c,
-                ldc: n,
-                c0: j0,
-            });
-        }
+    add: Addend<'_, F>,
+    c: &mut [F],
+) {
+    let k = a.k;
+    let mut rows = [F::zero(); LEN];
+    for j0 in (0..n).step_by(block) {
+        let width = block.min(n - j0);
+        let rows = &mut rows[..k * width];
+        F::transpose(&bt[j0 * k..(j0 + width) * k], k, rows);
+        run(Product {
+            alpha,
+            a,
+            b: rows,
+            n: width,
+            add,
+            c: &mut *c,
+            ldc: n,
+            c0: j0,
+        });
     }
 }
 
