@@ -38,8 +38,10 @@ fn dense(c: &mut Criterion) {
 }
 
 /// crank's GEMM path against ndarray's `general_mat_mul` (the backend alone) on the products of
-/// the tiny and S networks, in the three layouts a Dense layer uses: forward `x·W`, weight
-/// gradient `xᵀ·δ`, input gradient `δ·Wᵀ`.
+/// the tiny and S networks, in the three layouts a Dense layer uses: forward `x·W` (`nn`),
+/// weight gradient `xᵀ·δ` (`tn`), input gradient `δ·Wᵀ` (`nt`). Each shape `m×k×n` runs in all
+/// three; the ones a layer has are the forward `batch×in×out`, the weight gradient
+/// `in×batch×out` and the input gradient `batch×out×in`.
 fn gemm(c: &mut Criterion) {
     let mut group = c.benchmark_group("gemm");
     group
@@ -51,7 +53,11 @@ fn gemm(c: &mut Criterion) {
         (32, 6, 64),
         (32, 64, 8),
         (32, 8, 4),
+        (6, 32, 64),
+        (64, 32, 8),
+        (8, 32, 4),
         (32, 8, 64),
+        (32, 4, 8),
         (64, 128, 10),
         (64, 784, 128),
         (784, 64, 128),
