@@ -27,7 +27,7 @@ pub(crate) fn exp_shifted<F: Scalar>(v: &mut [F], max: F, sum: F) -> F {
 /// (ties to even) and leaves the integer in the low bits of the mantissa.
 const ROUND: f32 = 12_582_912.0;
 
-/// `ln 2` in two parts: the first exact in 9 significant bits (`0x3f31_8000`), so that `e · LN2_HI`
+/// `ln 2` in two parts: the first exact in 9 significant bits (`0x3f31_8000`), so that `n · LN2_HI`
 /// is exact for every integer `|n| ≤ 2⁸`.
 const LN2_HI: f32 = 0.693_359_4;
 /// `ln 2 − LN2_HI`.
@@ -173,8 +173,8 @@ fn ln_1p_unit(u: f32) -> f32 {
 
 /// `ln x` for `f32`, within one unit in the last place: `x = 2ᵉ · (1 + f)` with `1 + f` in
 /// `[1/√2, √2)` (`f` is exact), and `ln x = e · ln 2 + ln(1 + f)`. `ln(1 + f) = 2 atanh s` with
-/// `s = f / (2 + f)`, `|s| ≤ 0.172`, is `2s + s·R` for the odd series `R` (to `s¹²`, whose
-/// first omitted term is below 2⁻³⁴ of the result), written as `f − (f²/2 − s (f²/2 + R))`: the
+/// `s = f / (2 + f)`, `|s| ≤ 0.172`, is `2s + s·R` for the series `R = 2s²/3 + 2s⁴/5 + … +
+/// 2s¹⁰/11` (the first term left out, `2s¹³/13`, is below 2⁻³⁴ of the result), written as `f − (f²/2 − s (f²/2 + R))`: the
 /// exact `f` plus a small correction, so that near `x = 1` the result keeps its precision
 /// (fdlibm's `logf` does the same). A subnormal `x` is scaled by 2²³ first. `ln 0 = −∞`,
 /// `ln ∞ = ∞`, and a negative `x` or NaN gives NaN.

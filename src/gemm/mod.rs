@@ -251,10 +251,6 @@ mod tests {
         }
     }
 
-    /// A product split over rayon's threads (by rows when `m >= n`, by columns otherwise) gives
-    /// bitwise what one thread gives, in the layouts a Dense layer uses; with OpenBLAS (whose
-    /// kernels may sum an element at a block's edge differently, see the module's doc), the same
-    /// result at the same thread count, and one thread's up to rounding.
     /// `affine` gives bitwise what `gemm` gives onto rows filled with the bias (`beta = 1`), for
     /// small products (the bias added in the kernel, also where a transposed `b` is copied a
     /// few columns at a time) and large ones, in the three layouts.
@@ -289,6 +285,10 @@ mod tests {
         }
     }
 
+    /// A product split over rayon's threads (by rows when `m >= n`, by columns otherwise) gives
+    /// bitwise what one thread gives, in the layouts a Dense layer uses; with OpenBLAS (whose
+    /// kernels may sum an element at a block's edge differently, see the module's doc), the same
+    /// result at the same thread count, and one thread's up to rounding.
     #[test]
     fn split_products_equal_one_thread_bitwise() {
         let run = |threads: usize, m: usize, k: usize, n: usize, layout: &str| {
