@@ -162,11 +162,7 @@ fn ln_1p_unit(u: f32) -> f32 {
         u / (2.0 + u)
     };
     let z = s * s;
-    let series = 2.0
-        * s
-        * (1.0
-            + z * (1.0 / 3.0
-                + z * (1.0 / 5.0 + z * (1.0 / 7.0 + z * (1.0 / 9.0 + z * (1.0 / 11.0))))));
+    let series = 2.0 * s * (1.0 + z * atanh_series(z));
     let high_value = ((LN2_LO + series) + LN2_HI) - ((w - 1.0) - u) / w;
     if high { high_value } else { series }
 }
@@ -191,8 +187,7 @@ pub(crate) fn ln(x: f32) -> f32 {
     let (e, f) = (e as f32, m - 1.0);
     let s = f / (2.0 + f);
     let z = s * s;
-    let r =
-        z * (2.0 / 3.0 + z * (2.0 / 5.0 + z * (2.0 / 7.0 + z * (2.0 / 9.0 + z * (2.0 / 11.0)))));
+    let r = 2.0 * (z * atanh_series(z));
     let half_f2 = 0.5 * f * f;
     let value = e * LN2_HI - ((half_f2 - (s * (half_f2 + r) + e * LN2_LO)) - f);
     if x > 0.0 && x < f32::INFINITY {
@@ -204,6 +199,13 @@ pub(crate) fn ln(x: f32) -> f32 {
     } else {
         f32::NAN
     }
+}
+
+/// `1/3 + z/5 + z²/7 + z³/9 + z⁴/11`: with `z = s²`, `2 atanh s = 2s (1 + z · this)` to `s¹¹`,
+/// the series [`ln_1p_unit`] and [`ln`] sum.
+#[inline(always)]
+fn atanh_series(z: f32) -> f32 {
+    1.0 / 3.0 + z * (1.0 / 5.0 + z * (1.0 / 7.0 + z * (1.0 / 9.0 + z * (1.0 / 11.0))))
 }
 
 #[cfg(test)]
