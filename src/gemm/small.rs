@@ -245,7 +245,7 @@ fn run<F: Scalar>(mut p: Product<'_, '_, F>) {
 /// The portable kernel: tiles of 4 rows (then single rows) by 16, 8, 4 and 1 columns.
 ///
 /// Not inlined: where the vector kernel runs this is never called, and inlined into [`run`] its
-/// tiles gave that function a 712-byte stack frame to set up on every product.
+/// tiles gave that function a stack frame of 712 to 968 bytes to set up on every product.
 #[inline(never)]
 fn tiles<F: Scalar>(p: &mut Product<'_, '_, F>) {
     let (m, n) = (p.a.m, p.n);
