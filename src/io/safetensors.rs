@@ -136,7 +136,47 @@ pub(super) fn encode<F: Scalar>(model: &Sequential<F>) -> Result<Vec<u8>> {
         ("version".to_string(), super::FORMAT_VERSION.to_string()),
         ("crank_spec".to_string(), spec.to_json()),
     ]);
-    safetensors::serialize(views, Some(metadata)).map_err(|e| err("output", e.to_string()))
+    let bytes =
+        safetensors::serialize(views, Some(metadata)).map_err(|e| err("output", e.to_string()))?;
+    metadata_in_name_order(bytes)
+}
+
+/// The same file with its header's `__metadata__` entries in name order. The safetensors crate
+/// takes them as a `HashMap` and writes them in its iteration order, which differs from one map
+/// to the next: without this, saving the same model twice could give two different files.
+/// The header is rewritten in place (the same entries, so the same length, in practice);
+/// the tensors' bytes, which follow it, are not moved unless its length changes.
+fn metadata_in_name_order(mut bytes: Vec<u8>) -> Result<Vec<u8>> {
+    const LEN: usize = std::mem::size_of::<u64>();
+    let bad = |reason: String| err("output header", reason);
+    let stated = bytes
+        .first_chunk::<LEN>()
+        .map(|n| u64::from_le_bytes(*n))
+        .ok_or_else(|| bad("shorter than its length field".into()))?;
+    let end = usize::try_from(stated)
+        .ok()
+        .and_then(|n| n.checked_add(LEN))
+        .filter(|&end| end <= bytes.len())
+        .ok_or_else(|| bad(format!("length {stated} past the end")))?;
+    let mut header: serde_json::Value =
+        serde_json::from_slice(&bytes[LEN..end]).map_err(|e| bad(e.to_string()))?;
+    if let Some(serde_json::Value::Object(meta)) = header.get_mut("__metadata__") {
+        let mut entries: Vec<_> = std::mem::take(meta).into_iter().collect();
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        meta.extend(entries);
+    }
+    let mut text = serde_json::to_vec(&header).map_err(|e| bad(e.to_string()))?;
+    // Padded with spaces to a multiple of 8 bytes, as the crate pads it, so the data stays aligned.
+    text.resize(text.len().next_multiple_of(LEN), b' ');
+    if text.len() + LEN == end {
+        bytes[LEN..end].copy_from_slice(&text);
+        return Ok(bytes);
+    }
+    let mut out = Vec::with_capacity(LEN + text.len() + bytes.len() - end);
+    out.extend_from_slice(&(text.len() as u64).to_le_bytes());
+    out.extend_from_slice(&text);
+    out.extend_from_slice(&bytes[end..]);
+    Ok(out)
 }
 
 pub(super) fn decode<F: Scalar>(bytes: &[u8], spec: Option<&ModelSpec>) -> Result<Sequential<F>> {

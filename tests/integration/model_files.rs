@@ -57,6 +57,26 @@ fn every_format_round_trips_exactly_in_f32_and_f64() {
     round_trip::<f64>();
 }
 
+/// The same model saves to the same bytes every time, in every format. (The safetensors crate
+/// takes the metadata as a hash map and writes it in the map's order, which changes from one
+/// map to the next; crank puts the entries in name order.)
+#[test]
+fn saving_the_same_model_twice_gives_the_same_bytes() {
+    let m = model::<f32>();
+    for format in [Format::Json, Format::Bincode, Format::Safetensors] {
+        let first = m.to_bytes(format).unwrap();
+        for _ in 0..8 {
+            assert!(m.to_bytes(format).unwrap() == first, "{format:?}");
+        }
+    }
+    let bytes = m.to_bytes(Format::Safetensors).unwrap();
+    let len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    assert_eq!(len % 8, 0, "the data stays 8-byte aligned");
+    let header = std::str::from_utf8(&bytes[8..8 + len]).unwrap();
+    let at = |key: &str| header.find(&format!("\"{key}\"")).unwrap();
+    assert!(at("crank_spec") < at("format") && at("format") < at("version"));
+}
+
 fn tmp(name: &str) -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("model_files");
     std::fs::create_dir_all(&dir).unwrap();
