@@ -65,6 +65,9 @@ fn resuming_from_a_checkpoint_is_bitwise_identical() {
     opt.set_learning_rate(0.05);
     let path = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("resume.ckpt");
     Checkpoint::save(&path, &first, &opt, Some(batcher.rng())).unwrap();
+    // The same state saves to the same bytes.
+    let again = Checkpoint::to_bytes(&first, &opt, Some(batcher.rng())).unwrap();
+    assert!(std::fs::read(&path).unwrap() == again);
     drop((first, opt, batcher));
 
     let ckpt = Checkpoint::<f32>::load(&path).unwrap();
