@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Writes the seed inputs of the decoded_model_runs fuzz target: spec.yaml's model trained for
+# one epoch on data/digits.csv, saved in each format and as a checkpoint, each behind the byte
+# that makes the target read it so (0 JSON, 1 bincode, 2 safetensors, 3 YAML description,
+# 4 checkpoint; +128 for f64). The same commit writes the same bytes.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+out=fuzz/seeds/decoded_model_runs
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+crank() { cargo run --quiet --bin crank -- "$@" >/dev/null; }
+crank train fuzz/seeds/spec.yaml --data data/digits.csv --out "$tmp/model.json" \
+    --checkpoint "$tmp/model.ckpt"
+crank convert "$tmp/model.json" "$tmp/model.crank"
+crank convert "$tmp/model.json" "$tmp/model.safetensors"
+# The description alone: the layers, without the training section.
+sed -n '/^training:/q;p' fuzz/seeds/spec.yaml > "$tmp/spec.yaml"
+rm -rf "$out"
+mkdir -p "$out"
+i=0
+for file in model.json model.crank model.safetensors spec.yaml model.ckpt; do
+    for f64 in 0 128; do
+        { printf "\\x$(printf %02x $((i + f64)))"; cat "$tmp/$file"; } > "$out/$file.$((i + f64))"
+    done
+    i=$((i + 1))
+done
+ls -l "$out"
