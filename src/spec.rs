@@ -263,6 +263,8 @@ pub struct Preprocessing {
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Resolved {
     pub input_size: usize,
+    /// The values of every layer's tensors together (within [`Limits::max_params`]).
+    pub params: u64,
     /// `(name, input_size, spec)` per layer.
     pub layers: Vec<(String, usize, LayerSpec)>,
 }
@@ -335,6 +337,22 @@ impl ModelSpec {
         };
         spec.resolve()?;
         Ok(spec)
+    }
+
+    /// How many values the tensors of a model built from this description hold (every layer's
+    /// weights and biases, and running statistics, as a saved file holds them), found without
+    /// building it; an error where building would fail (sizes that do not chain, limits
+    /// exceeded).
+    ///
+    /// ```
+    /// let spec = crank::spec::ModelSpec::from_yaml(
+    ///     "layers:\n  - {type: Dense, input_size: 4, output_size: 3, activation_function: ReLU}",
+    /// )?;
+    /// assert_eq!(spec.tensor_values()?, 4 * 3 + 3);
+    /// # Ok::<(), crank::Error>(())
+    /// ```
+    pub fn tensor_values(&self) -> Result<u64> {
+        Ok(self.resolve()?.params)
     }
 
     /// The description as pretty JSON.
@@ -478,6 +496,7 @@ impl ModelSpec {
         }
         Ok(Resolved {
             input_size: layers[0].1,
+            params,
             layers,
         })
     }

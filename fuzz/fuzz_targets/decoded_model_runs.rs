@@ -33,7 +33,9 @@ fn run<F: Scalar>(pick: u8, bytes: &[u8]) {
         ),
         3 => match std::str::from_utf8(bytes).map(ModelSpec::from_yaml) {
             // A description may ask for any size the library accepts; keep runs fast.
-            Ok(Ok(spec)) if params(&spec) <= 1 << 16 => (Sequential::<F>::from_spec(&spec), None),
+            Ok(Ok(spec)) if spec.tensor_values().is_ok_and(|n| n <= 1 << 16) => {
+                (Sequential::<F>::from_spec(&spec), None)
+            }
             _ => return,
         },
         _ => match Checkpoint::<F>::from_bytes(bytes) {
@@ -88,22 +90,4 @@ fn exercise<F: Scalar>(mut model: Sequential<F>, mut optimizer: Box<dyn Optimize
     let mut adam = Adam::new(0.01).expect("valid settings");
     let _ = model.train_step(x.view(), &targets, &Loss::Mse, &mut adam);
     let _ = model.predict(x.view());
-}
-
-/// The parameters a description asks for (a layer without an input size takes the previous
-/// layer's output; the first must say).
-fn params(spec: &ModelSpec) -> usize {
-    let mut width = None;
-    let mut total = 0usize;
-    for layer in &spec.layers {
-        let Some(inputs) = layer.input_size().or(width) else {
-            return usize::MAX;
-        };
-        for (_, shape) in layer.tensor_shapes(inputs) {
-            let n = shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
-            total = total.saturating_add(n.unwrap_or(usize::MAX));
-        }
-        width = Some(layer.output_size(inputs));
-    }
-    total
 }

@@ -425,6 +425,12 @@ fn every_layer_kind_round_trips_with_its_statistics() {
         assert_eq!(back.to_spec(), m.to_spec(), "{format:?}");
         assert_eq!(back.predict(x.view()).unwrap(), want, "{format:?}");
     }
+    // The description counts the values the tensors hold without building the model.
+    let mut values = 0;
+    for layer in m.layers() {
+        layer.visit_tensors(&mut |t| values += t.data.len());
+    }
+    assert_eq!(m.to_spec().tensor_values().unwrap(), values as u64);
     // PyTorch's names: Linear, ReLU, BatchNorm1d, Dropout, Linear, GELU, LayerNorm, Linear.
     assert_eq!(crank::io::torch_names(&m.to_spec()), vec![0, 2, 3, 4, 6, 7]);
     let doc: serde_json::Value =
