@@ -144,20 +144,15 @@ pub(super) fn encode<F: Scalar>(model: &Sequential<F>) -> Result<Vec<u8>> {
 /// The same file with its header's `__metadata__` entries in name order. The safetensors crate
 /// takes them as a `HashMap` and writes them in its iteration order, which differs from one map
 /// to the next: without this, saving the same model twice could give two different files.
-/// The header is rewritten in place (the same entries, so the same length, in practice);
-/// the tensors' bytes, which follow it, are not moved unless its length changes.
+/// (serde_json's map sorts its keys already, unless some dependency turns on its
+/// `preserve_order` feature, which keeps the order read; the sort makes that not matter.)
+/// The header is rewritten in place when its length does not change (the same entries, the
+/// same length, as serde_json writes them); the tensors' bytes move only otherwise.
 fn metadata_in_name_order(mut bytes: Vec<u8>) -> Result<Vec<u8>> {
     const LEN: usize = std::mem::size_of::<u64>();
     let bad = |reason: String| err("output header", reason);
-    let stated = bytes
-        .first_chunk::<LEN>()
-        .map(|n| u64::from_le_bytes(*n))
-        .ok_or_else(|| bad("shorter than its length field".into()))?;
-    let end = usize::try_from(stated)
-        .ok()
-        .and_then(|n| n.checked_add(LEN))
-        .filter(|&end| end <= bytes.len())
-        .ok_or_else(|| bad(format!("length {stated} past the end")))?;
+    let (n, _) = SafeTensors::read_metadata(&bytes).map_err(|e| bad(e.to_string()))?;
+    let end = LEN + n;
     let mut header: serde_json::Value =
         serde_json::from_slice(&bytes[LEN..end]).map_err(|e| bad(e.to_string()))?;
     if let Some(serde_json::Value::Object(meta)) = header.get_mut("__metadata__") {
@@ -168,7 +163,7 @@ fn metadata_in_name_order(mut bytes: Vec<u8>) -> Result<Vec<u8>> {
     let mut text = serde_json::to_vec(&header).map_err(|e| bad(e.to_string()))?;
     // Padded with spaces to a multiple of 8 bytes, as the crate pads it, so the data stays aligned.
     text.resize(text.len().next_multiple_of(LEN), b' ');
-    if text.len() + LEN == end {
+    if text.len() == n {
         bytes[LEN..end].copy_from_slice(&text);
         return Ok(bytes);
     }
@@ -285,6 +280,31 @@ mod tests {
             }
             assert_eq!(transpose(&t, cols, rows), data);
         }
+    }
+
+    /// A header whose entries come out shorter than they went in (here, spaces inside it) is
+    /// rewritten with the tensors moved after it: the file reads back the same, metadata sorted.
+    #[test]
+    fn a_header_that_changes_length_moves_the_tensors() {
+        let values = [1.5f32, -2.0, 0.25];
+        let data: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let json = r#"{ "__metadata__": {"b": "2", "a": "1"},
+            "t": {"dtype": "F32", "shape": [3], "data_offsets": [0, 12]} }"#;
+        let mut header = json.as_bytes().to_vec();
+        header.resize(header.len().next_multiple_of(8), b' ');
+        let mut file = (header.len() as u64).to_le_bytes().to_vec();
+        file.extend_from_slice(&header);
+        file.extend_from_slice(&data);
+
+        let out = metadata_in_name_order(file.clone()).unwrap();
+        assert!(out.len() < file.len());
+        let back = SafeTensors::deserialize(&out).unwrap();
+        assert_eq!(back.tensor("t").unwrap().data(), &data[..]);
+        let (n, meta) = SafeTensors::read_metadata(&out).unwrap();
+        assert_eq!(n % 8, 0);
+        let text = std::str::from_utf8(&out[8..8 + n]).unwrap();
+        assert!(text.find(r#""a""#).unwrap() < text.find(r#""b""#).unwrap());
+        assert_eq!(meta.metadata().as_ref().unwrap().len(), 2);
     }
 
     #[test]
