@@ -170,10 +170,10 @@ fn ln_1p_unit(u: f32) -> f32 {
 /// `ln x` for `f32`, within one unit in the last place: `x = 2ᵉ · (1 + f)` with `1 + f` in
 /// `[1/√2, √2)` (`f` is exact), and `ln x = e · ln 2 + ln(1 + f)`. `ln(1 + f) = 2 atanh s` with
 /// `s = f / (2 + f)`, `|s| ≤ 0.172`, is `2s + s·R` for the series `R = 2s²/3 + 2s⁴/5 + … +
-/// 2s¹⁰/11` (the first term left out, `2s¹³/13`, is below 2⁻³⁴ of the result), written as `f − (f²/2 − s (f²/2 + R))`: the
-/// exact `f` plus a small correction, so that near `x = 1` the result keeps its precision
-/// (fdlibm's `logf` does the same). A subnormal `x` is scaled by 2²³ first. `ln 0 = −∞`,
-/// `ln ∞ = ∞`, and a negative `x` or NaN gives NaN.
+/// 2s¹⁰/11` (the first term left out, `2s¹³/13`, is below 2⁻³⁴ of the result), written as
+/// `f − (f²/2 − s (f²/2 + R))`: the exact `f` plus a small correction, so that near `x = 1` the
+/// result keeps its precision (fdlibm's `logf` does the same). A subnormal `x` is scaled by 2²³
+/// first. `ln 0 = −∞`, `ln ∞ = ∞`, and a negative `x` or NaN gives NaN.
 #[inline(always)]
 pub(crate) fn ln(x: f32) -> f32 {
     const TWO_23: f32 = 8_388_608.0;
