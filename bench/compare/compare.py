@@ -21,6 +21,12 @@ PyTorch run in this one. A cell is the framework's fastest round: on a shared ma
 speed changes from second to second, rounds this short and this interleaved give every
 framework the same chances at the same speed, and interference only ever adds time. "of bound"
 is the median over rounds of the GEMM bound's time over crank's step's time in the same round.
+
+On more than one thread, each turn starts after a pause (`--settle`, 0.2 s by default): the
+thread pools of numpy's OpenBLAS and of PyTorch keep their workers busy-waiting for a while
+after a call, and a worker still spinning on one of the cores slows the next framework's turn,
+most of all a step that forks and joins often (crank's "of bound" at two threads read 84-94%
+without the pause, 96-99% with it, or with OPENBLAS_THREAD_TIMEOUT=4 OMP_WAIT_POLICY=PASSIVE).
 """
 import argparse
 import importlib.util
@@ -281,6 +287,7 @@ def main():
     ap.add_argument("--rounds", type=int, default=20, help="rounds per workload; each cell is the fastest")
     ap.add_argument("--features", default="")
     ap.add_argument("--only", help="run only the workloads whose name contains this")
+    ap.add_argument("--settle", type=float, help="seconds of pause before each turn (default 0.2 on more than one thread, else 0)")
     ap.add_argument("--rss", action="store_true")
     ap.add_argument("--rss-worker", choices=["numpy-seed", "pytorch"])
     ap.add_argument("--jax-worker", type=int)
@@ -312,11 +319,13 @@ def main():
         versions.append(f"jax {version('jax')}")
 
     print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores, {time.strftime('%Y-%m-%d %H:%M')}, "
-          + ", ".join(versions) + f", crank features: {args.features or 'default'}, {args.rounds} rounds")
+          + ", ".join(versions) + f", crank features: {args.features or 'default'}, {args.rounds} rounds, "
+          + (f"{args.settle} s pause before each turn" if args.settle is not None else "0.2 s pause before each turn above one thread"))
     names = list(others) + (["jax-jit"] if has_jax else [])
     header = f"{'workload':<15} {'thr':>3} {'crank':>10} " + " ".join(f"{k:>11}" for k in names) + f" {'GEMM bound':>11} {'crank/best':>10} {'/np,torch':>9} {'of bound':>8}"
     print(header)
     for threads in args.threads:
+        settle = args.settle if args.settle is not None else (0.2 if threads > 1 else 0.0)
         crank = crank_server(threads, args.features)
         jax = jax_server(threads) if has_jax else None
         for name, sizes, batch, inference, dt in WORKLOADS:
@@ -341,6 +350,7 @@ def main():
                 turns = ["crank"] + list(timers) + (["jax-jit"] if jax else [])
                 for r in range(args.rounds):
                     for k in turns[r % len(turns):] + turns[: r % len(turns)]:
+                        time.sleep(settle)
                         if k == "crank":
                             t = crank.round(name)
                             keep("crank", t["step_s"])
