@@ -149,29 +149,34 @@ fn data<F: Scalar>(rows: usize, cols: usize, salt: usize) -> Array2<F> {
     })
 }
 
+/// One layer's arrays in [`gemm_only`].
+struct Products<F> {
+    weights: Array2<F>,
+    /// The forward's output; at the last layer also the backward's `δ`.
+    out: Array2<F>,
+    weight_grad: Array2<F>,
+    input_grad: Array2<F>,
+}
+
 /// A step's (or an inference's) GEMMs alone, same shapes and backend, in the step's order and
 /// data flow: forward, each layer's product reading the output the layer before just wrote;
 /// then, unless it is inference, backward from the last layer, each layer's weight gradient and
 /// input gradient (not the first layer's) from the input gradient the layer above just wrote.
 /// A bound whose products each read arrays of their own finds its inputs colder in cache than
 /// the step does: M inference with `matrixmultiply` on a Zen 5 ran its step in 0.89–0.96× such a
-/// bound's time, and in 1.00–1.01× this one's (2026-12-02).
+/// bound's time, and in 0.96–1.02× this one's (2026-12-02).
 fn gemm_only<'a, F: Scalar>(w: &'a Workload) -> Runner<'a> {
     let b = w.batch;
     let input = data::<F>(b, w.sizes[0], 0);
-    // Per layer: weights, output (the forward's, and the backward's δ at the last layer),
-    // weight gradient, input gradient.
-    let mut layers: Vec<[Array2<F>; 4]> = w
+    let mut layers: Vec<Products<F>> = w
         .sizes
         .windows(2)
         .enumerate()
-        .map(|(i, s)| {
-            [
-                data(s[0], s[1], i),
-                data(b, s[1], i),
-                data(s[0], s[1], i),
-                data(b, s[0], i),
-            ]
+        .map(|(i, s)| Products {
+            weights: data(s[0], s[1], i),
+            out: data(b, s[1], i),
+            weight_grad: data(s[0], s[1], i),
+            input_grad: data(b, s[0], i),
         })
         .collect();
     // On rayon's pool when some product splits (`kernels::splits`, the rule crank's GEMM cuts
@@ -185,30 +190,34 @@ fn gemm_only<'a, F: Scalar>(w: &'a Workload) -> Runner<'a> {
         let mut run = || {
             for _ in 0..calls {
                 for i in 0..layers.len() {
-                    let (before, here) = layers.split_at_mut(i);
-                    let [wt, z, ..] = &mut here[0];
-                    let x = match before.last() {
-                        Some(l) => l[1].view(),
-                        None => input.view(),
-                    };
-                    gemm(F::one(), x, wt.view(), F::one(), z.view_mut());
+                    let (below, rest) = layers.split_at_mut(i);
+                    let Products { weights, out, .. } = &mut rest[0];
+                    let x = below.last().map_or_else(|| input.view(), |l| l.out.view());
+                    gemm(F::one(), x, weights.view(), F::one(), out.view_mut());
                 }
                 if !w.inference {
                     for i in (0..layers.len()).rev() {
-                        let (before, rest) = layers.split_at_mut(i);
-                        let (here, above) = rest.split_at_mut(1);
-                        let [wt, z, dw, dx] = &mut here[0];
-                        let x = match before.last() {
-                            Some(l) => l[1].view(),
-                            None => input.view(),
-                        };
-                        let delta = match above.first() {
-                            Some(l) => l[3].view(),
-                            None => z.view(),
-                        };
-                        gemm(F::one(), x.t(), delta, F::zero(), dw.view_mut());
+                        let (below, rest) = layers.split_at_mut(i);
+                        let (layer, above) = rest.split_first_mut().expect("layer i exists");
+                        let Products {
+                            weights,
+                            out,
+                            weight_grad,
+                            input_grad,
+                        } = layer;
+                        let x = below.last().map_or_else(|| input.view(), |l| l.out.view());
+                        let delta = above
+                            .first()
+                            .map_or_else(|| out.view(), |l| l.input_grad.view());
+                        gemm(F::one(), x.t(), delta, F::zero(), weight_grad.view_mut());
                         if i > 0 {
-                            gemm(F::one(), delta, wt.t(), F::zero(), dx.view_mut());
+                            gemm(
+                                F::one(),
+                                delta,
+                                weights.t(),
+                                F::zero(),
+                                input_grad.view_mut(),
+                            );
                         }
                     }
                 }
