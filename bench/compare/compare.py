@@ -234,6 +234,17 @@ def jax_server(threads):
     return Server([sys.executable, os.path.abspath(__file__), "--jax-worker", str(threads)], env)
 
 
+def crank_commit():
+    """The checkout's commit, with "+changes" when the work tree differs from it, or "unknown"."""
+    root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
+    try:
+        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return rev + ("+changes" if dirty else "")
+
+
 def crank_server(threads, features):
     """crank's `workloads` bench in `--serve` mode, on `threads` threads."""
     env = dict(os.environ, RAYON_NUM_THREADS=str(threads))
@@ -275,7 +286,7 @@ def rss(features):
             rows.append(out.stdout)
         else:
             print(f"  {framework}: {out.stderr.strip().splitlines()[-1:]}", file=sys.stderr)
-    print(f"# peak resident memory training M (784-512-512-10) at batch 256, {time.strftime('%Y-%m-%d')}, crank features: {features or 'default'}")
+    print(f"# peak resident memory training M (784-512-512-10) at batch 256, {time.strftime('%Y-%m-%d')}, crank {crank_commit()} features: {features or 'default'}")
     for row in rows:
         r = json.loads(row.strip().splitlines()[-1])
         print(f"{r['framework']:<12} {r['peak_rss_mib']:>8.1f} MiB")
@@ -319,7 +330,7 @@ def main():
         versions.append(f"jax {version('jax')}")
 
     print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores, {time.strftime('%Y-%m-%d %H:%M')}, "
-          + ", ".join(versions) + f", crank features: {args.features or 'default'}, {args.rounds} rounds, "
+          + ", ".join(versions) + f", crank {crank_commit()} features: {args.features or 'default'}, {args.rounds} rounds, "
           + (f"{args.settle} s pause before each turn" if args.settle is not None else "0.2 s pause before each turn above one thread"))
     names = list(others) + (["jax-jit"] if has_jax else [])
     header = f"{'workload':<15} {'thr':>3} {'crank':>10} " + " ".join(f"{k:>11}" for k in names) + f" {'GEMM bound':>11} {'crank/best':>10} {'/np,torch':>9} {'of bound':>8}"
