@@ -1,5 +1,7 @@
 //! Training-step and inference throughput on the reference workloads, next to the time of the
-//! same GEMMs alone (the bound a training step cannot beat), in samples per second.
+//! same GEMMs alone in the same order and data flow (what the step would cost with no overhead;
+//! plain SGD, whose update crank folds into a product, can come in under it), in samples per
+//! second.
 //!
 //! `cargo bench --bench workloads` prints a table; `-- --json` prints one JSON object per
 //! workload (what `bench/compare/compare.py` reads). Threads come from `RAYON_NUM_THREADS`
