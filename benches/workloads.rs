@@ -191,6 +191,11 @@ fn gemm_only<'a, F: Scalar>(w: &'a Workload) -> Runner<'a> {
         let pool = any_split && rayon::current_num_threads() > 1;
         let mut run = || {
             for _ in 0..calls {
+                // `beta = 1`, as the step accumulates onto its bias. Nothing resets the outputs,
+                // and chained through the layers the values grow as a power of the call count:
+                // in a long enough run they reach infinity and then NaN. x86 vector arithmetic
+                // takes those at full speed (only subnormal values are slow, and growing values
+                // are never subnormal), so the timing does not depend on the count.
                 for i in 0..layers.len() {
                     let (below, rest) = layers.split_at_mut(i);
                     let Products { weights, out, .. } = &mut rest[0];

@@ -25,8 +25,8 @@ is the median over rounds of the GEMM bound's time over crank's step's time in t
 On more than one thread, each turn starts after a pause (`--settle`, 0.2 s by default): the
 thread pools of numpy's OpenBLAS and of PyTorch keep their workers busy-waiting for a while
 after a call, and a worker still spinning on one of the cores slows the next framework's turn,
-most of all a step that forks and joins often (crank's "of bound" at two threads read 84-94%
-without the pause, 96-99% with it, or with OPENBLAS_THREAD_TIMEOUT=4 OMP_WAIT_POLICY=PASSIVE).
+most of all a step that forks and joins often (see the README's "Performance" for the runs
+with and without the pause).
 """
 import argparse
 import importlib.util
@@ -53,6 +53,8 @@ WORKLOADS = [
 
 
 ROUND_S = 0.05
+SETTLE_S = 0.2  # the default pause before each turn on more than one thread (`--settle`)
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")  # the crate
 
 
 class Timer:
@@ -236,10 +238,9 @@ def jax_server(threads):
 
 def crank_commit():
     """The checkout's commit, with "+changes" when the work tree differs from it, or "unknown"."""
-    root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
     try:
-        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
+        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return rev + ("+changes" if dirty else "")
@@ -251,9 +252,8 @@ def crank_server(threads, features):
     cmd = ["cargo", "bench", "--quiet", "--bench", "workloads"]
     if features:
         cmd += ["--features", features]
-    root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
-    subprocess.run(cmd + ["--no-run"], cwd=root, check=True)
-    return Server(cmd + ["--", f"--serve={ROUND_S}"], env, cwd=root)
+    subprocess.run(cmd + ["--no-run"], cwd=ROOT, check=True)
+    return Server(cmd + ["--", f"--serve={ROUND_S}"], env, cwd=ROOT)
 
 
 def peak_rss_mib():
@@ -274,12 +274,11 @@ def rss_worker(framework):
 
 
 def rss(features):
-    root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
     cmd = ["cargo", "build", "--quiet", "--release", "--example", "peak_rss"]
     if features:
         cmd += ["--features", features]
-    subprocess.run(cmd, cwd=root, check=True)
-    rows = [subprocess.run([os.path.join(root, "target", "release", "examples", "peak_rss")], capture_output=True, text=True, check=True).stdout]
+    subprocess.run(cmd, cwd=ROOT, check=True)
+    rows = [subprocess.run([os.path.join(ROOT, "target", "release", "examples", "peak_rss")], capture_output=True, text=True, check=True).stdout]
     for framework in ["numpy-seed", "pytorch"]:
         out = subprocess.run([sys.executable, os.path.abspath(__file__), "--rss-worker", framework], capture_output=True, text=True)
         if out.returncode == 0:
@@ -298,7 +297,7 @@ def main():
     ap.add_argument("--rounds", type=int, default=20, help="rounds per workload; each cell is the fastest")
     ap.add_argument("--features", default="")
     ap.add_argument("--only", help="run only the workloads whose name contains this")
-    ap.add_argument("--settle", type=float, help="seconds of pause before each turn (default 0.2 on more than one thread, else 0)")
+    ap.add_argument("--settle", type=float, help=f"seconds of pause before each turn (default {SETTLE_S} on more than one thread, else 0)")
     ap.add_argument("--rss", action="store_true")
     ap.add_argument("--rss-worker", choices=["numpy-seed", "pytorch"])
     ap.add_argument("--jax-worker", type=int)
@@ -331,12 +330,12 @@ def main():
 
     print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores, {time.strftime('%Y-%m-%d %H:%M')}, "
           + ", ".join(versions) + f", crank {crank_commit()} features: {args.features or 'default'}, {args.rounds} rounds, "
-          + (f"{args.settle} s pause before each turn" if args.settle is not None else "0.2 s pause before each turn above one thread"))
+          + (f"{args.settle} s pause before each turn" if args.settle is not None else f"{SETTLE_S} s pause before each turn above one thread"))
     names = list(others) + (["jax-jit"] if has_jax else [])
     header = f"{'workload':<15} {'thr':>3} {'crank':>10} " + " ".join(f"{k:>11}" for k in names) + f" {'GEMM bound':>11} {'crank/best':>10} {'/np,torch':>9} {'of bound':>8}"
     print(header)
     for threads in args.threads:
-        settle = args.settle if args.settle is not None else (0.2 if threads > 1 else 0.0)
+        settle = args.settle if args.settle is not None else (SETTLE_S if threads > 1 else 0.0)
         crank = crank_server(threads, args.features)
         jax = jax_server(threads) if has_jax else None
         for name, sizes, batch, inference, dt in WORKLOADS:
