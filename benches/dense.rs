@@ -41,7 +41,9 @@ fn dense(c: &mut Criterion) {
 /// the tiny and S networks, in the three layouts a Dense layer uses: forward `x·W` (`nn`),
 /// weight gradient `xᵀ·δ` (`tn`), input gradient `δ·Wᵀ` (`nt`). Each shape `m×k×n` runs in all
 /// three; the ones a layer has are the forward `batch×in×out`, the weight gradient
-/// `in×batch×out` and the input gradient `batch×out×in`.
+/// `in×batch×out` and the input gradient `batch×out×in`. A large square product, last, is the
+/// reference they are read against: the backend's rate where packing and calls cost next to
+/// nothing, about the most its kernels give on one core.
 fn gemm(c: &mut Criterion) {
     let mut group = c.benchmark_group("gemm");
     group
@@ -61,6 +63,7 @@ fn gemm(c: &mut Criterion) {
         (64, 128, 10),
         (64, 784, 128),
         (784, 64, 128),
+        (1024, 1024, 1024),
     ] {
         let a = Array2::from_shape_fn((m, k), |(i, j)| ((i * 3 + j) % 7) as f32 * 0.1);
         let b = Array2::from_shape_fn((k, n), |(i, j)| ((i + 5 * j) % 11) as f32 * 0.1);
