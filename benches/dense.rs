@@ -38,9 +38,9 @@ fn dense(c: &mut Criterion) {
 }
 
 /// crank's GEMM path against ndarray's `general_mat_mul` (the backend alone) on the products of
-/// the tiny and S networks, in the three layouts a Dense layer uses: forward `x·W` (`nn`),
-/// weight gradient `xᵀ·δ` (`tn`), input gradient `δ·Wᵀ` (`nt`). Each shape `m×k×n` runs in all
-/// three; the ones a layer has are the forward `batch×in×out`, the weight gradient
+/// the tiny, S and M (batch 256) networks, in the three layouts a Dense layer uses: forward
+/// `x·W` (`nn`), weight gradient `xᵀ·δ` (`tn`), input gradient `δ·Wᵀ` (`nt`). Each shape `m×k×n`
+/// runs in all three; the ones a layer has are the forward `batch×in×out`, the weight gradient
 /// `in×batch×out` and the input gradient `batch×out×in`. A large square product, last, is the
 /// reference they are read against: the backend's rate where packing and calls cost next to
 /// nothing, about the most its kernels give on one core.
@@ -63,6 +63,9 @@ fn gemm(c: &mut Criterion) {
         (64, 128, 10),
         (64, 784, 128),
         (784, 64, 128),
+        (256, 784, 512),
+        (784, 256, 512),
+        (256, 512, 512),
         (1024, 1024, 1024),
     ] {
         let a = Array2::from_shape_fn((m, k), |(i, j)| ((i * 3 + j) % 7) as f32 * 0.1);
