@@ -41,9 +41,9 @@ fn dense(c: &mut Criterion) {
 /// the tiny, S and M (batch 256) networks, in the three layouts a Dense layer uses: forward
 /// `x·W` (`nn`), weight gradient `xᵀ·δ` (`tn`), input gradient `δ·Wᵀ` (`nt`). Each shape `m×k×n`
 /// runs in all three; the ones a layer has are the forward `batch×in×out`, the weight gradient
-/// `in×batch×out` and the input gradient `batch×out×in`. A large square product, last, is the
-/// reference they are read against: the backend's rate where packing and calls cost next to
-/// nothing, about the most its kernels give on one core.
+/// `in×batch×out` and the input gradient `batch×out×in`. A large square product, last, is a
+/// reference rate, where packing and calls weigh least: with OpenBLAS about the most it gives on
+/// one core (`matrixmultiply`'s blocking runs some of M's shapes faster still).
 fn gemm(c: &mut Criterion) {
     let mut group = c.benchmark_group("gemm");
     group
