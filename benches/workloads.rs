@@ -4,9 +4,10 @@
 //! second.
 //!
 //! `cargo bench --bench workloads` prints a table; `-- --json` prints one JSON object per
-//! workload (what `bench/compare/compare.py` reads). Threads come from `RAYON_NUM_THREADS`
-//! (crank's one pool, which also splits large GEMMs). The GEMM-only time runs the same products
-//! through `crank::kernels::gemm`, the path the layers use.
+//! workload instead. Threads come from `RAYON_NUM_THREADS` (crank's one pool, which also splits
+//! large GEMMs). The GEMM-only time runs the same products through `crank::kernels::gemm`, the
+//! path the layers use. The workloads, the step and the bound are in `benches/shared`, which the
+//! criterion bench `steps` times too.
 //! `-- --quick` runs fewer repeats; `-- NAME` runs only workloads whose name contains NAME.
 //! `-- --serve=SECONDS` reads workload names from standard input, one per line, and answers each
 //! with one timed round (of about `SECONDS`) of the step and of its GEMM bound, as a JSON line:
