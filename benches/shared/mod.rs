@@ -12,6 +12,7 @@ pub struct Workload {
     pub name: &'static str,
     /// The input width, then each Dense layer's units (ReLU, the last one's identity).
     pub sizes: &'static [usize],
+    /// Samples per step (or per inference call).
     pub batch: usize,
     /// Inference (`predict_with`) rather than a training step.
     pub inference: bool,
