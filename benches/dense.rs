@@ -4,7 +4,7 @@
 
 use crank::{Activation, Dense, Layer, Mode};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use ndarray::Array2;
+use ndarray::{Array2, ArrayView2};
 use rand::SeedableRng;
 use rand_xoshiro::Xoshiro256PlusPlus;
 use std::hint::black_box;
@@ -37,13 +37,19 @@ fn dense(c: &mut Criterion) {
     group.finish();
 }
 
-/// crank's GEMM path against ndarray's `general_mat_mul` (the backend alone) on the products of
-/// the tiny, S and M (batch 256) networks, in the three layouts a Dense layer uses: forward
-/// `x·W` (`nn`), weight gradient `xᵀ·δ` (`tn`), input gradient `δ·Wᵀ` (`nt`). Each shape `m×k×n`
-/// runs in all three; the ones a layer has are the forward `batch×in×out`, the weight gradient
-/// `in×batch×out` and the input gradient `batch×out×in`. A large square product, last, is a
-/// reference rate, where packing and calls weigh least: with OpenBLAS about the most it gives on
-/// one core (`matrixmultiply`'s blocking runs some of M's shapes faster still).
+/// crank's GEMM path against the other pure-Rust GEMMs on the products of the tiny, S and M
+/// (batch 256) networks, in the three layouts a Dense layer uses: forward `x·W` (`nn`), weight
+/// gradient `xᵀ·δ` (`tn`), input gradient `δ·Wᵀ` (`nt`). Each shape `m×k×n` runs in all three;
+/// the ones a layer has are the forward `batch×in×out`, the weight gradient `in×batch×out` and
+/// the input gradient `batch×out×in`. A large square product, last, is a reference rate, where
+/// packing and calls weigh least.
+///
+/// - `crank`: crank's own path (its small-product loops, then faer; OpenBLAS with `openblas`).
+/// - `ndarray`: ndarray's `general_mat_mul`: the `matrixmultiply` crate with its AVX-512
+///   kernels, or OpenBLAS when built with `openblas`.
+/// - `gemm-crate`: the `gemm` crate with its AVX-512 kernels, single-threaded.
+///
+/// On one core: `taskset -c 0 env RAYON_NUM_THREADS=1 cargo bench --bench dense -- gemm`.
 fn gemm(c: &mut Criterion) {
     let mut group = c.benchmark_group("gemm");
     group
@@ -85,14 +91,51 @@ fn gemm(c: &mut Criterion) {
             group.bench_function(format!("crank/{name}"), |bench| {
                 bench.iter(|| crank::kernels::gemm(1.0, black_box(a), b, 0.0, out.view_mut()))
             });
-            group.bench_function(format!("backend/{name}"), |bench| {
+            group.bench_function(format!("ndarray/{name}"), |bench| {
                 bench.iter(|| {
                     ndarray::linalg::general_mat_mul(1.0, &black_box(a), &b, 0.0, &mut out)
                 })
             });
+            group.bench_function(format!("gemm-crate/{name}"), |bench| {
+                bench.iter(|| gemm_crate(black_box(a), b, &mut out))
+            });
         }
     }
     group.finish();
+}
+
+/// `out = a · b` through the `gemm` crate on the calling thread. Its convention is
+/// `dst = alpha · dst + beta · lhs · rhs`, with column strides before row strides.
+fn gemm_crate(a: ArrayView2<'_, f32>, b: ArrayView2<'_, f32>, out: &mut Array2<f32>) {
+    let (m, k) = a.dim();
+    let n = b.ncols();
+    assert_eq!((b.nrows(), out.dim()), (k, (m, n)));
+    let (a_s, b_s, c_s) = (a.strides(), b.strides(), out.strides().to_vec());
+    // SAFETY: the shapes match (checked above), and each pointer and its strides are an
+    // ndarray view's own, so every element the crate addresses lies inside that array.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            out.as_mut_ptr(),
+            c_s[1],
+            c_s[0],
+            false,
+            a.as_ptr(),
+            a_s[1],
+            a_s[0],
+            b.as_ptr(),
+            b_s[1],
+            b_s[0],
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        )
+    }
 }
 
 criterion_group!(benches, dense, gemm);

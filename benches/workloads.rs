@@ -11,7 +11,8 @@
 //! `-- --quick` runs fewer repeats; `-- NAME` runs only workloads whose name contains NAME.
 //! `-- --serve=SECONDS` reads workload names from standard input, one per line, and answers each
 //! with one timed round (of about `SECONDS`) of the step and of its GEMM bound, as a JSON line:
-//! `compare.py` drives it, taking turns with the other frameworks round by round.
+//! `compare.py` drives it, taking turns with the other frameworks round by round. The line
+//! `backend` is answered with `crank::backend()`, the GEMM and kernels this build runs.
 
 mod shared;
 
@@ -82,6 +83,10 @@ fn serve(target: f64) {
     let mut ready: Vec<(&str, Vec<Runner<'static>>, Vec<usize>)> = Vec::new();
     for line in std::io::stdin().lines() {
         let Ok(line) = line else { break };
+        if line.trim() == "backend" {
+            println!("{{\"backend\": {:?}}}", crank::backend());
+            continue;
+        }
         let Some(w) = WORKLOADS.iter().find(|w| w.name == line.trim()) else {
             println!("{{\"error\": \"no workload {}\"}}", line.trim());
             continue;

@@ -22,6 +22,7 @@ pub trait Scalar:
     + std::iter::Sum
     + bytemuck::Pod
     + crate::gemm::SmallKernel
+    + crate::gemm::Backend
 {
     /// `"f32"` or `"f64"`.
     const NAME: &'static str;

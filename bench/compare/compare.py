@@ -13,6 +13,12 @@ Threads are pinned the same way for all: threadpoolctl for numpy, torch.set_num_
 flags for JAX, and RAYON_NUM_THREADS for crank (its one pool, which also splits large GEMMs;
 the GEMM backends run single-threaded).
 
+Peers run at their best kernels: `OPENBLAS_CORETYPE` and `OPENBLAS_L2_SIZE`, which some hosts
+set for older OpenBLAS builds and which hold a current one to older kernels, are removed from
+the environment of numpy, PyTorch and JAX (the script restarts itself without them) and given
+back to crank's own process. The header names the CPU, the BLAS kernels each peer loaded
+(threadpoolctl), PyTorch's CPU capability and crank's GEMM and kernels.
+
 The frameworks take turns: per workload, `--rounds` rounds (default 20), and in each round
 every framework runs its step for about 50 ms, in an order that rotates from round to round.
 crank (its `workloads` bench in `--serve` mode, with the step's GEMM bound) and JAX (which sizes
@@ -36,6 +42,18 @@ import platform
 import subprocess
 import sys
 import time
+
+# Peers at their best kernels. Some hosts set these for older OpenBLAS builds; they hold a
+# current OpenBLAS (numpy's, PyTorch's) to older kernels. They are removed from this process
+# and its Python children, before numpy loads its OpenBLAS, and given back only to crank's
+# process (its `openblas` build keeps the host's settings, as its tests and CI do).
+PEER_HANDICAPS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+CRANK_ENV = "COMPARE_PY_CRANK_ENV"  # the removed values, as JSON, for crank's process
+if any(v in os.environ for v in PEER_HANDICAPS):
+    removed = {v: os.environ[v] for v in PEER_HANDICAPS if v in os.environ}
+    env = {k: v for k, v in os.environ.items() if k not in PEER_HANDICAPS}
+    env[CRANK_ENV] = json.dumps(removed)
+    os.execve(sys.executable, [sys.executable] + sys.argv, env)
 
 import numpy as np
 
@@ -246,13 +264,56 @@ def crank_commit():
     return rev + ("+changes" if dirty else "")
 
 
+def crank_env(**extra):
+    """This process's environment with the host's OpenBLAS settings given back (see
+    PEER_HANDICAPS), for crank's own processes."""
+    env = {k: v for k, v in os.environ.items() if k != CRANK_ENV}
+    env.update(json.loads(os.environ.get(CRANK_ENV, "{}")), **extra)
+    return env
+
+
+def peer_kernels():
+    """Which BLAS kernels the peers loaded in this process run, from threadpoolctl, and the
+    instruction set PyTorch's own kernels dispatch to; one line each."""
+    from threadpoolctl import threadpool_info
+
+    lines = []
+    for lib in threadpool_info():
+        if lib.get("user_api") != "blas":
+            continue
+        where = "numpy" if "numpy" in lib.get("filepath", "") else "torch" if "torch" in lib.get("filepath", "") else os.path.basename(lib.get("filepath", "?"))
+        lines.append(f"{where}: {lib.get('internal_api')} {lib.get('version')}, {lib.get('architecture') or lib.get('threading_layer') or '?'} kernels")
+    try:
+        import torch
+
+        lines.append(f"torch: CPU capability {torch.backends.cpu.get_cpu_capability()}, mkldnn {torch.backends.mkldnn.is_available()}")
+    except ImportError:
+        pass
+    leftover = [v for v in PEER_HANDICAPS if v in os.environ]
+    lines.append("peers' environment: " + (f"still sets {leftover}" if leftover else f"no {' or '.join(PEER_HANDICAPS)}"))
+    return lines
+
+
+def cpu_model():
+    """The CPU's model name and its vector extensions, from /proc/cpuinfo (Linux)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            info = f.read()
+    except OSError:
+        return platform.processor() or platform.machine()
+    field = lambda name: next((l.split(":", 1)[1].strip() for l in info.splitlines() if l.startswith(name)), "")
+    flags = set(field("flags").split())
+    simd = [f for f in ["avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile"] if f in flags]
+    return f"{field('model name')} (family {field('cpu family')}, model {field('model')}; {' '.join(simd) or 'no AVX2'})"
+
+
 def crank_server(threads, features):
     """crank's `workloads` bench in `--serve` mode, on `threads` threads."""
-    env = dict(os.environ, RAYON_NUM_THREADS=str(threads))
+    env = crank_env(RAYON_NUM_THREADS=str(threads))
     cmd = ["cargo", "bench", "--quiet", "--bench", "workloads"]
     if features:
         cmd += ["--features", features]
-    subprocess.run(cmd + ["--no-run"], cwd=ROOT, check=True)
+    subprocess.run(cmd + ["--no-run"], cwd=ROOT, check=True, env=env)
     return Server(cmd + ["--", f"--serve={ROUND_S}"], env, cwd=ROOT)
 
 
@@ -277,8 +338,8 @@ def rss(features):
     cmd = ["cargo", "build", "--quiet", "--release", "--example", "peak_rss"]
     if features:
         cmd += ["--features", features]
-    subprocess.run(cmd, cwd=ROOT, check=True)
-    rows = [subprocess.run([os.path.join(ROOT, "target", "release", "examples", "peak_rss")], capture_output=True, text=True, check=True).stdout]
+    subprocess.run(cmd, cwd=ROOT, check=True, env=crank_env())
+    rows = [subprocess.run([os.path.join(ROOT, "target", "release", "examples", "peak_rss")], capture_output=True, text=True, check=True, env=crank_env()).stdout]
     for framework in ["numpy-seed", "pytorch"]:
         out = subprocess.run([sys.executable, os.path.abspath(__file__), "--rss-worker", framework], capture_output=True, text=True)
         if out.returncode == 0:
@@ -328,15 +389,19 @@ def main():
 
         versions.append(f"jax {version('jax')}")
 
-    print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores, {time.strftime('%Y-%m-%d %H:%M')}, "
+    print(f"# {cpu_model()}, {os.cpu_count()} cores, {time.strftime('%Y-%m-%d %H:%M')}, "
           + ", ".join(versions) + f", crank {crank_commit()} features: {args.features or 'default'}, {args.rounds} rounds, "
           + (f"{args.settle} s pause before each turn" if args.settle is not None else f"{SETTLE_S} s pause before each turn above one thread"))
+    for line in peer_kernels():
+        print(f"#   {line}")
     names = list(others) + (["jax-jit"] if has_jax else [])
     header = f"{'workload':<15} {'thr':>3} {'crank':>10} " + " ".join(f"{k:>11}" for k in names) + f" {'GEMM bound':>11} {'crank/best':>10} {'/np,torch':>9} {'of bound':>8}"
     print(header)
     for threads in args.threads:
         settle = args.settle if args.settle is not None else (SETTLE_S if threads > 1 else 0.0)
         crank = crank_server(threads, args.features)
+        if threads == args.threads[0]:
+            print(f"#   crank: {crank.round('backend')['backend']}", flush=True)
         jax = jax_server(threads) if has_jax else None
         for name, sizes, batch, inference, dt in WORKLOADS:
             if args.only and args.only not in name:

@@ -1,9 +1,10 @@
 //! Every matrix product in crank goes through this module.
 //!
-//! The default build uses ndarray's pure-Rust GEMM (the `matrixmultiply` crate); the Cargo
-//! feature `openblas` sends the same calls to the system OpenBLAS through ndarray's `blas`
-//! feature. Transposed operands are passed as views (`a.t()`), which both backends take by stride
-//! or transpose flag, so no product copies or allocates.
+//! Products up to [`SMALL_GEMM`] multiply-adds run in crank's own loops (`small`); larger ones
+//! go to the backend (`backend`): faer, pure Rust, in the default build, or the system OpenBLAS
+//! with the Cargo feature `openblas`. Transposed operands are passed as views (`a.t()`), which
+//! both backends take by stride or transpose flag, so no product copies, and after a thread's
+//! first product none allocates.
 //!
 //! # Threads
 //! crank has one pool of threads, rayon's (see [`set_threads`](crate::set_threads)). The
@@ -13,20 +14,23 @@
 //! the kernels' threads are the same threads, and no second pool spins while the other works.
 //!
 //! How `c` is cut depends only on the shape and the thread count, so the same product at the
-//! same thread count gives bitwise the same result. With crank's own loops and `matrixmultiply`
-//! each element is also the same sum over `k` however `c` is cut, so the thread count does not
-//! change the result either (`tests/integration/determinism.rs` and this module's tests check
-//! both bitwise). OpenBLAS does not promise that: with its Haswell and Zen kernels an element
+//! same thread count gives bitwise the same result. With crank's own loops and faer each element
+//! is also the same sum over `k` however `c` is cut (faer cuts `k` into panels by `k` alone), so
+//! the thread count does not change the result either (`tests/integration/determinism.rs` and
+//! this module's tests check both bitwise). OpenBLAS does not promise that: with its Haswell and Zen kernels an element
 //! near a block's edge can be summed by another code path than in the whole product, and
 //! differ in the last bits (seen with Debian's OpenBLAS 0.3.21 on an AMD EPYC; its SkylakeX
 //! kernels, on an Intel Xeon, gave bitwise the same result).
 
+mod backend;
 mod small;
 
+pub(crate) use backend::Backend;
+pub use backend::backend;
 pub(crate) use small::SmallKernel;
 
 use crate::{Scalar, kernels};
-use ndarray::{ArrayView2, ArrayViewMut2, Axis, linalg::general_mat_mul};
+use ndarray::{ArrayView2, ArrayViewMut2, Axis};
 use rayon::prelude::*;
 use small::{Addend, small_gemm};
 
@@ -137,7 +141,7 @@ fn block_size(len: usize, per: usize, threads: usize) -> usize {
     len
 }
 
-/// One single-threaded backend call.
+/// One backend call on the calling thread.
 #[inline]
 fn backend_gemm<F: Scalar>(
     alpha: F,
@@ -146,47 +150,7 @@ fn backend_gemm<F: Scalar>(
     beta: F,
     c: &mut ArrayViewMut2<'_, F>,
 ) {
-    #[cfg(feature = "openblas")]
-    single_threaded_openblas();
-    general_mat_mul(alpha, a, b, beta, c);
-}
-
-/// Tells OpenBLAS, once, to run every call on the calling thread: crank's threads are rayon's.
-#[cfg(feature = "openblas")]
-fn single_threaded_openblas() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    // SAFETY: takes a thread count; 1 is always valid.
-    ONCE.call_once(|| unsafe { openblas_set_num_threads(1) });
-}
-
-#[cfg(feature = "openblas")]
-unsafe extern "C" {
-    fn openblas_set_num_threads(n: std::ffi::c_int);
-    fn openblas_get_config() -> *const std::ffi::c_char;
-}
-
-/// Which GEMM this build of crank uses.
-///
-/// Without the `openblas` feature: `"matrixmultiply (pure Rust)"`. With it: `"OpenBLAS"`
-/// followed by OpenBLAS's own configuration string (version, kernel, thread limit), read from
-/// the library that is actually linked.
-///
-/// ```
-/// let b = crank::backend();
-/// assert!(b.starts_with("matrixmultiply") || b.starts_with("OpenBLAS"));
-/// ```
-pub fn backend() -> String {
-    #[cfg(feature = "openblas")]
-    {
-        // SAFETY: openblas_get_config takes no arguments and returns a pointer to a static,
-        // NUL-terminated string owned by the library.
-        let config = unsafe { std::ffi::CStr::from_ptr(openblas_get_config()) };
-        format!("OpenBLAS ({})", config.to_string_lossy().trim())
-    }
-    #[cfg(not(feature = "openblas"))]
-    {
-        "matrixmultiply (pure Rust)".to_string()
-    }
+    F::product(alpha, a, b, beta, c);
 }
 
 #[cfg(test)]
@@ -330,6 +294,74 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    /// What the split relies on: the backend computes each element of `c` by the same sums
+    /// whatever block of `c` it is asked for, so a block of rows or columns of a product is
+    /// bitwise that block of the whole product. Checked directly on the backend, for blocks of
+    /// many shapes (fewer and more rows than a register tile, depths past one packed panel),
+    /// in the three layouts and both element types. With OpenBLAS this is not promised (the
+    /// module's doc) and not checked.
+    #[test]
+    fn backend_blocks_equal_the_whole_product_bitwise() {
+        if cfg!(feature = "openblas") {
+            return;
+        }
+        fn check<F: Scalar>(m: usize, k: usize, n: usize) {
+            let a = Array2::from_shape_fn((m, k), |(i, p)| {
+                F::of(((i * 7 + p * 3) % 11) as f64 * 0.37 - 1.3)
+            });
+            let b = Array2::from_shape_fn((k, n), |(p, j)| F::of(((p * 5 + j) % 13) as f64 * 0.11));
+            let (at, bt) = (row_major_t(&a), row_major_t(&b));
+            for (layout, a, b) in [
+                ("nn", a.view(), b.view()),
+                ("tn", at.t(), b.view()),
+                ("nt", a.view(), bt.t()),
+            ] {
+                let mut whole = Array2::from_elem((m, n), F::of(0.25));
+                backend_gemm(F::of(0.75), &a, &b, F::one(), &mut whole.view_mut());
+                for (rows, cols) in [
+                    (0..m / 2, 0..n),
+                    (m / 2..m, 0..n),
+                    (1..m, 0..n),
+                    (0..m, 0..n / 3),
+                    (0..m, n / 3..n),
+                    (3..m.min(9), 5..n),
+                ] {
+                    let (r, c) = (rows.clone(), cols.clone());
+                    let mut part = Array2::from_elem((r.len(), c.len()), F::of(0.25));
+                    let a_part = a.slice(ndarray::s![r.clone(), ..]);
+                    let b_part = b.slice(ndarray::s![.., c.clone()]);
+                    backend_gemm(
+                        F::of(0.75),
+                        &a_part,
+                        &b_part,
+                        F::one(),
+                        &mut part.view_mut(),
+                    );
+                    let want = whole.slice(ndarray::s![r, c]);
+                    let same = part.iter().zip(want.iter()).all(|(x, y)| {
+                        x.to_f64().unwrap().to_bits() == y.to_f64().unwrap().to_bits()
+                    });
+                    assert!(
+                        same,
+                        "{} {m}x{k}x{n} {layout}: rows {rows:?} cols {cols:?}",
+                        F::NAME
+                    );
+                }
+            }
+        }
+        for (m, k, n) in [
+            (203, 128, 130),
+            (61, 192, 300),
+            (100, 513, 70),
+            (130, 1100, 49),
+            (40, 700, 200),
+            (97, 64, 97),
+        ] {
+            check::<f32>(m, k, n);
+            check::<f64>(m, k, n);
         }
     }
 

@@ -76,7 +76,7 @@ fn same_seed_gives_identical_weights() {
     // Kernels reduce in a fixed order and the GEMMs split only independent outputs over
     // threads, so the thread count does not change the result either, as long as the backend
     // sums each output the same way in a block as in the whole product: crank's own loops and
-    // `matrixmultiply` do; OpenBLAS's Haswell and Zen kernels do not.
+    // faer do; OpenBLAS's Haswell and Zen kernels do not.
     if !cfg!(feature = "openblas") {
         assert_eq!(one[0], two[0], "1 thread vs 2 threads");
     }

@@ -1,0 +1,161 @@
+//! The library behind products too large for crank's own small-product loops.
+//!
+//! The default build calls [faer](https://docs.rs/faer)'s `matmul`, which picks its kernels at
+//! run time: AVX-512 or AVX2 with FMA on x86-64 (through the `private-gemm-x86` crate), the
+//! `gemm` crate's portable code elsewhere. Its packing space is one buffer per thread, kept
+//! from call to call, so after a thread's first product no product allocates. Operands are
+//! passed by pointer and strides, so transposed views are read in place.
+//!
+//! The `openblas` feature sends the same calls to the system OpenBLAS through ndarray's `blas`
+//! feature.
+//!
+//! Every call here runs on the calling thread: crank splits large products over rayon's threads
+//! itself (see the parent module).
+
+use ndarray::{ArrayView2, ArrayViewMut2};
+
+/// The element types the backend multiplies: `f32` and `f64`, sealed through
+/// [`Scalar`](crate::Scalar).
+pub trait Backend: Sized {
+    /// `c = alpha · a · b + beta · c` on the calling thread; `c` is not read when `beta` is 0.
+    /// Shapes are the caller's invariant (`a: (m, k)`, `b: (k, n)`, `c: (m, n)`).
+    fn product(
+        alpha: Self,
+        a: &ArrayView2<'_, Self>,
+        b: &ArrayView2<'_, Self>,
+        beta: Self,
+        c: &mut ArrayViewMut2<'_, Self>,
+    );
+}
+
+macro_rules! backend {
+    ($t:ty) => {
+        impl Backend for $t {
+            #[inline]
+            fn product(
+                alpha: Self,
+                a: &ArrayView2<'_, Self>,
+                b: &ArrayView2<'_, Self>,
+                beta: Self,
+                c: &mut ArrayViewMut2<'_, Self>,
+            ) {
+                #[cfg(feature = "openblas")]
+                {
+                    single_threaded_openblas();
+                    ndarray::linalg::general_mat_mul(alpha, a, b, beta, c);
+                }
+                #[cfg(not(feature = "openblas"))]
+                faer_product(alpha, a, b, beta, c);
+            }
+        }
+    };
+}
+
+backend!(f32);
+backend!(f64);
+
+/// One product through faer on the calling thread. faer either overwrites `c` or adds onto it,
+/// so another `beta` scales `c` first.
+#[cfg(not(feature = "openblas"))]
+#[inline]
+fn faer_product<T>(
+    alpha: T,
+    a: &ArrayView2<'_, T>,
+    b: &ArrayView2<'_, T>,
+    beta: T,
+    c: &mut ArrayViewMut2<'_, T>,
+) where
+    T: faer::traits::ComplexField + ndarray::LinalgScalar,
+{
+    use faer::{Accum, MatMut, MatRef, Par};
+    let (m, k) = a.dim();
+    let n = b.ncols();
+    assert!(
+        b.nrows() == k && c.dim() == (m, n),
+        "the product's shapes do not match"
+    );
+    let accum = if beta == T::zero() {
+        Accum::Replace
+    } else {
+        if beta != T::one() {
+            c.map_inplace(|x| *x *= beta);
+        }
+        Accum::Add
+    };
+    // SAFETY: each view's pointer, shape and strides are an ndarray view's own, so every
+    // element faer addresses with them lies in that view's memory; `c` is borrowed mutably
+    // and cannot alias `a` or `b`, which are only read. ndarray strides count elements, as
+    // faer's do.
+    let (a, b, c) = unsafe {
+        (
+            MatRef::from_raw_parts(a.as_ptr(), m, k, a.strides()[0], a.strides()[1]),
+            MatRef::from_raw_parts(b.as_ptr(), k, n, b.strides()[0], b.strides()[1]),
+            MatMut::from_raw_parts_mut(c.as_mut_ptr(), m, n, c.strides()[0], c.strides()[1]),
+        )
+    };
+    faer::linalg::matmul::matmul(c, accum, a, b, alpha, Par::Seq);
+}
+
+/// Tells OpenBLAS, once, to run every call on the calling thread: crank's threads are rayon's.
+#[cfg(feature = "openblas")]
+fn single_threaded_openblas() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    // SAFETY: takes a thread count; 1 is always valid.
+    ONCE.call_once(|| unsafe { openblas_set_num_threads(1) });
+}
+
+#[cfg(feature = "openblas")]
+unsafe extern "C" {
+    fn openblas_set_num_threads(n: std::ffi::c_int);
+    fn openblas_get_config() -> *const std::ffi::c_char;
+}
+
+/// Which GEMM this build of crank uses, and which kernels it runs on this processor.
+///
+/// Without the `openblas` feature: `"faer"` and the instruction set its kernels use here
+/// (`AVX-512`, `AVX2+FMA`, or `portable`). With it: `"OpenBLAS"` followed by OpenBLAS's own
+/// configuration string (version, kernel, thread limit), read from the library that is
+/// actually linked.
+///
+/// ```
+/// let b = crank::backend();
+/// assert!(b.starts_with("faer") || b.starts_with("OpenBLAS"));
+/// ```
+pub fn backend() -> String {
+    #[cfg(feature = "openblas")]
+    {
+        // SAFETY: openblas_get_config takes no arguments and returns a pointer to a static,
+        // NUL-terminated string owned by the library.
+        let config = unsafe { std::ffi::CStr::from_ptr(openblas_get_config()) };
+        format!("OpenBLAS ({})", config.to_string_lossy().trim())
+    }
+    #[cfg(not(feature = "openblas"))]
+    {
+        format!(
+            "faer {} (pure Rust, {} kernels)",
+            FAER_VERSION,
+            instruction_set()
+        )
+    }
+}
+
+/// The faer release crank is built against (its major line: Cargo picks the newest patch).
+#[cfg(not(feature = "openblas"))]
+const FAER_VERSION: &str = "0.24";
+
+/// The instruction set faer's kernels dispatch to on this processor, checked the way faer
+/// checks it.
+#[cfg(not(feature = "openblas"))]
+fn instruction_set() -> &'static str {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            return "AVX-512";
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            return "AVX2+FMA";
+        }
+    }
+    "portable"
+}
