@@ -54,8 +54,17 @@ macro_rules! backend {
 backend!(f32);
 backend!(f64);
 
+/// Products whose output is longer than this along its contiguous axis, and at most this long
+/// across it, are cut into blocks of at most this many along the contiguous axis: faer runs a
+/// short, wide output (say 256 × 1024, row-major) markedly slower than the same product in
+/// blocks of 512 columns (`cargo bench --bench dense -- gemm`; BENCHMARKS.md).
+#[cfg(not(feature = "openblas"))]
+const WIDE: usize = 512;
+
 /// One product through faer on the calling thread. faer either overwrites `c` or adds onto it,
-/// so another `beta` scales `c` first.
+/// so another `beta` scales `c` first. A short, wide output is cut into blocks (see [`WIDE`]);
+/// faer computes each element the same way in a block as in the whole product, so the result
+/// does not depend on the cut (`backend_blocks_equal_the_whole_product_bitwise`).
 #[cfg(not(feature = "openblas"))]
 #[inline]
 fn faer_product<T>(
@@ -67,7 +76,7 @@ fn faer_product<T>(
 ) where
     T: faer::traits::ComplexField + ndarray::LinalgScalar,
 {
-    use faer::{Accum, MatMut, MatRef, Par};
+    use ndarray::s;
     let (m, k) = a.dim();
     let n = b.ncols();
     assert!(
@@ -75,17 +84,52 @@ fn faer_product<T>(
         "the product's shapes do not match"
     );
     let accum = if beta == T::zero() {
-        Accum::Replace
+        faer::Accum::Replace
     } else {
         if beta != T::one() {
             c.map_inplace(|x| *x *= beta);
         }
-        Accum::Add
+        faer::Accum::Add
     };
-    // SAFETY: each view's pointer, shape and strides are an ndarray view's own, so every
-    // element faer addresses with them lies in that view's memory; `c` is borrowed mutably
-    // and cannot alias `a` or `b`, which are only read. ndarray strides count elements, as
-    // faer's do.
+    // faer works on the output's contiguous axis as its rows: columns for a row-major `c`.
+    let along_columns = c.strides()[1].unsigned_abs() <= c.strides()[0].unsigned_abs();
+    let (long, short) = if along_columns { (n, m) } else { (m, n) };
+    if long <= WIDE || short > WIDE {
+        return faer_call(alpha, a, b, accum, c);
+    }
+    let block = long.div_ceil(long.div_ceil(WIDE));
+    for start in (0..long).step_by(block) {
+        let end = (start + block).min(long);
+        if along_columns {
+            let b = b.slice(s![.., start..end]);
+            faer_call(alpha, a, &b, accum, &mut c.slice_mut(s![.., start..end]));
+        } else {
+            let a = a.slice(s![start..end, ..]);
+            faer_call(alpha, &a, b, accum, &mut c.slice_mut(s![start..end, ..]));
+        }
+    }
+}
+
+/// `c = alpha · a · b`, or `c += alpha · a · b`, through faer on the calling thread.
+#[cfg(not(feature = "openblas"))]
+#[inline]
+fn faer_call<T>(
+    alpha: T,
+    a: &ArrayView2<'_, T>,
+    b: &ArrayView2<'_, T>,
+    accum: faer::Accum,
+    c: &mut ArrayViewMut2<'_, T>,
+) where
+    T: faer::traits::ComplexField + ndarray::LinalgScalar,
+{
+    use faer::{MatMut, MatRef, Par};
+    let (m, k) = a.dim();
+    let n = b.ncols();
+    debug_assert!(b.nrows() == k && c.dim() == (m, n));
+    // SAFETY: each view's pointer, shape and strides are an ndarray view's own (the shapes
+    // checked by the caller), so every element faer addresses with them lies in that view's
+    // memory; `c` is borrowed mutably and cannot alias `a` or `b`, which are only read.
+    // ndarray strides count elements, as faer's do.
     let (a, b, c) = unsafe {
         (
             MatRef::from_raw_parts(a.as_ptr(), m, k, a.strides()[0], a.strides()[1]),

@@ -359,9 +359,39 @@ mod tests {
             (130, 1100, 49),
             (40, 700, 200),
             (97, 64, 97),
+            (40, 64, 1100),
+            (1100, 48, 30),
         ] {
             check::<f32>(m, k, n);
             check::<f64>(m, k, n);
+        }
+    }
+
+    /// Long, narrow outputs in either memory order (the backend cuts them along their
+    /// contiguous axis) against the definition, with each kind of beta.
+    #[test]
+    fn long_outputs_in_either_order_match_the_definition() {
+        for (m, k, n, column_major) in [(30, 40, 1100, false), (1100, 40, 30, true)] {
+            let a = Array2::from_shape_fn((m, k), |(i, p)| ((i * 7 + p * 3) % 11) as f64 - 5.0);
+            let b = Array2::from_shape_fn((k, n), |(p, j)| ((p * 5 + j) % 13) as f64 * 0.25);
+            for (alpha, beta) in [(1.0, 0.0), (0.5, 1.0), (-2.0, 3.0)] {
+                let start = if beta == 0.0 { f64::NAN } else { 1.5 };
+                let mut c = if column_major {
+                    Array2::from_elem((n, m), start).reversed_axes()
+                } else {
+                    Array2::from_elem((m, n), start)
+                };
+                assert_eq!(c.strides()[0] == 1, column_major);
+                gemm(alpha, a.view(), b.view(), beta, c.view_mut());
+                for ((i, j), &got) in c.indexed_iter() {
+                    let sum: f64 = (0..k).map(|p| a[[i, p]] * b[[p, j]]).sum();
+                    let want = alpha * sum + if beta == 0.0 { 0.0 } else { beta * 1.5 };
+                    assert!(
+                        (got - want).abs() <= 1e-9 * (1.0 + want.abs()),
+                        "{m}x{k}x{n}"
+                    );
+                }
+            }
         }
     }
 
