@@ -38,22 +38,13 @@ import argparse
 import importlib.util
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
 
-# Peers at their best kernels. Some hosts set these for older OpenBLAS builds; they hold a
-# current OpenBLAS (numpy's, PyTorch's) to older kernels. They are removed from this process
-# and its Python children, before numpy loads its OpenBLAS, and given back only to crank's
-# process (its `openblas` build keeps the host's settings, as its tests and CI do).
-PEER_HANDICAPS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
-CRANK_ENV = "COMPARE_PY_CRANK_ENV"  # the removed values, as JSON, for crank's process
-if any(v in os.environ for v in PEER_HANDICAPS):
-    removed = {v: os.environ[v] for v in PEER_HANDICAPS if v in os.environ}
-    env = {k: v for k, v in os.environ.items() if k not in PEER_HANDICAPS}
-    env[CRANK_ENV] = json.dumps(removed)
-    os.execve(sys.executable, [sys.executable] + sys.argv, env)
+from peers import CRANK_ENV, blas_kernels, cpu_model, peers_at_their_best
+
+peers_at_their_best()  # before numpy loads its OpenBLAS
 
 import numpy as np
 
@@ -273,38 +264,18 @@ def crank_env(**extra):
 
 
 def peer_kernels():
-    """Which BLAS kernels the peers loaded in this process run, from threadpoolctl, and the
-    instruction set PyTorch's own kernels dispatch to; one line each."""
-    from threadpoolctl import threadpool_info
-
-    lines = []
-    for lib in threadpool_info():
-        if lib.get("user_api") != "blas":
-            continue
-        where = "numpy" if "numpy" in lib.get("filepath", "") else "torch" if "torch" in lib.get("filepath", "") else os.path.basename(lib.get("filepath", "?"))
-        lines.append(f"{where}: {lib.get('internal_api')} {lib.get('version')}, {lib.get('architecture') or lib.get('threading_layer') or '?'} kernels")
+    """Which BLAS kernels the peers loaded in this process run, and the instruction set
+    PyTorch's own kernels dispatch to; one line each."""
+    lines = blas_kernels()
     try:
         import torch
 
-        lines.append(f"torch: CPU capability {torch.backends.cpu.get_cpu_capability()}, mkldnn {torch.backends.mkldnn.is_available()}")
+        config = torch.__config__.show()
+        blas = next((part.split("=", 1)[1] for part in config.replace(",", " ").split() if part.startswith("BLAS_INFO=")), "?")
+        lines.insert(-1, f"torch: BLAS {blas} (built in), CPU capability {torch.backends.cpu.get_cpu_capability()}")
     except ImportError:
         pass
-    leftover = [v for v in PEER_HANDICAPS if v in os.environ]
-    lines.append("peers' environment: " + (f"still sets {leftover}" if leftover else f"no {' or '.join(PEER_HANDICAPS)}"))
     return lines
-
-
-def cpu_model():
-    """The CPU's model name and its vector extensions, from /proc/cpuinfo (Linux)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            info = f.read()
-    except OSError:
-        return platform.processor() or platform.machine()
-    field = lambda name: next((l.split(":", 1)[1].strip() for l in info.splitlines() if l.startswith(name)), "")
-    flags = set(field("flags").split())
-    simd = [f for f in ["avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile"] if f in flags]
-    return f"{field('model name')} (family {field('cpu family')}, model {field('model')}; {' '.join(simd) or 'no AVX2'})"
 
 
 def crank_server(threads, features):
