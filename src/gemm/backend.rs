@@ -94,19 +94,56 @@ fn faer_product<T>(
     // faer works on the output's contiguous axis as its rows: columns for a row-major `c`.
     let along_columns = c.strides()[1].unsigned_abs() <= c.strides()[0].unsigned_abs();
     let (long, short) = if along_columns { (n, m) } else { (m, n) };
-    if long <= WIDE || short > WIDE {
-        return faer_call(alpha, a, b, accum, c);
-    }
-    let block = long.div_ceil(long.div_ceil(WIDE));
+    let block = if long <= WIDE || short > WIDE {
+        long.max(1)
+    } else {
+        long.div_ceil(long.div_ceil(WIDE))
+    };
     for start in (0..long).step_by(block) {
         let end = (start + block).min(long);
         if along_columns {
             let b = b.slice(s![.., start..end]);
-            faer_call(alpha, a, &b, accum, &mut c.slice_mut(s![.., start..end]));
+            in_panels(alpha, a, &b, accum, &mut c.slice_mut(s![.., start..end]));
         } else {
             let a = a.slice(s![start..end, ..]);
-            faer_call(alpha, &a, b, accum, &mut c.slice_mut(s![start..end, ..]));
+            in_panels(alpha, &a, b, accum, &mut c.slice_mut(s![start..end, ..]));
         }
+    }
+}
+
+/// The most of `k` one call sums where faer uses the `gemm` crate's kernels (see
+/// [`in_panels`]): at most what that crate sums in one panel whatever the shape.
+#[cfg(not(feature = "openblas"))]
+const K_PANEL: usize = 512;
+
+/// Where faer uses the `gemm` crate's kernels (processors without AVX2 and FMA, and other
+/// architectures), that crate cuts `k` into panels whose length depends on `m` and `n` too,
+/// so a block of `c` could be summed in other panels than the whole product, and differ in the
+/// last bits. There the sum over `k` is cut here, into equal panels of at most [`K_PANEL`]
+/// (which the crate then takes whole), by `k` alone. faer's own x86 kernels cut `k` by `k`
+/// alone and take the product whole.
+#[cfg(not(feature = "openblas"))]
+#[inline]
+fn in_panels<T>(
+    alpha: T,
+    a: &ArrayView2<'_, T>,
+    b: &ArrayView2<'_, T>,
+    accum: faer::Accum,
+    c: &mut ArrayViewMut2<'_, T>,
+) where
+    T: faer::traits::ComplexField + ndarray::LinalgScalar,
+{
+    use ndarray::s;
+    let k = a.ncols();
+    if k <= K_PANEL || instruction_set() != "portable" {
+        return faer_call(alpha, a, b, accum, c);
+    }
+    let panel = k.div_ceil(k.div_ceil(K_PANEL));
+    for start in (0..k).step_by(panel) {
+        let end = (start + panel).min(k);
+        let accum = if start == 0 { accum } else { faer::Accum::Add };
+        let (a, b) = (a.slice(s![.., start..end]), b.slice(s![start..end, ..]));
+        faer_call(alpha, &a, &b, accum, c);
     }
 }
 
