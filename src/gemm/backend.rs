@@ -220,6 +220,19 @@ pub fn backend() -> String {
     }
 }
 
+/// Whether products run on faer's own x86 kernels (AVX2+FMA or AVX-512): the default build on
+/// a processor that has them.
+pub(crate) fn faer_kernels() -> bool {
+    #[cfg(feature = "openblas")]
+    {
+        false
+    }
+    #[cfg(not(feature = "openblas"))]
+    {
+        instruction_set() != "portable"
+    }
+}
+
 /// The faer release crank is built against (its major line: Cargo picks the newest patch).
 #[cfg(not(feature = "openblas"))]
 const FAER_VERSION: &str = "0.24";

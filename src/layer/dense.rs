@@ -33,6 +33,9 @@ pub struct Dense<F: Scalar> {
     delta: Buffer<F>,
     /// Gradient for the input.
     dx: Buffer<F>,
+    /// A row-major copy of the input's transpose, for the weight gradient where the backend
+    /// reads the transposed view slowly ([`gemm::transposed_copy_pays`]).
+    input_t: Buffer<F>,
     /// Whether the latest backward folded the weight update into the weight-gradient product
     /// ([`Layer::backward_folding_sgd`]), which [`Layer::apply_folded_sgd`] then runs.
     folded: bool,
@@ -107,6 +110,7 @@ impl<F: Scalar> Dense<F> {
             y: Buffer::default(),
             delta: Buffer::default(),
             dx: Buffer::default(),
+            input_t: Buffer::default(),
             folded: false,
         })
     }
@@ -220,7 +224,7 @@ impl<F: Scalar> Dense<F> {
         if !folded {
             gemm(
                 inv_batch,
-                input.t(),
+                input_transposed(&input, n_out, &mut self.input_t),
                 delta,
                 F::zero(),
                 self.grad_weights.view_mut(),
@@ -267,6 +271,25 @@ fn delta<'a, F: Scalar>(activation: Activation, buffer: &'a Buffer<F>, g: &'a [F
         g
     } else {
         buffer.as_slice()
+    }
+}
+
+/// `xᵀ`, the weight gradient's left operand for an `x` of `(batch, n_in)` and `n_out` outputs:
+/// the transposed view, or a row-major copy in `buffer` where that pays
+/// ([`gemm::transposed_copy_pays`]; an input not in standard layout is not copied).
+fn input_transposed<'a, F: Scalar>(
+    input: &'a ArrayView2<'_, F>,
+    n_out: usize,
+    buffer: &'a mut Buffer<F>,
+) -> ArrayView2<'a, F> {
+    let (batch, n_in) = input.dim();
+    match input.as_slice() {
+        Some(x) if gemm::transposed_copy_pays::<F>(batch, n_in, n_out) => {
+            buffer.resize(n_in, batch);
+            gemm::transpose_into(x, n_in, buffer.as_mut_slice());
+            buffer.view()
+        }
+        _ => input.t(),
     }
 }
 
@@ -428,7 +451,7 @@ impl<F: Scalar> Layer<F> for Dense<F> {
         let delta = ArrayView2::from_shape((batch, n_out), delta).expect("delta is (batch, out)");
         gemm(
             -(lr * inv_batch),
-            input.t(),
+            input_transposed(&input, n_out, &mut self.input_t),
             delta,
             F::one(),
             self.weights.view_mut(),
@@ -512,6 +535,62 @@ impl<F: Scalar> Layer<F> for Dense<F> {
 #[cfg(test)]
 mod tests {
     use super::folding_is_finite;
+    use crate::{Activation, Dense, Layer, Mode, Scalar, gemm};
+    use ndarray::Array2;
+    use rand::SeedableRng;
+
+    /// Widths whose rows are 4 KiB long (1024 `f32`, 512 `f64`), where the weight gradient reads
+    /// a row-major copy of `xᵀ` on faer's x86 kernels, and one beside them: the gradient and the
+    /// folded SGD update against `xᵀδ / B` summed here, and the copy taken where it should be.
+    #[test]
+    fn weight_gradients_of_wide_inputs_match_the_definition() {
+        fn check<F: Scalar>(n_in: usize) {
+            let (batch, n_out) = (8, 24);
+            let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(4);
+            let mut layer = Dense::<F>::new(n_in, n_out, Activation::Identity, &mut rng).unwrap();
+            let x = Array2::from_shape_fn((batch, n_in), |(i, j)| {
+                F::of(((i * 13 + j * 7) % 17) as f64 / 17.0 - 0.5)
+            });
+            let g = Array2::from_shape_fn((batch, n_out), |(i, j)| {
+                F::of(((i * 5 + j * 3) % 11) as f64 / 11.0 - 0.4)
+            });
+            let want = |w: usize, o: usize| -> f64 {
+                (0..batch)
+                    .map(|b| x[[b, w]].as_f64() * g[[b, o]].as_f64())
+                    .sum::<f64>()
+                    / batch as f64
+            };
+            let close =
+                |got: F, want: f64| (got.as_f64() - want).abs() <= 1e-5 * (1.0 + want.abs());
+            let copies = gemm::transposed_copy_pays::<F>(batch, n_in, n_out);
+            assert_eq!(
+                copies,
+                gemm::faer_kernels() && n_in * size_of::<F>() == 4096
+            );
+            layer.forward(x.view(), Mode::Train).unwrap();
+            layer.backward(x.view(), g.view(), false).unwrap();
+            for ((w, o), &got) in layer.weight_grad().indexed_iter() {
+                assert!(close(got, want(w, o)), "{} {n_in}: dW[{w}, {o}]", F::NAME);
+            }
+            let before = layer.weights().to_owned();
+            let lr = F::of(0.5);
+            layer.forward(x.view(), Mode::Train).unwrap();
+            assert!(
+                layer
+                    .backward_folding_sgd(x.view(), g.view(), false, lr, None)
+                    .unwrap()
+            );
+            assert!(layer.apply_folded_sgd(x.view(), g.view(), lr).unwrap());
+            for ((w, o), &got) in layer.weights().indexed_iter() {
+                let step = before[[w, o]].as_f64() - 0.5 * want(w, o);
+                assert!(close(got, step), "{} {n_in}: folded W[{w}, {o}]", F::NAME);
+            }
+        }
+        check::<f32>(1024);
+        check::<f32>(1000);
+        check::<f64>(512);
+        check::<f64>(520);
+    }
 
     #[test]
     fn the_folding_bound_refuses_what_could_overflow() {
