@@ -62,9 +62,10 @@ backend!(f64);
 const WIDE: usize = 512;
 
 /// One product through faer on the calling thread. faer either overwrites `c` or adds onto it,
-/// so another `beta` scales `c` first. A short, wide output is cut into blocks (see [`WIDE`]);
-/// faer computes each element the same way in a block as in the whole product, so the result
-/// does not depend on the cut (`backend_blocks_equal_the_whole_product_bitwise`).
+/// so another `beta` scales `c` first. A short, wide output is cut into blocks (see [`WIDE`]),
+/// and on the portable kernels the sum over `k` into panels (see [`K_PANEL`]); each element is
+/// summed the same way in a block as in the whole product, so the result does not depend on
+/// the cut (`backend_blocks_equal_the_whole_product_bitwise`).
 #[cfg(not(feature = "openblas"))]
 #[inline]
 fn faer_product<T>(
@@ -95,57 +96,48 @@ fn faer_product<T>(
     let along_columns = c.strides()[1].unsigned_abs() <= c.strides()[0].unsigned_abs();
     let (long, short) = if along_columns { (n, m) } else { (m, n) };
     let block = if long <= WIDE || short > WIDE {
-        long.max(1)
+        long
     } else {
         long.div_ceil(long.div_ceil(WIDE))
     };
-    for start in (0..long).step_by(block) {
+    // Where faer runs the `gemm` crate's portable kernels, that crate cuts `k` into panels whose
+    // length depends on `m` and `n` too, so a block of `c` could be summed in other panels than
+    // the whole product and differ in the last bits. There `k` is cut here instead, into equal
+    // panels of at most `K_PANEL` (which the crate takes whole), by `k` alone. faer's own x86
+    // kernels cut `k` by `k` alone.
+    let panel = if k <= K_PANEL || faer_kernels() {
+        k
+    } else {
+        k.div_ceil(k.div_ceil(K_PANEL))
+    };
+    for start in (0..long).step_by(block.max(1)) {
         let end = (start + block).min(long);
-        if along_columns {
-            let b = b.slice(s![.., start..end]);
-            in_panels(alpha, a, &b, accum, &mut c.slice_mut(s![.., start..end]));
+        let (a, b, mut c) = if along_columns {
+            (
+                a.view(),
+                b.slice(s![.., start..end]),
+                c.slice_mut(s![.., start..end]),
+            )
         } else {
-            let a = a.slice(s![start..end, ..]);
-            in_panels(alpha, &a, b, accum, &mut c.slice_mut(s![start..end, ..]));
+            (
+                a.slice(s![start..end, ..]),
+                b.view(),
+                c.slice_mut(s![start..end, ..]),
+            )
+        };
+        for depth in (0..k.max(1)).step_by(panel.max(1)) {
+            let stop = (depth + panel).min(k);
+            let accum = if depth == 0 { accum } else { faer::Accum::Add };
+            let (a, b) = (a.slice(s![.., depth..stop]), b.slice(s![depth..stop, ..]));
+            faer_call(alpha, &a, &b, accum, &mut c);
         }
     }
 }
 
-/// The most of `k` one call sums where faer uses the `gemm` crate's kernels (see
-/// [`in_panels`]): at most what that crate sums in one panel whatever the shape.
+/// The most of `k` one call sums where faer uses the `gemm` crate's portable kernels: at most
+/// what that crate sums in one panel whatever the shape.
 #[cfg(not(feature = "openblas"))]
 const K_PANEL: usize = 512;
-
-/// Where faer uses the `gemm` crate's kernels (processors without AVX2 and FMA, and other
-/// architectures), that crate cuts `k` into panels whose length depends on `m` and `n` too,
-/// so a block of `c` could be summed in other panels than the whole product, and differ in the
-/// last bits. There the sum over `k` is cut here, into equal panels of at most [`K_PANEL`]
-/// (which the crate then takes whole), by `k` alone. faer's own x86 kernels cut `k` by `k`
-/// alone and take the product whole.
-#[cfg(not(feature = "openblas"))]
-#[inline]
-fn in_panels<T>(
-    alpha: T,
-    a: &ArrayView2<'_, T>,
-    b: &ArrayView2<'_, T>,
-    accum: faer::Accum,
-    c: &mut ArrayViewMut2<'_, T>,
-) where
-    T: faer::traits::ComplexField + ndarray::LinalgScalar,
-{
-    use ndarray::s;
-    let k = a.ncols();
-    if k <= K_PANEL || instruction_set() != "portable" {
-        return faer_call(alpha, a, b, accum, c);
-    }
-    let panel = k.div_ceil(k.div_ceil(K_PANEL));
-    for start in (0..k).step_by(panel) {
-        let end = (start + panel).min(k);
-        let accum = if start == 0 { accum } else { faer::Accum::Add };
-        let (a, b) = (a.slice(s![.., start..end]), b.slice(s![start..end, ..]));
-        faer_call(alpha, &a, &b, accum, c);
-    }
-}
 
 /// `c = alpha · a · b`, or `c += alpha · a · b`, through faer on the calling thread.
 #[cfg(not(feature = "openblas"))]

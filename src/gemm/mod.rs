@@ -122,7 +122,7 @@ pub(crate) fn affine<F: Scalar>(
 
 /// Whether `xᵀ·b`, with `x` a row-major `(k, m)` array and `b` `(k, n)`, runs faster as a
 /// product of a row-major copy of `xᵀ` than of the transposed view, so that a caller that owns
-/// a buffer for the copy should make it ([`transpose_into`]). Only where the backend is faer on
+/// a buffer for the copy should make it (with [`SmallKernel::transpose`]). Only where the backend is faer on
 /// its x86 kernels, for products it takes (past [`SMALL_GEMM`]), and where `x`'s rows are a
 /// multiple of 4 KiB long: faer reads such a view far slower than a row-major operand (cache
 /// sets alias), while OpenBLAS and other row lengths show no such loss (BENCHMARKS.md).
@@ -131,13 +131,6 @@ pub(crate) fn transposed_copy_pays<F: Scalar>(k: usize, m: usize, n: usize) -> b
         && m * k * n > SMALL_GEMM
         && n >= 16
         && (m * std::mem::size_of::<F>()).is_multiple_of(4096)
-}
-
-/// `out = xᵀ` for a row-major `x` of `cols` columns, written row-major into `out` (its length
-/// is `x`'s), in register tiles where the processor has AVX.
-pub(crate) fn transpose_into<F: Scalar>(x: &[F], cols: usize, out: &mut [F]) {
-    debug_assert_eq!(x.len(), out.len());
-    F::transpose(x, cols, out);
 }
 
 /// Whether a product of `work` multiply-adds is large enough to be cut into blocks (two of at

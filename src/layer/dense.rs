@@ -286,7 +286,7 @@ fn input_transposed<'a, F: Scalar>(
     match input.as_slice() {
         Some(x) if gemm::transposed_copy_pays::<F>(batch, n_in, n_out) => {
             buffer.resize(n_in, batch);
-            gemm::transpose_into(x, n_in, buffer.as_mut_slice());
+            F::transpose(x, n_in, buffer.as_mut_slice());
             buffer.view()
         }
         _ => input.t(),
