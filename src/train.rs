@@ -146,6 +146,119 @@ impl History {
     }
 }
 
+/// Where a training run stands between epochs: the epochs done, the shuffling generator, the
+/// learning-rate schedule and early stopping's progress. [`Sequential::fit_from`] continues a
+/// run from it as if it had never stopped; a [`Checkpoint`](crate::io::Checkpoint) saves it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(bound = "")]
+pub struct FitState<F: Scalar> {
+    epoch: usize,
+    rng: Xoshiro256PlusPlus,
+    /// As JSON: a schedule's `type` tag needs a self-describing format, which bincode is not.
+    #[serde(with = "scheduler_as_json")]
+    scheduler: Option<Scheduler>,
+    best: Option<Best<F>>,
+    waited: usize,
+    stopped: bool,
+    /// The last epoch's weights, kept when early stopping put the best epoch's in the model.
+    last: Option<LayerTensors<F>>,
+}
+
+mod scheduler_as_json {
+    use super::Scheduler;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer, de::Error};
+
+    pub fn serialize<S: Serializer>(s: &Option<Scheduler>, out: S) -> Result<S::Ok, S::Error> {
+        let json = s
+            .as_ref()
+            .map(serde_json::to_string)
+            .transpose()
+            .map_err(serde::ser::Error::custom)?;
+        json.serialize(out)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Scheduler>, D::Error> {
+        Option::<String>::deserialize(d)?
+            .map(|json| serde_json::from_str(&json).map_err(D::Error::custom))
+            .transpose()
+    }
+}
+
+/// The best monitored value so far, its epoch and (when restoring) its weights.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(bound = "F: Scalar")]
+struct Best<F> {
+    value: f64,
+    epoch: usize,
+    weights: LayerTensors<F>,
+}
+
+impl<F: Scalar> FitState<F> {
+    /// The state of a run that has not started: no epochs, the generator seeded with
+    /// `options.seed`.
+    pub fn new(options: &FitOptions) -> Self {
+        FitState {
+            epoch: 0,
+            rng: Xoshiro256PlusPlus::seed_from_u64(options.seed),
+            scheduler: None,
+            best: None,
+            waited: 0,
+            stopped: false,
+            last: None,
+        }
+    }
+
+    /// The epochs completed.
+    pub fn epoch(&self) -> usize {
+        self.epoch
+    }
+
+    /// Whether early stopping ended the run.
+    pub fn stopped(&self) -> bool {
+        self.stopped
+    }
+
+    /// Checks that the weights the state keeps fit `model`'s layers.
+    pub(crate) fn check(&self, model: &Sequential<F>) -> Result<()> {
+        let spec = model.to_spec();
+        let kept = self
+            .best
+            .iter()
+            .map(|b| &b.weights)
+            .filter(|w| !w.is_empty());
+        for weights in kept.chain(&self.last) {
+            Sequential::<F>::from_tensors(&spec, weights.clone())?;
+        }
+        Ok(())
+    }
+
+    /// The same state with its weights converted to `G` (f64 to f32 rounds).
+    pub(crate) fn cast<G: Scalar>(self) -> FitState<G> {
+        let cast = |t: LayerTensors<F>| -> LayerTensors<G> {
+            t.into_iter()
+                .map(|l| {
+                    l.into_iter()
+                        .map(|v| v.into_iter().map(|x| G::of(x.as_f64())).collect())
+                        .collect()
+                })
+                .collect()
+        };
+        FitState {
+            epoch: self.epoch,
+            rng: self.rng,
+            scheduler: self.scheduler,
+            best: self.best.map(|b| Best {
+                value: b.value,
+                epoch: b.epoch,
+                weights: cast(b.weights),
+            }),
+            waited: self.waited,
+            stopped: self.stopped,
+            last: self.last.map(cast),
+        }
+    }
+}
+
 /// Hooks that [`Sequential::fit_with`] calls as training goes (a progress bar, logging).
 pub trait Callback {
     /// After each training step.
@@ -294,7 +407,8 @@ impl<F: Scalar> Sequential<F> {
     }
 
     /// Trains for `options.epochs` epochs of shuffled mini-batches, evaluating `validation`
-    /// after each epoch, and returns the [`History`].
+    /// after each epoch, and returns the [`History`]: [`fit_from`](Self::fit_from) from a new
+    /// [`FitState`].
     ///
     /// A non-finite loss or gradient stops training with [`Error::Diverged`] naming the epoch
     /// and batch; the model keeps the last finite weights. With early stopping and
@@ -307,6 +421,30 @@ impl<F: Scalar> Sequential<F> {
         optimizer: &mut dyn Optimizer,
         options: &FitOptions,
         callback: &mut dyn Callback,
+    ) -> Result<History> {
+        let mut state = FitState::new(options);
+        self.fit_from(
+            train, validation, loss, optimizer, options, callback, &mut state,
+        )
+    }
+
+    /// Continues the run that `state` describes up to `options.epochs` epochs in all (Keras's
+    /// `initial_epoch`), and leaves in `state` where it ended. Training 4 epochs, saving the
+    /// model, optimizer and state in a [`Checkpoint`](crate::io::Checkpoint), loading them and
+    /// training to 8 gives bitwise the weights of 8 epochs in one run (same data, options and
+    /// thread count): the shuffling generator, the schedule and early stopping's progress
+    /// continue where they were. The [`History`] holds the new epochs, numbered on from
+    /// `state.epoch()`. A run that early stopping ended stays ended: nothing is trained.
+    #[allow(clippy::too_many_arguments)]
+    pub fn fit_from(
+        &mut self,
+        train: Dataset<'_, F>,
+        validation: Option<Dataset<'_, F>>,
+        loss: &Loss,
+        optimizer: &mut dyn Optimizer,
+        options: &FitOptions,
+        callback: &mut dyn Callback,
+        state: &mut FitState<F>,
     ) -> Result<History> {
         let n = train.x.nrows();
         if n == 0 || options.batch_size == 0 {
@@ -323,11 +461,25 @@ impl<F: Scalar> Sequential<F> {
                 es.monitor
             )));
         }
-        let mut scheduler = match &options.schedule {
-            Some(s) => Some(Scheduler::new(s.clone(), optimizer.learning_rate())?),
-            None => None,
+        if state.stopped {
+            return Ok(History::default());
+        }
+        if let Some(last) = state.last.take() {
+            // The model holds the best epoch's weights; the run goes on from the last ones.
+            self.restore_tensors(last)?;
+        }
+        let same_schedule = match (&state.scheduler, &options.schedule) {
+            (Some(s), Some(o)) => s.schedule() == o,
+            (None, None) => true,
+            _ => false,
         };
-        let mut rng = Xoshiro256PlusPlus::seed_from_u64(options.seed);
+        if !same_schedule {
+            state.scheduler = match &options.schedule {
+                Some(s) => Some(Scheduler::new(s.clone(), optimizer.learning_rate())?),
+                None => None,
+            };
+        }
+        let first = state.epoch.saturating_add(1);
         let mut order: Vec<usize> = (0..n).collect();
         let mut batches = Batches {
             x: Array2::zeros((0, 0)),
@@ -336,20 +488,21 @@ impl<F: Scalar> Sequential<F> {
         };
         let mut ws = Workspace::new();
         let mut history = History::default();
-        // The best monitored value, its epoch and (when restoring) its weights.
-        let mut best: Option<(f64, usize, LayerTensors<F>)> = None;
-        let mut waited = 0;
         let n_batches = n.div_ceil(options.batch_size);
 
-        for epoch in 1..=options.epochs {
+        for epoch in first..=options.epochs {
             let start = Instant::now();
-            if let (1, Some(s)) = (epoch, &scheduler) {
+            // A schedule sets the first epoch's rate (a warm-up starts low).
+            if let Some(s) = &state.scheduler
+                && epoch == first
+                && (epoch == 1 || !same_schedule)
+            {
                 optimizer.set_learning_rate(s.lr());
             }
             let lr = optimizer.learning_rate();
             order.iter_mut().enumerate().for_each(|(i, o)| *o = i);
             if options.shuffle {
-                order.shuffle(&mut rng);
+                order.shuffle(&mut state.rng);
             }
             let mut tally = Tally::new(&options.metrics);
             let mut loss_sum = 0.0;
@@ -434,7 +587,8 @@ impl<F: Scalar> Sequential<F> {
                 .or(record.metrics.get("loss"))
                 .copied();
             history.epochs.push(record);
-            if let Some(s) = &mut scheduler {
+            state.epoch = epoch;
+            if let Some(s) = &mut state.scheduler {
                 optimizer.set_learning_rate(s.step(plateau_metric)?);
             }
 
@@ -445,34 +599,45 @@ impl<F: Scalar> Sequential<F> {
                 } else {
                     1.0
                 };
-                let improved = best
+                let improved = state
+                    .best
                     .as_ref()
-                    .is_none_or(|(b, _, _)| sign * value < sign * b - es.min_delta);
+                    .is_none_or(|b| sign * value < sign * b.value - es.min_delta);
                 if improved {
                     let weights = if es.restore_best_weights {
                         self.tensors()
                     } else {
                         Vec::new()
                     };
-                    best = Some((value, epoch, weights));
-                    waited = 0;
+                    state.best = Some(Best {
+                        value,
+                        epoch,
+                        weights,
+                    });
+                    state.waited = 0;
                 } else {
-                    waited += 1;
-                    if waited >= es.patience {
+                    state.waited = state.waited.saturating_add(1);
+                    if state.waited >= es.patience {
                         log::info!(
-                            "early stopping after epoch {epoch}: {} has not improved for {waited} epochs",
-                            es.monitor
+                            "early stopping after epoch {epoch}: {} has not improved for {} epochs",
+                            es.monitor,
+                            state.waited
                         );
+                        state.stopped = true;
                         break;
                     }
                 }
             }
         }
-        if let (Some(es), Some((_, epoch, weights))) = (&options.early_stopping, best)
+        if let (Some(es), Some(best)) = (&options.early_stopping, &state.best)
             && es.restore_best_weights
+            && !best.weights.is_empty()
         {
-            self.restore_tensors(weights)?;
-            history.best_epoch = Some(epoch);
+            if best.epoch != state.epoch {
+                state.last = Some(self.tensors());
+                self.restore_tensors(best.weights.clone())?;
+            }
+            history.best_epoch = Some(best.epoch);
         }
         Ok(history)
     }

@@ -3,12 +3,14 @@
 //! Adam, and a prediction after them each give `Ok` or `Err`, never a panic, an abort or a huge
 //! allocation. The first byte picks what the rest is read as, `pick % 5` of its low seven bits:
 //! a model file as JSON, bincode or safetensors, a YAML description (built with fresh weights),
-//! or a checkpoint (whose optimizer state is loaded before the step); its high bit picks `f64`.
+//! or a checkpoint (whose optimizer state is loaded before the step, and whose fit state, if it
+//! has one, runs one more epoch of `fit_from` first); its high bit picks `f64`.
 #![no_main]
 
 use crank::io::{Checkpoint, Format};
 use crank::spec::ModelSpec;
-use crank::{Adagrad, Adam, Loss, Optimizer, RmsProp, Scalar, Sequential, Sgd};
+use crank::train::{Dataset, EarlyStopping, FitOptions, FitState};
+use crank::{Adagrad, Adam, Loss, Optimizer, RmsProp, Scalar, Schedule, Sequential, Sgd};
 use libfuzzer_sys::fuzz_target;
 use ndarray::Array2;
 
@@ -43,7 +45,11 @@ fn run<F: Scalar>(pick: u8, bytes: &[u8]) {
                 let mut optimizer = optimizer_for(&ckpt.optimizer.optimizer);
                 // A state that does not fit is an error; the step then runs from a fresh one.
                 let _ = optimizer.load_state(&ckpt.optimizer);
-                (Ok(ckpt.model), Some(optimizer))
+                let mut model = ckpt.model;
+                if let Some(mut state) = ckpt.fit {
+                    resume(&mut model, &mut *optimizer, &mut state);
+                }
+                (Ok(model), Some(optimizer))
             }
             Err(_) => return,
         },
@@ -69,6 +75,42 @@ fn optimizer_for(name: &str) -> Box<dyn Optimizer> {
         "Adagrad" => Box::new(Adagrad::new(0.01).expect(valid)),
         _ => Box::new(Sgd::new(0.1).and_then(|o| o.momentum(0.9)).expect(valid)),
     }
+}
+
+/// One more epoch of the run a checkpoint's fit state describes, with a plateau schedule and
+/// early stopping that restores weights.
+fn resume<F: Scalar>(
+    model: &mut Sequential<F>,
+    optimizer: &mut dyn Optimizer,
+    state: &mut FitState<F>,
+) {
+    let (inputs, outputs) = (model.input_size(), model.output_size());
+    if inputs > 1 << 12 || outputs == 0 {
+        return;
+    }
+    let x = Array2::from_shape_fn((4, inputs), |(i, j)| F::of(((i + 2 * j) % 5) as f64 - 2.0));
+    let classes = [0, outputs - 1, outputs / 2, 0];
+    let Ok(data) = Dataset::new(x.view(), &classes[..]) else {
+        return;
+    };
+    let options = FitOptions {
+        epochs: state.epoch().saturating_add(1),
+        batch_size: 3,
+        schedule: Some(Schedule::ReduceOnPlateau {
+            factor: 0.5,
+            patience: 0,
+            threshold: 1e-4,
+            cooldown: 0,
+            min_lr: 0.0,
+        }),
+        early_stopping: Some(EarlyStopping {
+            monitor: "loss".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let loss = Loss::SoftmaxCrossEntropy;
+    let _ = model.fit_from(data, None, &loss, optimizer, &options, &mut (), state);
 }
 
 fn exercise<F: Scalar>(mut model: Sequential<F>, mut optimizer: Box<dyn Optimizer>) {

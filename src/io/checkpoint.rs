@@ -3,11 +3,13 @@
 //!
 //! Layout: `CRANKCKP` (8 bytes), the checkpoint version (u32, little-endian), then bincode of the
 //! model in the [bincode model format](super::Format::Bincode), the optimizer state as JSON, the
-//! step count and the generator's state.
+//! step count, the generator's state and (version 2) the [`FitState`] of a `fit` run, its
+//! tensors as f64. Version 1 files (no fit state) still load.
 
 use super::binary::{framed, unframe};
 use super::{Format, atomic_write, read_limited};
 use crate::optim::{Optimizer, OptimizerState};
+use crate::train::FitState;
 use crate::{Error, Result, Scalar, Sequential};
 use rand_xoshiro::Xoshiro256PlusPlus;
 use serde::{Deserialize, Serialize};
@@ -15,7 +17,7 @@ use serde_bytes::ByteBuf;
 use std::path::Path;
 
 const MAGIC: &[u8; 8] = b"CRANKCKP";
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
 const FORMAT: &str = "checkpoint";
 
 fn err(at: &str, reason: impl Into<String>) -> Error {
@@ -26,8 +28,19 @@ fn err(at: &str, reason: impl Into<String>) -> Error {
     }
 }
 
+/// Version 2.
 #[derive(Serialize, Deserialize)]
 struct Stored {
+    model: ByteBuf,
+    optimizer: String,
+    steps: u64,
+    rng: Option<Xoshiro256PlusPlus>,
+    fit: Option<FitState<f64>>,
+}
+
+/// Version 1: no fit state.
+#[derive(Deserialize)]
+struct StoredV1 {
     model: ByteBuf,
     optimizer: String,
     steps: u64,
@@ -43,6 +56,9 @@ pub struct Checkpoint<F: Scalar> {
     pub optimizer: OptimizerState,
     /// The training loop's generator (the batcher's shuffling), if one was saved.
     pub rng: Option<Xoshiro256PlusPlus>,
+    /// Where a [`Sequential::fit_from`] run stood, if one was saved: continue it with
+    /// `fit_from`.
+    pub fit: Option<FitState<F>>,
 }
 
 impl<F: Scalar> Checkpoint<F> {
@@ -52,15 +68,30 @@ impl<F: Scalar> Checkpoint<F> {
         optimizer: &O,
         rng: Option<&Xoshiro256PlusPlus>,
     ) -> Result<Vec<u8>> {
-        let optimizer = serde_json::to_string(&optimizer.state())
-            .map_err(|e| err("optimizer", e.to_string()))?;
-        let stored = Stored {
-            model: ByteBuf::from(model.to_bytes(Format::Bincode)?),
-            optimizer,
-            steps: model.steps(),
-            rng: rng.cloned(),
-        };
-        framed(MAGIC, VERSION, &stored).map_err(|e| err("output", e.to_string()))
+        encode(model, optimizer, rng, None)
+    }
+
+    /// The bytes of a checkpoint of a [`Sequential::fit_from`] run.
+    pub fn fit_to_bytes<O: Optimizer + ?Sized>(
+        model: &Sequential<F>,
+        optimizer: &O,
+        fit: &FitState<F>,
+    ) -> Result<Vec<u8>> {
+        encode(model, optimizer, None, Some(fit))
+    }
+
+    /// Saves a checkpoint of a [`Sequential::fit_from`] run to `path`, through a temporary
+    /// file renamed over the target: loading it and calling `fit_from` with its model,
+    /// optimizer state and [`fit`](Self::fit) state continues the run as if it had never
+    /// stopped.
+    pub fn save_fit<O: Optimizer + ?Sized>(
+        path: impl AsRef<Path>,
+        model: &Sequential<F>,
+        optimizer: &O,
+        fit: &FitState<F>,
+    ) -> Result<()> {
+        let bytes = Self::fit_to_bytes(model, optimizer, fit)?;
+        atomic_write(path.as_ref(), |w| w.write_all(&bytes))
     }
 
     /// Saves a checkpoint to `path`, through a temporary file renamed over the target.
@@ -76,15 +107,32 @@ impl<F: Scalar> Checkpoint<F> {
 
     /// A checkpoint from its bytes.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
-        let stored: Stored = unframe(bytes, MAGIC, VERSION, FORMAT)?;
+        let stored: Stored = if bytes.get(8..12) == Some(&1u32.to_le_bytes()[..]) {
+            let v1: StoredV1 = unframe(bytes, MAGIC, 1, FORMAT)?;
+            Stored {
+                model: v1.model,
+                optimizer: v1.optimizer,
+                steps: v1.steps,
+                rng: v1.rng,
+                fit: None,
+            }
+        } else {
+            unframe(bytes, MAGIC, VERSION, FORMAT)?
+        };
         let mut model = Sequential::from_bytes(&stored.model, Format::Bincode)?;
         model.set_steps(stored.steps);
         let optimizer = serde_json::from_str(&stored.optimizer)
             .map_err(|e| err("optimizer state", e.to_string()))?;
+        let fit = stored.fit.map(FitState::cast::<F>);
+        if let Some(fit) = &fit {
+            fit.check(&model)
+                .map_err(|e| err("fit state", e.to_string()))?;
+        }
         Ok(Checkpoint {
             model,
             optimizer,
             rng: stored.rng,
+            fit,
         })
     }
 
@@ -92,4 +140,22 @@ impl<F: Scalar> Checkpoint<F> {
     pub fn load(path: impl AsRef<Path>) -> Result<Self> {
         Self::from_bytes(&read_limited(path.as_ref())?)
     }
+}
+
+fn encode<F: Scalar, O: Optimizer + ?Sized>(
+    model: &Sequential<F>,
+    optimizer: &O,
+    rng: Option<&Xoshiro256PlusPlus>,
+    fit: Option<&FitState<F>>,
+) -> Result<Vec<u8>> {
+    let optimizer =
+        serde_json::to_string(&optimizer.state()).map_err(|e| err("optimizer", e.to_string()))?;
+    let stored = Stored {
+        model: ByteBuf::from(model.to_bytes(Format::Bincode)?),
+        optimizer,
+        steps: model.steps(),
+        rng: rng.cloned(),
+        fit: fit.map(|f| f.clone().cast::<f64>()),
+    };
+    framed(MAGIC, VERSION, &stored).map_err(|e| err("output", e.to_string()))
 }

@@ -149,7 +149,12 @@ impl Scheduler {
         Ok(s)
     }
 
-    /// The learning rate for the current epoch.
+    /// The schedule being followed.
+    pub fn schedule(&self) -> &Schedule {
+        &self.schedule
+    }
+
+    /// The learning rate of the current epoch.
     pub fn lr(&self) -> f64 {
         self.lr
     }
