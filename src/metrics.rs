@@ -3,7 +3,7 @@
 use crate::loss::Target;
 use crate::model::argmax;
 use crate::{Error, Result, Scalar};
-use ndarray::ArrayView2;
+use ndarray::{ArrayView1, ArrayView2};
 use serde::{Deserialize, Serialize};
 
 /// A metric reported by [`fit`](crate::Sequential::fit) besides the loss.
@@ -11,6 +11,11 @@ use serde::{Deserialize, Serialize};
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum Metric {
     /// Fraction of samples whose largest output is their class (class indices or one-hot).
+    /// With one output, a binary classifier's logit (as [`Loss::BinaryCrossEntropy`] trains):
+    /// the prediction is class 1 when the output is positive, and the target's class is 1 when
+    /// it is above 0.5.
+    ///
+    /// [`Loss::BinaryCrossEntropy`]: crate::Loss::BinaryCrossEntropy
     Accuracy,
     /// Fraction of samples whose class is among the `k` largest outputs.
     TopKAccuracy {
@@ -56,11 +61,22 @@ pub(crate) struct Tally {
     columns: Vec<(f64, f64, f64)>,
 }
 
-/// The class of each row of a target: its index, or the largest entry of a one-hot row.
+/// The class of each row of a target: its index, the largest entry of a one-hot row, or for
+/// a single column, whether the value is above 0.5.
 fn class_of<F: Scalar>(target: &Target<'_, F>, row: usize) -> Option<usize> {
     match target {
         Target::Classes(c) => Some(c[row]),
+        Target::Values(v) if v.ncols() == 1 => Some(usize::from(v[[row, 0]].as_f64() > 0.5)),
         Target::Values(v) => argmax(v.row(row).iter().copied()),
+    }
+}
+
+/// The class a row of outputs predicts: the largest output, or for a single output (a binary
+/// classifier's logit) class 1 when it is positive.
+fn predicted<F: Scalar>(row: ArrayView1<'_, F>) -> Option<usize> {
+    match row.len() {
+        1 => Some(usize::from(row[0].as_f64() > 0.0)),
+        _ => argmax(row.iter().copied()),
     }
 }
 
@@ -85,10 +101,10 @@ impl Tally {
         for i in 0..b {
             let row = out.row(i);
             if let Some(class) = class_of(target, i) {
-                if argmax(row.iter().copied()) == Some(class) {
+                if predicted(row) == Some(class) {
                     self.correct += 1;
                 }
-                if class < k {
+                if class < k && k > 1 {
                     // How many outputs beat the class's output (ties count in its favour).
                     let rank = row.iter().filter(|&&o| o > row[class]).count();
                     for (top, hits) in &mut self.top_k {
@@ -184,5 +200,18 @@ mod tests {
         assert!((t.value(&Metric::Mae).unwrap() - 2.0 / 3.0).abs() < 1e-12);
         // ss_tot = (1-3)² + 0 + (5-3)² = 8; ss_res = 2; R² = 0.75
         assert!((t.value(&Metric::R2).unwrap() - 0.75).abs() < 1e-12);
+    }
+
+    #[test]
+    fn binary_accuracy_reads_one_output_as_a_logit() {
+        let logits = array![[2.0], [-0.5], [0.3], [-3.0]];
+        let labels = array![[1.0], [1.0], [0.0], [0.0]];
+        let mut t = Tally::new(&[Metric::Accuracy]);
+        t.add(logits.view(), &Target::Values(labels.view()));
+        // Rows 0 and 3 are right; 1 (negative logit, label 1) and 2 are wrong.
+        assert_eq!(t.value(&Metric::Accuracy).unwrap(), 0.5);
+        let mut t = Tally::new(&[Metric::Accuracy]);
+        t.add(logits.view(), &Target::Classes(&[1, 0, 1, 0]));
+        assert_eq!(t.value(&Metric::Accuracy).unwrap(), 1.0);
     }
 }

@@ -20,7 +20,7 @@
 //! field, or a size that does not chain is an error naming the layer (index and name) and the
 //! field. Trying another width is an edit to this file, not to code.
 
-use crate::{Activation, Error, Result};
+use crate::{Activation, Error, Loss, Result};
 use serde::{Deserialize, Serialize};
 
 /// Limits that untrusted model files are held to. Every decoder checks them, and every length it
@@ -243,7 +243,11 @@ pub struct ModelSpec {
 }
 
 /// What a model needs besides its layers to serve raw data: the standardisation fitted on the
-/// training data and the names of the classes.
+/// training data, the names of the classes and the loss it was trained with.
+///
+/// What the model is for follows: with `classes`, a classifier, binary when it has one output
+/// (the logit of the second class, as [`Loss::BinaryCrossEntropy`] trains) and multi-class
+/// otherwise (one logit per class); without, a regression.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Preprocessing {
@@ -257,6 +261,9 @@ pub struct Preprocessing {
     /// The name of the label column the model was trained on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub label: Option<String>,
+    /// The loss the model was trained with (evaluation reports it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loss: Option<Loss>,
 }
 
 /// A checked model description: every layer with its name and input size resolved.
@@ -485,8 +492,10 @@ impl ModelSpec {
                 ));
             }
             let outputs = width.unwrap_or(0);
+            // One logit per class, or a binary classifier's one logit for two classes.
             if let Some(c) = &p.classes
                 && c.len() != outputs
+                && !(c.len() == 2 && outputs == 1)
             {
                 return Err(bad(format!(
                     "{} class names for {outputs} outputs",

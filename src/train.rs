@@ -154,34 +154,12 @@ impl History {
 pub struct FitState<F: Scalar> {
     epoch: usize,
     rng: Xoshiro256PlusPlus,
-    /// As JSON: a schedule's `type` tag needs a self-describing format, which bincode is not.
-    #[serde(with = "scheduler_as_json")]
     scheduler: Option<Scheduler>,
     best: Option<Best<F>>,
     waited: usize,
     stopped: bool,
     /// The last epoch's weights, kept when early stopping put the best epoch's in the model.
     last: Option<LayerTensors<F>>,
-}
-
-mod scheduler_as_json {
-    use super::Scheduler;
-    use serde::{Deserialize, Deserializer, Serialize, Serializer, de::Error};
-
-    pub fn serialize<S: Serializer>(s: &Option<Scheduler>, out: S) -> Result<S::Ok, S::Error> {
-        let json = s
-            .as_ref()
-            .map(serde_json::to_string)
-            .transpose()
-            .map_err(serde::ser::Error::custom)?;
-        json.serialize(out)
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Scheduler>, D::Error> {
-        Option::<String>::deserialize(d)?
-            .map(|json| serde_json::from_str(&json).map_err(D::Error::custom))
-            .transpose()
-    }
 }
 
 /// The best monitored value so far, its epoch and (when restoring) its weights.

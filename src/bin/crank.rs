@@ -6,9 +6,9 @@ use crank::io::{Checkpoint, Format};
 use crank::metrics::Metric;
 use crank::optim::OptimizerSpec;
 use crank::spec::{ModelSpec, Preprocessing, read_document};
-use crank::train::{Callback, Dataset, Epoch, FitOptions, History};
+use crank::train::{Callback, Dataset, Epoch, FitOptions, FitState, History};
 use crank::{Activation, Loss, Sequential, Target};
-use ndarray::Array2;
+use ndarray::{Array2, ArrayView2};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -77,10 +77,13 @@ enum Command {
         #[command(flatten)]
         overrides: Overrides,
     },
-    /// Continue training from a checkpoint with the model file's training settings.
+    /// Continue a training run from its checkpoint as if it had never stopped (bitwise the
+    /// same weights): `--epochs N` trains N more epochs; without it, the run goes on to the
+    /// model file's `epochs`.
     Resume {
-        /// The checkpoint.
-        checkpoint: PathBuf,
+        /// The checkpoint `train --checkpoint` saved.
+        #[arg(value_name = "CHECKPOINT")]
+        from: PathBuf,
         /// The model file whose `training` section to use.
         #[arg(long)]
         config: PathBuf,
@@ -88,15 +91,25 @@ enum Command {
         #[arg(long)]
         data: PathBuf,
         /// Validation data.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "val_fraction")]
         val: Option<PathBuf>,
+        /// Hold out this fraction of the training data for validation (as when training).
+        #[arg(long)]
+        val_fraction: Option<f64>,
         /// Where to save the model.
         #[arg(long)]
         out: PathBuf,
+        /// Save a checkpoint at the end, to resume from again (it may be the one resumed from).
+        #[arg(long)]
+        checkpoint: Option<PathBuf>,
+        /// Write per-epoch metrics as CSV.
+        #[arg(long)]
+        history: Option<PathBuf>,
         #[command(flatten)]
         overrides: Overrides,
     },
-    /// Print a model's metrics on a data set.
+    /// Print a model's loss and metrics on a data set: accuracy for classifiers, MSE, MAE
+    /// and R² for regressions.
     Evaluate {
         /// The model.
         model: PathBuf,
@@ -106,22 +119,35 @@ enum Command {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+        /// The architecture (a model file in YAML or JSON) of a safetensors file that lacks
+        /// crank's, as PyTorch's `save_file(model.state_dict(), ...)` writes.
+        #[arg(long)]
+        spec: Option<PathBuf>,
     },
-    /// Write a model's predictions for a data set as CSV.
+    /// Write a model's predictions for a data set as CSV: the class and each class's
+    /// probability for classifiers, the outputs for regressions.
     Predict {
         /// The model.
         model: PathBuf,
         /// The data (a label column, if present, is ignored).
         #[arg(long)]
         data: PathBuf,
-        /// Where to write the predictions.
+        /// Where to write the predictions; `-` or left out: standard output.
         #[arg(long)]
-        out: PathBuf,
+        out: Option<PathBuf>,
+        /// The architecture (a model file in YAML or JSON) of a safetensors file that lacks
+        /// crank's, as PyTorch's `save_file(model.state_dict(), ...)` writes.
+        #[arg(long)]
+        spec: Option<PathBuf>,
     },
-    /// Describe a model file.
+    /// Describe a model file or a checkpoint.
     Inspect {
-        /// The model.
+        /// The model or checkpoint.
         model: PathBuf,
+        /// The architecture (a model file in YAML or JSON) of a safetensors file that lacks
+        /// crank's, as PyTorch's `save_file(model.state_dict(), ...)` writes.
+        #[arg(long)]
+        spec: Option<PathBuf>,
     },
     /// Convert a model between formats (by the output's extension).
     Convert {
@@ -129,6 +155,10 @@ enum Command {
         input: PathBuf,
         /// The output: .crank/.bin, .json or .safetensors.
         output: PathBuf,
+        /// The architecture (a model file in YAML or JSON) of a safetensors file that lacks
+        /// crank's, as PyTorch's `save_file(model.state_dict(), ...)` writes.
+        #[arg(long)]
+        spec: Option<PathBuf>,
     },
 }
 
@@ -236,11 +266,55 @@ struct Prepared {
 }
 
 impl Prepared {
-    fn target(&self, classification: bool) -> Target<'_, f32> {
-        if classification {
-            Target::Classes(&self.classes)
-        } else {
-            Target::Values(self.values.view())
+    /// The targets a model of `kind` trains on: class indices for a multi-class classifier,
+    /// a 0/1 column for a binary one, the values for a regression.
+    fn target(&self, kind: Kind) -> Target<'_, f32> {
+        match kind {
+            Kind::Multiclass => Target::Classes(&self.classes),
+            Kind::Binary | Kind::Regression => Target::Values(self.values.view()),
+        }
+    }
+}
+
+/// What a model is for.
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Kind {
+    Regression,
+    /// One output: the logit of the second class.
+    Binary,
+    /// One output (a logit) per class.
+    Multiclass,
+}
+
+impl Kind {
+    /// The kind a model's preprocessing and output count say.
+    fn of(pre: &Preprocessing, outputs: usize) -> Kind {
+        match &pre.classes {
+            Some(c) if outputs == 1 && c.len() == 2 => Kind::Binary,
+            Some(_) => Kind::Multiclass,
+            None => Kind::Regression,
+        }
+    }
+
+    /// The loss reported for a model that does not name the one it was trained with.
+    fn default_loss(self) -> Loss {
+        match self {
+            Kind::Regression => Loss::Mse,
+            Kind::Binary => Loss::BinaryCrossEntropy,
+            Kind::Multiclass => Loss::SoftmaxCrossEntropy,
+        }
+    }
+
+    /// The metrics `evaluate` prints besides the loss: accuracy for classifiers (and top-3
+    /// accuracy when there are more than three classes), MSE, MAE and R² for regressions.
+    fn metrics(self, classes: usize) -> Vec<Metric> {
+        match self {
+            Kind::Regression => vec![Metric::Mse, Metric::Mae, Metric::R2],
+            Kind::Binary => vec![Metric::Accuracy],
+            Kind::Multiclass if classes > 3 => {
+                vec![Metric::Accuracy, Metric::TopKAccuracy { k: 3 }]
+            }
+            Kind::Multiclass => vec![Metric::Accuracy],
         }
     }
 }
@@ -275,6 +349,10 @@ fn prepare(table: &Table, pre: &Preprocessing, path: &Path, with_labels: bool) -
                     })?;
                     classes.push(c);
                 }
+                if names.len() == 2 {
+                    // A binary classifier's target: 1 for the second class.
+                    values = Array2::from_shape_fn((classes.len(), 1), |(i, _)| classes[i] as f32);
+                }
             }
             None => {
                 let v: Vec<f32> = table
@@ -301,19 +379,55 @@ fn prepare(table: &Table, pre: &Preprocessing, path: &Path, with_labels: bool) -
     Ok(Prepared { x, classes, values })
 }
 
-fn fit_preprocessing(table: &Table, standardize: bool, loss: &Loss, label: &str) -> Preprocessing {
+fn fit_preprocessing(
+    table: &Table,
+    standardize: bool,
+    loss: &Loss,
+    data: &Path,
+) -> Result<Preprocessing> {
     let n = table.features.ncols();
     let (mean, std) = match Standardizer::fit(table.features.view()) {
         Ok(s) if standardize => (s.mean.to_vec(), s.std.to_vec()),
         _ => (vec![0.0; n], vec![1.0; n]),
     };
-    let classes = matches!(loss, Loss::SoftmaxCrossEntropy).then(|| class_names(&table.labels));
-    Preprocessing {
+    let classes = match loss {
+        Loss::SoftmaxCrossEntropy => Some(class_names(&table.labels)),
+        Loss::BinaryCrossEntropy => Some(binary_class_names(&table.labels, data)?),
+        _ => None,
+    };
+    Ok(Preprocessing {
         mean,
         std,
         classes,
-        label: Some(label.to_string()),
+        label: Some(table.label_name.clone()),
+        loss: Some(loss.clone()),
+    })
+}
+
+/// The two classes of a binary classifier's labels, in order (numbers by value, other text
+/// sorted): the model's output is the logit of the second.
+fn binary_class_names(labels: &[String], data: &Path) -> Result<Vec<String>> {
+    let mut names: Vec<String> = labels.to_vec();
+    names.sort();
+    names.dedup();
+    let numbers: Option<Vec<f64>> = names.iter().map(|n| n.parse().ok()).collect();
+    if let Some(numbers) = numbers {
+        let mut pairs: Vec<(f64, String)> = numbers.into_iter().zip(names).collect();
+        pairs.sort_by(|a, b| a.0.total_cmp(&b.0));
+        names = pairs.into_iter().map(|(_, n)| n).collect();
     }
+    if names.len() != 2 {
+        let shown: Vec<&str> = names.iter().take(5).map(String::as_str).collect();
+        return Err(format!(
+            "{}: BinaryCrossEntropy trains a binary classifier, but the labels have {} distinct \
+             values ({}{}); for more classes use SoftmaxCrossEntropy with one output per class",
+            data.display(),
+            names.len(),
+            shown.join(", "),
+            if names.len() > 5 { ", ..." } else { "" }
+        ));
+    }
+    Ok(names)
 }
 
 /// A progress bar per epoch on a terminal; log lines otherwise.
@@ -398,24 +512,30 @@ fn write(path: &Path, text: &str) -> Result<()> {
     std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))
 }
 
+/// Trains `model` on from `state` to `fit.epochs` epochs in all, saves it to `out` and,
+/// when asked, a checkpoint to resume from.
+#[allow(clippy::too_many_arguments)]
 fn train_and_save(
     model: &mut Sequential<f32>,
     training: &Training,
+    fit: &FitOptions,
     train: &Prepared,
     val: Option<&Prepared>,
     optimizer: &mut dyn crank::Optimizer,
+    state: &mut FitState<f32>,
     out: &Path,
+    checkpoint: Option<&Path>,
 ) -> Result<History> {
-    let classification = model.preprocessing().is_some_and(|p| p.classes.is_some());
-    let mut fit = training.fit.clone();
-    if classification && fit.metrics.is_empty() {
+    let kind = Kind::of(&preprocessing_of(model), model.output_size());
+    let mut fit = fit.clone();
+    if kind != Kind::Regression && fit.metrics.is_empty() {
         fit.metrics.push(Metric::Accuracy);
     }
-    let train_set = ctx(Dataset::new(train.x.view(), train.target(classification)))?;
+    let train_set = ctx(Dataset::new(train.x.view(), train.target(kind)))?;
     let (train_set, val_set) = match (val, fit.validation_fraction) {
         (Some(v), _) => (
             train_set,
-            Some(ctx(Dataset::new(v.x.view(), v.target(classification)))?),
+            Some(ctx(Dataset::new(v.x.view(), v.target(kind)))?),
         ),
         (None, Some(f)) => ctx(train_set.holdout(f))?,
         (None, None) => (train_set, None),
@@ -428,15 +548,19 @@ fn train_and_save(
         es.monitor = es.monitor.trim_start_matches("val_").to_string();
     }
     let mut progress = Progress::new(fit.epochs, fit.batch_size);
-    let history = ctx(model.fit_with(
+    let history = ctx(model.fit_from(
         train_set,
         val_set,
         &training.loss,
         optimizer,
         &fit,
         &mut progress,
+        state,
     ))?;
     save(model, out)?;
+    if let Some(p) = checkpoint {
+        ctx(Checkpoint::save_fit(p, model, optimizer, state))?;
+    }
     Ok(history)
 }
 
@@ -514,8 +638,22 @@ fn plot(history: &History, path: &Path) -> Result<()> {
     draw().map_err(|e| format!("{}: {e}", path.display()))
 }
 
-fn load(path: &Path) -> Result<Sequential<f32>> {
-    ctx(Sequential::<f32>::load(path))
+/// A model file; a safetensors file without crank's architecture takes it from `spec`.
+fn load(path: &Path, spec: Option<&Path>) -> Result<Sequential<f32>> {
+    let Some(spec_path) = spec else {
+        return ctx(Sequential::<f32>::load(path));
+    };
+    let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    if Format::detect(&bytes) != Some(Format::Safetensors) {
+        return Err(format!(
+            "{}: --spec is for safetensors files without crank's architecture; this file \
+             carries its own",
+            path.display()
+        ));
+    }
+    let (spec, _) = read_config(spec_path)?;
+    ctx(Sequential::<f32>::from_safetensors(&bytes, Some(&spec)))
+        .map_err(|e| format!("{}: {e}", path.display()))
 }
 
 /// The model's preprocessing, or none (identity scaling, value outputs) for a bare model.
@@ -528,6 +666,7 @@ fn preprocessing_of(model: &Sequential<f32>) -> Preprocessing {
             std: vec![1.0; model.input_size()],
             classes: None,
             label: None,
+            loss: None,
         })
 }
 
@@ -551,12 +690,7 @@ fn run(cli: Cli) -> Result<()> {
                 training.fit.validation_fraction = val_fraction;
             }
             let table = ctx(Table::read(&data, label.as_deref()))?;
-            let pre = fit_preprocessing(
-                &table,
-                training.standardize,
-                &training.loss,
-                &table.label_name,
-            );
+            let pre = fit_preprocessing(&table, training.standardize, &training.loss, &data)?;
             let mut model = ctx(Sequential::<f32>::from_spec(&spec))?;
             if model.input_size() != table.features.ncols() {
                 return Err(format!(
@@ -567,16 +701,27 @@ fn run(cli: Cli) -> Result<()> {
                     table.features.ncols()
                 ));
             }
-            if let Some(c) = &pre.classes
-                && c.len() != model.output_size()
-            {
-                return Err(format!(
-                    "{}: the last layer has {} outputs, but {} has {} classes",
-                    config.display(),
-                    model.output_size(),
-                    data.display(),
-                    c.len()
-                ));
+            match (&pre.classes, &training.loss) {
+                (Some(c), Loss::BinaryCrossEntropy) if model.output_size() != 1 => {
+                    return Err(format!(
+                        "{}: BinaryCrossEntropy trains one output, the logit of class {:?}, but \
+                         the last layer has {} (for one output per class use \
+                         SoftmaxCrossEntropy)",
+                        config.display(),
+                        c[1],
+                        model.output_size()
+                    ));
+                }
+                (Some(c), Loss::SoftmaxCrossEntropy) if c.len() != model.output_size() => {
+                    return Err(format!(
+                        "{}: the last layer has {} outputs, but {} has {} classes",
+                        config.display(),
+                        model.output_size(),
+                        data.display(),
+                        c.len()
+                    ));
+                }
+                _ => {}
             }
             ctx(model.set_preprocessing(Some(pre.clone())))?;
             let train = prepare(&table, &pre, &data, true)?;
@@ -585,53 +730,83 @@ fn run(cli: Cli) -> Result<()> {
                 .map(|p| read_prepared(p, label.as_deref(), &pre))
                 .transpose()?;
             let mut optimizer = ctx(training.optimizer.build())?;
+            let mut state = FitState::new(&training.fit);
             let h = train_and_save(
                 &mut model,
                 &training,
+                &training.fit,
                 &train,
                 val.as_ref(),
                 optimizer.as_mut(),
+                &mut state,
                 &out,
+                checkpoint.as_deref(),
             )?;
-            if let Some(p) = checkpoint {
-                ctx(Checkpoint::save(&p, &model, optimizer.as_ref(), None))?;
-            }
             if let Some(p) = history {
                 write(&p, &h.to_csv())?;
             }
             if let Some(p) = plot_path {
                 plot(&h, &p)?;
             }
-            let last = h.epochs.last().map(|e| {
-                e.metrics
-                    .iter()
-                    .map(|(k, v)| format!("{k} {v:.4}"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            });
             println!(
                 "trained {} epochs; {}; saved {}",
                 h.epochs.len(),
-                last.unwrap_or_default(),
+                last_metrics(&h),
                 out.display()
             );
         }
         Command::Resume {
-            checkpoint,
+            from,
             config,
             data,
             val,
+            val_fraction,
             out,
+            checkpoint,
+            history,
             overrides,
         } => {
             let (mut spec, mut training) = read_config(&config)?;
             apply(&overrides, &mut spec, &mut training)?;
-            let ckpt = ctx(Checkpoint::<f32>::load(&checkpoint))?;
+            if val_fraction.is_some() {
+                training.fit.validation_fraction = val_fraction;
+            }
+            let ckpt = ctx(Checkpoint::<f32>::load(&from))?;
             let mut model = ckpt.model;
+            let mut state = ckpt.fit.ok_or_else(|| {
+                format!(
+                    "{}: this checkpoint holds no training run to resume (it was not saved by \
+                     `crank train --checkpoint`)",
+                    from.display()
+                )
+            })?;
             let mut optimizer = ctx(training.optimizer.build())?;
-            ctx(optimizer.load_state(&ckpt.optimizer))?;
+            ctx(optimizer.load_state(&ckpt.optimizer))
+                .map_err(|e| format!("{}: {e}", from.display()))?;
             if let Some(lr) = overrides.lr {
                 optimizer.set_learning_rate(lr);
+            }
+            let done = state.epoch();
+            // `--epochs N` trains N more; without it, the run goes on to the model file's total.
+            let mut fit = training.fit.clone();
+            fit.epochs = match overrides.epochs {
+                Some(0) => return Err("--epochs 0: no epochs to train".into()),
+                Some(more) => done.saturating_add(more),
+                None => fit.epochs,
+            };
+            if state.stopped() {
+                println!(
+                    "the run stopped early after epoch {done} (early stopping); nothing to resume"
+                );
+                return Ok(());
+            }
+            if fit.epochs <= done {
+                return Err(format!(
+                    "{}: the run has done {done} epochs, all that {} asks for; pass --epochs N \
+                     to train N more",
+                    from.display(),
+                    config.display()
+                ));
             }
             let pre = preprocessing_of(&model);
             let label = pre.label.clone();
@@ -643,41 +818,44 @@ fn run(cli: Cli) -> Result<()> {
             let h = train_and_save(
                 &mut model,
                 &training,
+                &fit,
                 &train,
                 val.as_ref(),
                 optimizer.as_mut(),
+                &mut state,
                 &out,
+                checkpoint.as_deref(),
             )?;
+            if let Some(p) = history {
+                write(&p, &h.to_csv())?;
+            }
             println!(
-                "resumed at step {}; trained {} more epochs; saved {}",
-                model.steps(),
+                "resumed after epoch {done}; trained {} more epochs (to epoch {}, step {}); {}; \
+                 saved {}",
                 h.epochs.len(),
+                state.epoch(),
+                model.steps(),
+                last_metrics(&h),
                 out.display()
             );
         }
-        Command::Evaluate { model, data, json } => {
-            let m = load(&model)?;
+        Command::Evaluate {
+            model,
+            data,
+            json,
+            spec,
+        } => {
+            let m = load(&model, spec.as_deref())?;
             let pre = preprocessing_of(&m);
             let prepared = read_prepared(&data, pre.label.as_deref(), &pre)?;
-            let classification = pre.classes.is_some();
-            let (loss, metrics) = if classification {
-                (
-                    Loss::SoftmaxCrossEntropy,
-                    vec![
-                        Metric::Accuracy,
-                        Metric::TopKAccuracy {
-                            k: 3.min(m.output_size()),
-                        },
-                    ],
-                )
-            } else {
-                (Loss::Mse, vec![Metric::Mse, Metric::Mae, Metric::R2])
-            };
+            let kind = Kind::of(&pre, m.output_size());
+            let loss = pre.loss.clone().unwrap_or(kind.default_loss());
+            let classes = pre.classes.as_ref().map_or(0, Vec::len);
             let values = ctx(m.evaluate_metrics(
                 prepared.x.view(),
-                prepared.target(classification),
+                prepared.target(kind),
                 &loss,
-                &metrics,
+                &kind.metrics(classes),
             ))?;
             if json {
                 println!(
@@ -690,84 +868,192 @@ fn run(cli: Cli) -> Result<()> {
                 }
             }
         }
-        Command::Predict { model, data, out } => {
-            let m = load(&model)?;
+        Command::Predict {
+            model,
+            data,
+            out,
+            spec,
+        } => {
+            let m = load(&model, spec.as_deref())?;
             let pre = preprocessing_of(&m);
             let table = ctx(Table::read(&data, pre.label.as_deref()))?;
             let prepared = prepare(&table, &pre, &data, false)?;
             let outputs = ctx(m.predict(prepared.x.view()))?;
-            let mut text = String::new();
-            match &pre.classes {
-                Some(names) => {
-                    let last_is_softmax = m
-                        .layers()
-                        .last()
-                        .is_some_and(|l| l.describe() == Activation::Softmax.to_string());
-                    text.push_str("class");
-                    for n in names {
-                        text.push_str(&format!(",p_{n}"));
-                    }
-                    text.push('\n');
-                    for row in outputs.rows() {
-                        let mut p: Vec<f32> = row.to_vec();
-                        if !last_is_softmax {
-                            let max = p.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
-                            p.iter_mut().for_each(|v| *v = (*v - max).exp());
-                            let sum: f32 = p.iter().sum();
-                            p.iter_mut().for_each(|v| *v /= sum);
-                        }
-                        let best = crank::model::argmax(p.iter().copied()).unwrap_or(0);
-                        text.push_str(&names[best]);
-                        for v in p {
-                            text.push_str(&format!(",{v}"));
-                        }
-                        text.push('\n');
-                    }
-                }
-                None => {
-                    text.push_str(
-                        &(0..outputs.ncols())
-                            .map(|j| format!("prediction_{j}"))
-                            .collect::<Vec<_>>()
-                            .join(","),
+            let text = predictions_csv(&m, &pre, outputs.view());
+            match out.as_deref().filter(|p| p.as_os_str() != "-") {
+                Some(path) => {
+                    write(path, &text)?;
+                    println!(
+                        "wrote {} predictions to {}",
+                        outputs.nrows(),
+                        path.display()
                     );
-                    text.push('\n');
-                    for row in outputs.rows() {
-                        text.push_str(
-                            &row.iter()
-                                .map(|v| v.to_string())
-                                .collect::<Vec<_>>()
-                                .join(","),
-                        );
-                        text.push('\n');
-                    }
                 }
-            }
-            write(&out, &text)?;
-            println!("wrote {} predictions to {}", outputs.nrows(), out.display());
-        }
-        Command::Inspect { model } => {
-            let bytes = std::fs::read(&model).map_err(|e| format!("{}: {e}", model.display()))?;
-            let format = Format::detect(&bytes)
-                .ok_or_else(|| format!("{}: not a crank model file", model.display()))?;
-            let m = ctx(Sequential::<f32>::from_bytes(&bytes, format))?;
-            println!("file: {} ({} bytes)", model.display(), bytes.len());
-            println!("format: {format:?}, version {}", crank::io::FORMAT_VERSION);
-            print!("{m}");
-            if let Some(p) = m.preprocessing() {
-                println!("standardised inputs: {}", p.mean.len());
-                if let Some(c) = &p.classes {
-                    println!("classes: {}", c.join(", "));
-                }
+                None => to_stdout(&text)?,
             }
         }
-        Command::Convert { input, output } => {
-            let m = load(&input)?;
+        Command::Inspect { model, spec } => inspect(&model, spec.as_deref())?,
+        Command::Convert {
+            input,
+            output,
+            spec,
+        } => {
+            let m = load(&input, spec.as_deref())?;
             save(&m, &output)?;
             println!("converted {} to {}", input.display(), output.display());
         }
     }
     Ok(())
+}
+
+/// The last epoch's metrics, `loss 0.1234, accuracy 0.9700`.
+fn last_metrics(h: &History) -> String {
+    h.epochs
+        .last()
+        .map(|e| {
+            e.metrics
+                .iter()
+                .map(|(k, v)| format!("{k} {v:.4}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
+        .unwrap_or_default()
+}
+
+/// Predictions as CSV: `class` and `p_<class>` per class for classifiers (a binary
+/// classifier's probability is the sigmoid of its logit, a multi-class one's the softmax of
+/// its logits), `prediction_<j>` per output for regressions.
+fn predictions_csv(m: &Sequential<f32>, pre: &Preprocessing, outputs: ArrayView2<f32>) -> String {
+    let mut text = String::new();
+    let kind = Kind::of(pre, m.output_size());
+    let names = pre.classes.as_deref().unwrap_or_default();
+    match kind {
+        Kind::Binary | Kind::Multiclass => {
+            text.push_str("class");
+            for n in names {
+                text.push_str(&format!(",p_{n}"));
+            }
+            text.push('\n');
+            let last_is_softmax = m
+                .layers()
+                .last()
+                .is_some_and(|l| l.describe() == Activation::Softmax.to_string());
+            for row in outputs.rows() {
+                let p: Vec<f32> = if kind == Kind::Binary {
+                    let p1 = 1.0 / (1.0 + (-row[0]).exp());
+                    vec![1.0 - p1, p1]
+                } else if last_is_softmax {
+                    row.to_vec()
+                } else {
+                    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                    let e: Vec<f32> = row.iter().map(|v| (v - max).exp()).collect();
+                    let sum: f32 = e.iter().sum();
+                    e.into_iter().map(|v| v / sum).collect()
+                };
+                let best = if kind == Kind::Binary {
+                    usize::from(row[0] > 0.0)
+                } else {
+                    crank::model::argmax(p.iter().copied()).unwrap_or(0)
+                };
+                text.push_str(&names[best]);
+                for v in p {
+                    text.push_str(&format!(",{v}"));
+                }
+                text.push('\n');
+            }
+        }
+        Kind::Regression => {
+            let header: Vec<String> = (0..outputs.ncols())
+                .map(|j| format!("prediction_{j}"))
+                .collect();
+            text.push_str(&header.join(","));
+            text.push('\n');
+            for row in outputs.rows() {
+                let values: Vec<String> = row.iter().map(|v| v.to_string()).collect();
+                text.push_str(&values.join(","));
+                text.push('\n');
+            }
+        }
+    }
+    text
+}
+
+/// Writes to standard output; a reader that closed the pipe early (`| head`) is not an error.
+fn to_stdout(text: &str) -> Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(format!("standard output: {e}"))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Describes a model file or a checkpoint.
+fn inspect(path: &Path, spec: Option<&Path>) -> Result<()> {
+    let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut lines = vec![format!("file: {} ({} bytes)", path.display(), bytes.len())];
+    let m = if bytes.starts_with(b"CRANKCKP") {
+        let ckpt = ctx(Checkpoint::<f32>::from_bytes(&bytes))?;
+        let o = &ckpt.optimizer;
+        lines.push(format!(
+            "checkpoint, version {}",
+            crank::io::CHECKPOINT_VERSION
+        ));
+        lines.push(format!(
+            "optimizer: {}, learning rate {}, step {}",
+            o.optimizer, o.learning_rate, o.steps
+        ));
+        let ended = |fit: &FitState<f32>| {
+            if fit.stopped() {
+                " (early stopping ended the run)"
+            } else {
+                ""
+            }
+        };
+        lines.push(match &ckpt.fit {
+            Some(fit) => format!(
+                "training: epoch {}, step {}{}",
+                fit.epoch(),
+                ckpt.model.steps(),
+                ended(fit)
+            ),
+            None => format!("training: step {}", ckpt.model.steps()),
+        });
+        ckpt.model
+    } else {
+        let format = Format::detect(&bytes).ok_or_else(|| {
+            format!(
+                "{}: not a crank model file or checkpoint (JSON, bincode or safetensors)",
+                path.display()
+            )
+        })?;
+        let m = load(path, spec)?;
+        lines.push(format!(
+            "format: {format:?}, version {}",
+            crank::io::FORMAT_VERSION
+        ));
+        m
+    };
+    lines.push(m.to_string().trim_end().to_string());
+    if let Some(p) = m.preprocessing() {
+        lines.push(format!("standardised inputs: {}", p.mean.len()));
+        let kind = match Kind::of(p, m.output_size()) {
+            Kind::Regression => "regression",
+            Kind::Binary => "binary classifier",
+            Kind::Multiclass => "multi-class classifier",
+        };
+        lines.push(match &p.loss {
+            Some(loss) => format!("task: {kind}, trained with {loss}"),
+            None => format!("task: {kind}"),
+        });
+        if let Some(c) = &p.classes {
+            lines.push(format!("classes: {}", c.join(", ")));
+        }
+    }
+    lines.push(String::new());
+    to_stdout(&lines.join("\n"))
 }
 
 fn main() -> ExitCode {

@@ -17,7 +17,9 @@ use serde_bytes::ByteBuf;
 use std::path::Path;
 
 const MAGIC: &[u8; 8] = b"CRANKCKP";
-const VERSION: u32 = 2;
+/// The checkpoint format's version that this crank writes (it reads 1 to this).
+pub const CHECKPOINT_VERSION: u32 = 2;
+const VERSION: u32 = CHECKPOINT_VERSION;
 const FORMAT: &str = "checkpoint";
 
 fn err(at: &str, reason: impl Into<String>) -> Error {

@@ -18,7 +18,7 @@ mod checkpoint;
 mod json;
 mod safetensors;
 
-pub use checkpoint::Checkpoint;
+pub use checkpoint::{CHECKPOINT_VERSION, Checkpoint};
 pub use safetensors::torch_names;
 
 use crate::spec::{Limits, ModelSpec};

@@ -80,8 +80,11 @@ fn small() -> f64 {
     1e-4
 }
 
-/// A [`Schedule`] in progress.
+/// A [`Schedule`] in progress. It serializes (for checkpoints) with its schedule as a JSON
+/// string, so that formats which are not self-describing (bincode) hold it too; what it
+/// deserializes from is checked as [`Scheduler::new`] checks its arguments.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(into = "StoredScheduler", try_from = "StoredScheduler")]
 pub struct Scheduler {
     schedule: Schedule,
     base_lr: f64,
@@ -90,6 +93,56 @@ pub struct Scheduler {
     best: f64,
     bad_epochs: usize,
     cooldown_left: usize,
+}
+
+/// A [`Scheduler`] as stored.
+#[derive(Serialize, Deserialize)]
+struct StoredScheduler {
+    schedule: String,
+    base_lr: f64,
+    lr: f64,
+    epoch: usize,
+    best: f64,
+    bad_epochs: usize,
+    cooldown_left: usize,
+}
+
+impl From<Scheduler> for StoredScheduler {
+    fn from(s: Scheduler) -> Self {
+        StoredScheduler {
+            schedule: serde_json::to_string(&s.schedule).expect("a Schedule always serializes"),
+            base_lr: s.base_lr,
+            lr: s.lr,
+            epoch: s.epoch,
+            best: s.best,
+            bad_epochs: s.bad_epochs,
+            cooldown_left: s.cooldown_left,
+        }
+    }
+}
+
+impl TryFrom<StoredScheduler> for Scheduler {
+    type Error = Error;
+
+    fn try_from(s: StoredScheduler) -> Result<Self> {
+        let schedule: Schedule = serde_json::from_str(&s.schedule)
+            .map_err(|e| Error::Config(format!("stored schedule: {e}")))?;
+        let fresh = Scheduler::new(schedule, s.base_lr)?;
+        check("learning rate", s.lr, s.lr > 0.0)?;
+        if s.best.is_nan() {
+            return Err(Error::Config(
+                "stored schedule: the best value is NaN".into(),
+            ));
+        }
+        Ok(Scheduler {
+            lr: s.lr,
+            epoch: s.epoch,
+            best: s.best,
+            bad_epochs: s.bad_epochs,
+            cooldown_left: s.cooldown_left,
+            ..fresh
+        })
+    }
 }
 
 impl Scheduler {
@@ -172,7 +225,7 @@ impl Scheduler {
                 warmup,
             } => {
                 if e < warmup {
-                    lr0 * (e + 1) as f64 / (warmup + 1) as f64
+                    lr0 * (e + 1) as f64 / (warmup as f64 + 1.0)
                 } else {
                     let t = (e - warmup).min(t_max) as f64 / t_max as f64;
                     eta_min + (lr0 - eta_min) * (1.0 + (std::f64::consts::PI * t).cos()) / 2.0
@@ -189,7 +242,7 @@ impl Scheduler {
     /// Ends an epoch: `metric` is the monitored value (validation loss, say), which
     /// `ReduceOnPlateau` needs. Returns the rate for the next epoch.
     pub fn step(&mut self, metric: Option<f64>) -> Result<f64> {
-        self.epoch += 1;
+        self.epoch = self.epoch.saturating_add(1);
         if let Some(lr) = self.closed_form(self.epoch) {
             self.lr = lr;
             return Ok(lr);
@@ -211,7 +264,7 @@ impl Scheduler {
             self.best = metric;
             self.bad_epochs = 0;
         } else {
-            self.bad_epochs += 1;
+            self.bad_epochs = self.bad_epochs.saturating_add(1);
         }
         if self.cooldown_left > 0 {
             self.cooldown_left -= 1;
