@@ -400,7 +400,7 @@ fn fit_preprocessing(
         std,
         classes,
         label: Some(table.label_name.clone()),
-        loss: Some(loss.clone()),
+        loss: Some(*loss),
     })
 }
 
@@ -849,7 +849,7 @@ fn run(cli: Cli) -> Result<()> {
             let pre = preprocessing_of(&m);
             let prepared = read_prepared(&data, pre.label.as_deref(), &pre)?;
             let kind = Kind::of(&pre, m.output_size());
-            let loss = pre.loss.clone().unwrap_or(kind.default_loss());
+            let loss = pre.loss.unwrap_or(kind.default_loss());
             let classes = pre.classes.as_ref().map_or(0, Vec::len);
             let values = ctx(m.evaluate_metrics(
                 prepared.x.view(),
