@@ -167,11 +167,86 @@ pub(super) fn unframe<'a, T: Deserialize<'a>>(
     let body = &bytes[12..];
     options(body.len() as u64)
         .deserialize(body)
-        .map_err(|e| err("body", e.to_string()))
+        .map_err(|e| match *e {
+            bincode::ErrorKind::Io(ref io) if io.kind() == std::io::ErrorKind::UnexpectedEof => {
+                err("body", ends_early(bytes.len()))
+            }
+            bincode::ErrorKind::SizeLimit => err("body", ends_early(bytes.len())),
+            other => err("body", other.to_string()),
+        })
+}
+
+fn ends_early(len: usize) -> String {
+    format!("the file ends early, after {len} bytes: it is truncated")
+}
+
+/// Where a truncated model body runs out: the first length-prefixed field whose bytes go past
+/// the end of the file, with its offset (from the start of the file).
+fn truncated_at(bytes: &[u8]) -> String {
+    let len = bytes.len();
+    let mut at = 12;
+    let field = |what: &str, at: &mut usize| -> std::result::Result<u64, String> {
+        let Some(prefix) = bytes.get(*at..*at + 8) else {
+            return Err(format!(
+                "the file ends early, after {len} bytes: the length of the {what} at byte {at} is cut off"
+            ));
+        };
+        *at += 8;
+        Ok(u64::from_le_bytes(prefix.try_into().expect("8 bytes")))
+    };
+    let skip = |what: &str, at: &mut usize| -> std::result::Result<usize, String> {
+        let n = field(what, at)?;
+        let end = u64::try_from(*at).unwrap_or(u64::MAX).saturating_add(n);
+        if end > len as u64 {
+            return Err(format!(
+                "the file ends early, after {len} bytes: the {what} at byte {at} needs {n} bytes, up to byte {end}"
+            ));
+        }
+        let start = *at;
+        *at = end as usize;
+        Ok(start)
+    };
+    let walk = |at: &mut usize| -> std::result::Result<(), String> {
+        skip("dtype", at)?;
+        let spec_at = skip("architecture", at)?;
+        let names: Vec<String> = std::str::from_utf8(&bytes[spec_at..*at])
+            .ok()
+            .and_then(|json| ModelSpec::from_json(json).ok())
+            .and_then(|spec| spec.resolve().ok())
+            .map(|r| {
+                r.layers
+                    .iter()
+                    .enumerate()
+                    .flat_map(|(i, (name, input, layer))| {
+                        layer
+                            .tensor_shapes(*input)
+                            .into_iter()
+                            .map(move |(t, _)| format!("layer {i} ({name}) {t}"))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let count = field("tensor count", at)?;
+        for k in 0..count {
+            let name = names
+                .get(k as usize)
+                .cloned()
+                .unwrap_or(format!("tensor {k}"));
+            skip(&format!("tensor {name}"), at)?;
+        }
+        Ok(())
+    };
+    walk(&mut at).err().unwrap_or_else(|| ends_early(len))
 }
 
 pub(super) fn decode<F: Scalar>(bytes: &[u8]) -> Result<Sequential<F>> {
-    let doc: BinModelIn<'_> = unframe(bytes, MAGIC, FORMAT_VERSION, FORMAT)?;
+    let doc: BinModelIn<'_> =
+        unframe(bytes, MAGIC, FORMAT_VERSION, FORMAT).map_err(|e| match e {
+            Error::File { reason, .. } if reason == ends_early(bytes.len()) => {
+                err("body", truncated_at(bytes))
+            }
+            other => other,
+        })?;
     let spec = ModelSpec::from_json(&doc.spec)?;
     let resolved = spec.resolve()?;
     let width = match doc.dtype.as_str() {

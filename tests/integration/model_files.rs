@@ -234,10 +234,25 @@ fn hostile_bincode_files() {
         &bincode_file(2, "f32", SPEC, &[vec![0; 8], vec![0; 4]]),
         &["version 2"],
     );
+    // A truncated file says so, and where: the field that runs past the end.
     expect_error(
         "truncated.bin",
         &good[..good.len() - 3],
-        &["bincode model", "body"],
+        &[
+            "bincode model",
+            "ends early",
+            "layer 0 (a) biases",
+            "needs 4 bytes",
+        ],
+    );
+    expect_error(
+        "truncated_in_architecture.bin",
+        &good[..40],
+        &[
+            "bincode model",
+            "ends early, after 40 bytes",
+            "architecture at byte 31",
+        ],
     );
     let mut trailing = good.clone();
     trailing.extend_from_slice(b"xx");
@@ -280,17 +295,28 @@ fn hostile_bincode_files() {
     let mut hostile = good[..12].to_vec();
     hostile.extend((1u64 << 61).to_le_bytes());
     hostile.extend_from_slice(b"f32");
-    expect_error("hostile_size.bin", &hostile, &["bincode model", "body"]);
+    expect_error(
+        "hostile_size.bin",
+        &hostile,
+        &[
+            "bincode model",
+            "ends early",
+            "dtype at byte 20 needs 2305843009213693952 bytes",
+        ],
+    );
     let mut hostile = bincode_file(1, "f32", SPEC, &[]);
     hostile.truncate(hostile.len() - 8);
     hostile.extend((u64::MAX / 2).to_le_bytes());
     expect_error("hostile_count.bin", &hostile, &["bincode model", "body"]);
 
-    // Every truncation of a good file is an error, never a panic.
-    for cut in 0..good.len() {
+    // Every truncation of a good file after its magic number is an error that says so.
+    for cut in 8..good.len() {
+        let err = Sequential::<f32>::from_bytes(&good[..cut], Format::Bincode)
+            .unwrap_err()
+            .to_string();
         assert!(
-            Sequential::<f32>::from_bytes(&good[..cut], Format::Bincode).is_err(),
-            "cut at {cut}"
+            err.contains("truncated") || err.contains("ends early"),
+            "cut at {cut}: {err}"
         );
     }
 }
