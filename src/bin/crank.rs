@@ -638,7 +638,10 @@ fn plot(history: &History, path: &Path) -> Result<()> {
     draw().map_err(|e| format!("{}: {e}", path.display()))
 }
 
-/// A model file; a safetensors file without crank's architecture takes it from `spec`.
+/// A model file; a safetensors file without crank's architecture takes it from `spec`, a model
+/// file whose `training.loss` (SoftmaxCrossEntropy unless it says otherwise, as for `train`)
+/// tells what the model is for: a classifier's classes are named 0, 1, ... unless the file
+/// has a `preprocessing` section.
 fn load(path: &Path, spec: Option<&Path>) -> Result<Sequential<f32>> {
     let Some(spec_path) = spec else {
         return ctx(Sequential::<f32>::load(path));
@@ -651,9 +654,25 @@ fn load(path: &Path, spec: Option<&Path>) -> Result<Sequential<f32>> {
             path.display()
         ));
     }
-    let (spec, _) = read_config(spec_path)?;
-    ctx(Sequential::<f32>::from_safetensors(&bytes, Some(&spec)))
-        .map_err(|e| format!("{}: {e}", path.display()))
+    let (spec, training) = read_config(spec_path)?;
+    let mut model = ctx(Sequential::<f32>::from_safetensors(&bytes, Some(&spec)))
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    if model.preprocessing().is_none() {
+        let outputs = model.output_size();
+        let classes = match training.loss {
+            Loss::SoftmaxCrossEntropy => Some((0..outputs).map(|i| i.to_string()).collect()),
+            Loss::BinaryCrossEntropy if outputs == 1 => Some(vec!["0".into(), "1".into()]),
+            _ => None,
+        };
+        let pre = Preprocessing {
+            classes,
+            loss: Some(training.loss),
+            ..preprocessing_of(&model)
+        };
+        ctx(model.set_preprocessing(Some(pre)))
+            .map_err(|e| format!("{}: {e}", spec_path.display()))?;
+    }
+    Ok(model)
 }
 
 /// The model's preprocessing, or none (identity scaling, value outputs) for a bare model.

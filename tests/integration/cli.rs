@@ -430,3 +430,493 @@ fn npz_training_and_npy_prediction() {
         "bad.npz",
     );
 }
+
+/// The digits as a binary problem (digit ≥ 5), split 80/20: train and test CSVs.
+fn binary_digits(d: &Path, names: [&str; 2]) -> usize {
+    let data = Classification::<f32>::from_csv(root("data/digits.csv"), None).unwrap();
+    let (train, test) = data.split(0.2, 7).unwrap();
+    for (set, file) in [(&train, "train.csv"), (&test, "test.csv")] {
+        let mut text: String = (0..set.x.ncols()).map(|j| format!("p{j},")).collect();
+        text.push_str("digit\n");
+        for (row, label) in set.x.rows().into_iter().zip(&set.labels) {
+            for v in row {
+                text.push_str(&format!("{v},"));
+            }
+            text.push_str(names[usize::from(*label >= 5)]);
+            text.push('\n');
+        }
+        std::fs::write(d.join(file), text).unwrap();
+    }
+    test.len()
+}
+
+fn metrics(json: &str) -> serde_json::Map<String, serde_json::Value> {
+    serde_json::from_str(json).unwrap()
+}
+
+#[test]
+fn binary_classifiers_evaluate_and_predict_as_classifiers() {
+    let d = dir("binary");
+    let n_test = binary_digits(&d, ["low", "high"]);
+    std::fs::write(
+        d.join("bin.yaml"),
+        "layers:\n  - {type: Dense, input_size: 64, output_size: 32, activation_function: ReLU}\n  - {type: Dense, output_size: 1}\ntraining: {loss: BinaryCrossEntropy, optimizer: {type: Adam, lr: 0.003}, epochs: 15, seed: 1}\n",
+    )
+    .unwrap();
+    let model = d.join("bin.crank");
+    let out = stdout(
+        crank()
+            .arg("train")
+            .arg(d.join("bin.yaml"))
+            .arg("--data")
+            .arg(d.join("train.csv"))
+            .arg("--out")
+            .arg(&model),
+    );
+    assert!(out.contains("accuracy"), "{out}");
+
+    let m = metrics(&stdout(
+        crank()
+            .arg("evaluate")
+            .arg(&model)
+            .arg("--data")
+            .arg(d.join("test.csv"))
+            .arg("--json"),
+    ));
+    assert_eq!(
+        m.keys().collect::<Vec<_>>(),
+        ["accuracy", "loss"],
+        "a binary classifier reports its loss and accuracy: {m:?}"
+    );
+    let acc = m["accuracy"].as_f64().unwrap();
+    let loss = m["loss"].as_f64().unwrap();
+    assert!(acc >= 0.93, "held-out accuracy {acc}");
+    assert!(loss > 0.0 && loss < 0.3, "binary cross-entropy {loss}");
+
+    // Predictions to standard output: the class and the two probabilities.
+    let csv = stdout(
+        crank()
+            .arg("predict")
+            .arg(&model)
+            .arg("--data")
+            .arg(d.join("test.csv")),
+    );
+    let mut lines = csv.lines();
+    assert_eq!(lines.next(), Some("class,p_high,p_low"));
+    let truth: Vec<String> = std::fs::read_to_string(d.join("test.csv"))
+        .unwrap()
+        .lines()
+        .skip(1)
+        .map(|l| l.rsplit(',').next().unwrap().to_string())
+        .collect();
+    let (mut right, mut ce) = (0, 0.0);
+    for (line, want) in lines.zip(&truth) {
+        let cells: Vec<&str> = line.split(',').collect();
+        let (p_high, p_low): (f64, f64) = (cells[1].parse().unwrap(), cells[2].parse().unwrap());
+        assert!((p_high + p_low - 1.0).abs() < 1e-6, "{line}");
+        // The second class (in sorted order, "low") is the positive one.
+        assert_eq!(cells[0], if p_low > 0.5 { "low" } else { "high" }, "{line}");
+        right += usize::from(cells[0] == want);
+        ce -= if want == "low" { p_low } else { p_high }.max(1e-12).ln();
+    }
+    assert_eq!(csv.lines().count(), n_test + 1);
+    assert!((right as f64 / n_test as f64 - acc).abs() < 1e-9);
+    // The reported loss is the cross-entropy of the written probabilities.
+    assert!(
+        (ce / n_test as f64 - loss).abs() < 1e-3 * loss.max(1e-3),
+        "{ce} vs {loss}"
+    );
+    // `--out -` is standard output too.
+    let dash = stdout(
+        crank()
+            .arg("predict")
+            .arg(&model)
+            .arg("--data")
+            .arg(d.join("test.csv"))
+            .args(["--out", "-"]),
+    );
+    assert_eq!(dash, csv);
+    assert!(!d.join("-").exists());
+
+    let inspect = stdout(crank().arg("inspect").arg(&model));
+    for want in [
+        "task: binary classifier, trained with BinaryCrossEntropy",
+        "classes: high, low",
+    ] {
+        assert!(inspect.contains(want), "{inspect}");
+    }
+
+    // Three classes are not a binary problem; two outputs are not a binary classifier.
+    let three = "a,label\n1,x\n2,y\n3,z\n";
+    std::fs::write(d.join("three.csv"), three).unwrap();
+    std::fs::write(
+        d.join("one.yaml"),
+        "layers: [{type: Dense, input_size: 1, output_size: 1}]\ntraining: {loss: BinaryCrossEntropy}\n",
+    )
+    .unwrap();
+    fails(
+        crank()
+            .arg("train")
+            .arg(d.join("one.yaml"))
+            .arg("--data")
+            .arg(d.join("three.csv"))
+            .arg("--out")
+            .arg(d.join("x.crank")),
+        "3 distinct values (x, y, z)",
+    );
+    std::fs::write(d.join("two.csv"), "a,label\n1,x\n2,y\n").unwrap();
+    std::fs::write(
+        d.join("two.yaml"),
+        "layers: [{type: Dense, input_size: 1, output_size: 2}]\ntraining: {loss: BinaryCrossEntropy}\n",
+    )
+    .unwrap();
+    fails(
+        crank()
+            .arg("train")
+            .arg(d.join("two.yaml"))
+            .arg("--data")
+            .arg(d.join("two.csv"))
+            .arg("--out")
+            .arg(d.join("x.crank")),
+        "trains one output",
+    );
+}
+
+#[test]
+fn evaluate_reports_what_each_kind_of_model_is_judged_by() {
+    let d = dir("kinds");
+    // Multi-class with three classes: no top-3 accuracy (always 1); with ten, there is one.
+    let mut text = String::from("a,b,label\n");
+    for i in 0..90 {
+        let (a, b) = ((i % 9) as f32, (i % 4) as f32);
+        text.push_str(&format!("{a},{b},{}\n", ["r", "g", "b"][(i % 9) / 3]));
+    }
+    std::fs::write(d.join("three.csv"), &text).unwrap();
+    std::fs::write(
+        d.join("three.yaml"),
+        "layers: [{type: Dense, input_size: 2, output_size: 16, activation_function: Tanh}, {type: Dense, output_size: 3}]\ntraining: {optimizer: {type: Adam, lr: 0.05}, epochs: 40, batch_size: 16}\n",
+    )
+    .unwrap();
+    let evaluate = |yaml: &str, data: &str| {
+        let model = d.join(format!("{yaml}.crank"));
+        stdout(
+            crank()
+                .arg("train")
+                .arg(d.join(yaml))
+                .arg("--data")
+                .arg(d.join(data))
+                .arg("--out")
+                .arg(&model),
+        );
+        metrics(&stdout(
+            crank()
+                .arg("evaluate")
+                .arg(&model)
+                .arg("--data")
+                .arg(d.join(data))
+                .arg("--json"),
+        ))
+    };
+    let m = evaluate("three.yaml", "three.csv");
+    assert_eq!(m.keys().collect::<Vec<_>>(), ["accuracy", "loss"], "{m:?}");
+    assert!(m["accuracy"].as_f64().unwrap() > 0.9, "{m:?}");
+
+    let data = Classification::<f32>::from_csv(root("data/digits.csv"), None).unwrap();
+    write_csv(&d.join("digits.csv"), &data);
+    std::fs::copy(root("examples/digits.yaml"), d.join("digits.yaml")).unwrap();
+    let m = evaluate("digits.yaml", "digits.csv");
+    assert_eq!(
+        m.keys().collect::<Vec<_>>(),
+        ["accuracy", "loss", "top3_accuracy"],
+        "{m:?}"
+    );
+
+    // A regression reports the loss it was trained with (Huber here) beside MSE, MAE and R².
+    let mut text = String::from("x,y\n");
+    for i in 0..80 {
+        let x = i as f32 / 40.0 - 1.0;
+        text.push_str(&format!("{x},{}\n", 3.0 * x + 0.5));
+    }
+    std::fs::write(d.join("line.csv"), &text).unwrap();
+    std::fs::write(
+        d.join("huber.yaml"),
+        "layers: [{type: Dense, input_size: 1, output_size: 1}]\ntraining: {loss: {Huber: {delta: 0.1}}, optimizer: {type: SGD, lr: 0.1}, epochs: 3, batch_size: 8}\n",
+    )
+    .unwrap();
+    let m = evaluate("huber.yaml", "line.csv");
+    assert_eq!(
+        m.keys().collect::<Vec<_>>(),
+        ["loss", "mae", "mse", "r2"],
+        "{m:?}"
+    );
+    let (loss, mae, mse) = (
+        m["loss"].as_f64().unwrap(),
+        m["mae"].as_f64().unwrap(),
+        m["mse"].as_f64().unwrap(),
+    );
+    // Huber with δ = 0.1 is δ(|r| − δ/2) beyond δ: far below the MSE of an undertrained line.
+    assert!(loss < mse && loss <= 0.1 * mae, "{m:?}");
+    let inspect = stdout(crank().arg("inspect").arg(d.join("huber.yaml.crank")));
+    assert!(
+        inspect.contains("task: regression, trained with Huber(0.1)"),
+        "{inspect}"
+    );
+}
+
+#[test]
+fn resume_continues_the_run_bitwise() {
+    let d = dir("resume");
+    let data = Classification::<f32>::from_csv(root("data/digits.csv"), None).unwrap();
+    write_csv(&d.join("digits.csv"), &data);
+    // Adam, a cosine schedule, standardised inputs, no validation: as the issue's r.yaml.
+    std::fs::write(
+        d.join("r.yaml"),
+        "layers:\n  - {type: Dense, input_size: 64, output_size: 32, activation_function: ReLU}\n  - {type: Dense, output_size: 10}\ntraining:\n  optimizer: {type: Adam, lr: 0.003}\n  schedule: {type: Cosine, t_max: 8}\n  epochs: 8\n  batch_size: 32\n",
+    )
+    .unwrap();
+    let train = |epochs: &str, out: &str, extra: &[&str]| {
+        stdout(
+            crank()
+                .arg("train")
+                .arg(d.join("r.yaml"))
+                .arg("--data")
+                .arg(d.join("digits.csv"))
+                .arg("--out")
+                .arg(d.join(out))
+                .args(["--epochs", epochs])
+                .args(extra),
+        )
+    };
+    train("8", "straight.json", &[]);
+    let ckpt = d.join("half.ckpt");
+    train("4", "half.json", &["--checkpoint", ckpt.to_str().unwrap()]);
+
+    let inspect = stdout(crank().arg("inspect").arg(&ckpt));
+    for want in [
+        "checkpoint, version 2",
+        "optimizer: Adam",
+        "training: epoch 4, step 228",
+        "64 -> 10",
+    ] {
+        assert!(inspect.contains(want), "{inspect}");
+    }
+
+    let resume = |out: &str, extra: &[&str]| {
+        stdout(
+            crank()
+                .arg("resume")
+                .arg(&ckpt)
+                .arg("--config")
+                .arg(d.join("r.yaml"))
+                .arg("--data")
+                .arg(d.join("digits.csv"))
+                .arg("--out")
+                .arg(d.join(out))
+                .args(extra),
+        )
+    };
+    let straight = std::fs::read(d.join("straight.json")).unwrap();
+    // `--epochs 4` is four more; without it the run goes on to the file's eight.
+    let out = resume("more.json", &["--epochs", "4"]);
+    assert!(
+        out.contains("resumed after epoch 4; trained 4 more epochs (to epoch 8, step 456)"),
+        "{out}"
+    );
+    assert!(
+        std::fs::read(d.join("more.json")).unwrap() == straight,
+        "--epochs 4 differs"
+    );
+    resume("rest.json", &[]);
+    assert!(
+        std::fs::read(d.join("rest.json")).unwrap() == straight,
+        "the rest differs"
+    );
+
+    // Resumed twice (4 + 2 + 2) is the same run too.
+    let again = d.join("again.ckpt");
+    resume(
+        "six.json",
+        &["--epochs", "2", "--checkpoint", again.to_str().unwrap()],
+    );
+    stdout(
+        crank()
+            .arg("resume")
+            .arg(&again)
+            .arg("--config")
+            .arg(d.join("r.yaml"))
+            .arg("--data")
+            .arg(d.join("digits.csv"))
+            .arg("--out")
+            .arg(d.join("eight.json")),
+    );
+    assert!(
+        std::fs::read(d.join("eight.json")).unwrap() == straight,
+        "4 + 2 + 2 differs"
+    );
+
+    fails(
+        crank()
+            .arg("resume")
+            .arg(d.join("straight.json"))
+            .arg("--config")
+            .arg(d.join("r.yaml"))
+            .arg("--data")
+            .arg(d.join("digits.csv"))
+            .arg("--out")
+            .arg(d.join("x.json")),
+        "magic number CRANKCKP",
+    );
+}
+
+#[test]
+fn safetensors_without_crank_architecture_take_a_spec() {
+    let d = dir("spec");
+    let data = Classification::<f32>::from_csv(root("data/digits.csv"), None).unwrap();
+    write_csv(&d.join("digits.csv"), &data);
+    std::fs::write(
+        d.join("m.yaml"),
+        "layers:\n  - {type: Dense, input_size: 64, output_size: 16, activation_function: ReLU}\n  - {type: Dense, output_size: 10}\n",
+    )
+    .unwrap();
+    // A state_dict as PyTorch's `save_file` writes it: crank's names and layouts, no metadata.
+    let model = crank::Sequential::<f32>::from_spec(
+        &crank::spec::ModelSpec::from_yaml(&std::fs::read_to_string(d.join("m.yaml")).unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    let bytes = model.to_bytes(crank::io::Format::Safetensors).unwrap();
+    let header_len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let mut header: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(&bytes[8..8 + header_len]).unwrap();
+    assert!(header.remove("__metadata__").is_some());
+    let mut header = serde_json::to_vec(&header).unwrap();
+    while !header.len().is_multiple_of(8) {
+        header.push(b' ');
+    }
+    let mut torch = (header.len() as u64).to_le_bytes().to_vec();
+    torch.extend(header);
+    torch.extend(&bytes[8 + header_len..]);
+    let file = d.join("torch.safetensors");
+    std::fs::write(&file, torch).unwrap();
+
+    fails(crank().arg("inspect").arg(&file), "crank_spec");
+    let spec = [
+        "--spec",
+        d.join("m.yaml").to_str().unwrap().to_string().leak(),
+    ];
+    let inspect = stdout(crank().arg("inspect").arg(&file).args(spec));
+    assert!(
+        inspect.contains("64 -> 10") && inspect.contains("Safetensors"),
+        "{inspect}"
+    );
+    let m = metrics(&stdout(
+        crank()
+            .arg("evaluate")
+            .arg(&file)
+            .arg("--data")
+            .arg(d.join("digits.csv"))
+            .arg("--json")
+            .args(spec),
+    ));
+    assert!(m.contains_key("loss"), "{m:?}");
+    let want = model.predict(data.x.view()).unwrap();
+    let csv = stdout(
+        crank()
+            .arg("predict")
+            .arg(&file)
+            .arg("--data")
+            .arg(d.join("digits.csv"))
+            .args(spec),
+    );
+    // `training.loss` is SoftmaxCrossEntropy by default: a classifier with classes 0 to 9.
+    assert!(csv.starts_with("class,p_0,p_1,"), "{csv}");
+    for (line, logits) in csv.lines().skip(1).zip(want.rows()) {
+        let cells: Vec<&str> = line.split(',').collect();
+        let p: Vec<f32> = cells[1..].iter().map(|v| v.parse().unwrap()).collect();
+        let max = logits.iter().copied().fold(f32::MIN, f32::max);
+        let sum: f32 = logits.iter().map(|v| (v - max).exp()).sum();
+        for (p, l) in p.iter().zip(logits) {
+            assert!((p - (l - max).exp() / sum).abs() < 1e-6, "{line}");
+        }
+        let best = logits.iter().position(|&v| v == max).unwrap();
+        assert_eq!(cells[0], best.to_string());
+    }
+    stdout(
+        crank()
+            .arg("convert")
+            .arg(&file)
+            .arg(d.join("m.crank"))
+            .args(spec),
+    );
+    let inspect = stdout(crank().arg("inspect").arg(d.join("m.crank")));
+    assert!(inspect.contains("64 -> 10"), "{inspect}");
+    fails(
+        crank().arg("inspect").arg(d.join("m.crank")).args(spec),
+        "carries its own",
+    );
+}
+
+#[test]
+fn truncated_model_files_say_where_they_end() {
+    let d = dir("truncated");
+    let model = crank::Sequential::<f32>::builder(4)
+        .dense_named("hidden", 8, crank::Activation::Relu)
+        .dense_named("logits", 3, crank::Activation::Identity)
+        .build()
+        .unwrap();
+    let bytes = model.to_bytes(crank::io::Format::Bincode).unwrap();
+    std::fs::write(d.join("cut.crank"), &bytes[..bytes.len() - 5]).unwrap();
+    fails(
+        crank().arg("inspect").arg(d.join("cut.crank")),
+        "ends early",
+    );
+    fails(
+        crank().arg("inspect").arg(d.join("cut.crank")),
+        "layer 1 (logits) biases",
+    );
+}
+
+/// Inputs are standardised unless the model file says `standardize: false`; the means and
+/// deviations are kept with the model.
+#[test]
+fn standardisation_is_on_unless_the_file_turns_it_off() {
+    let d = dir("standardize");
+    let mut text = String::from("a,b,y\n");
+    for i in 0..40 {
+        text.push_str(&format!("{},{},{}\n", 100 + i, i % 3, i % 2));
+    }
+    std::fs::write(d.join("data.csv"), &text).unwrap();
+    let layers = "layers: [{type: Dense, input_size: 2, output_size: 2}]\n";
+    let kept = |training: &str| {
+        std::fs::write(
+            d.join("m.yaml"),
+            format!("{layers}training: {{{training}}}\n"),
+        )
+        .unwrap();
+        stdout(
+            crank()
+                .arg("train")
+                .arg(d.join("m.yaml"))
+                .arg("--data")
+                .arg(d.join("data.csv"))
+                .arg("--out")
+                .arg(d.join("m.json")),
+        );
+        let model: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(d.join("m.json")).unwrap()).unwrap();
+        let p = &model["preprocessing"];
+        let col = |k: &str| -> Vec<f64> {
+            p[k].as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_f64().unwrap())
+                .collect()
+        };
+        (col("mean"), col("std"))
+    };
+    let (mean, std) = kept("epochs: 1");
+    assert_eq!(mean, [119.5, 39.0 / 40.0]);
+    assert!((std[0] - (133.25f64).sqrt()).abs() < 1e-9, "{std:?}");
+    let (mean, std) = kept("epochs: 1, standardize: false");
+    assert_eq!((mean, std), (vec![0.0, 0.0], vec![1.0, 1.0]));
+}
