@@ -1,0 +1,103 @@
+//! `crank inspect` and `crank convert`.
+
+use crate::files::{ModelArgs, save, to_stdout};
+use crate::prepare::Kind;
+use crate::{Result, ctx};
+use crank::io::{Checkpoint, Format};
+use crank::train::FitState;
+use std::path::PathBuf;
+
+/// Describe a model file or a checkpoint.
+#[derive(clap::Args)]
+pub struct InspectArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+}
+
+/// Convert a model between formats (by the output's extension).
+#[derive(clap::Args)]
+pub struct ConvertArgs {
+    #[command(flatten)]
+    pub input: ModelArgs,
+    /// The output: .crank/.bin, .json or .safetensors.
+    pub output: PathBuf,
+}
+
+/// Describes a model file or a checkpoint.
+pub(crate) fn inspect(args: InspectArgs) -> Result<()> {
+    let path = args.model.model.as_path();
+    let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut lines = vec![format!("file: {} ({} bytes)", path.display(), bytes.len())];
+    let m = if bytes.starts_with(b"CRANKCKP") {
+        let ckpt = ctx(Checkpoint::<f32>::from_bytes(&bytes))?;
+        let o = &ckpt.optimizer;
+        lines.push(format!(
+            "checkpoint, version {}",
+            crank::io::CHECKPOINT_VERSION
+        ));
+        lines.push(format!(
+            "optimizer: {}, learning rate {}, step {}",
+            o.optimizer, o.learning_rate, o.steps
+        ));
+        let ended = |fit: &FitState<f32>| {
+            if fit.stopped() {
+                " (early stopping ended the run)"
+            } else {
+                ""
+            }
+        };
+        lines.push(match &ckpt.fit {
+            Some(fit) => format!(
+                "training: epoch {}, step {}{}",
+                fit.epoch(),
+                ckpt.model.steps(),
+                ended(fit)
+            ),
+            None => format!("training: step {}", ckpt.model.steps()),
+        });
+        ckpt.model
+    } else {
+        let format = Format::detect(&bytes).ok_or_else(|| {
+            format!(
+                "{}: not a crank model file or checkpoint (JSON, bincode or safetensors)",
+                path.display()
+            )
+        })?;
+        let m = args.model.load()?;
+        lines.push(format!(
+            "format: {format:?}, version {}",
+            crank::io::FORMAT_VERSION
+        ));
+        m
+    };
+    lines.push(m.to_string().trim_end().to_string());
+    if let Some(p) = m.preprocessing() {
+        lines.push(format!("standardised inputs: {}", p.mean.len()));
+        let kind = match Kind::of(p, m.output_size()) {
+            Kind::Regression => "regression",
+            Kind::Binary => "binary classifier",
+            Kind::Multiclass => "multi-class classifier",
+        };
+        lines.push(match &p.loss {
+            Some(loss) => format!("task: {kind}, trained with {loss}"),
+            None => format!("task: {kind}"),
+        });
+        if let Some(c) = &p.classes {
+            lines.push(format!("classes: {}", c.join(", ")));
+        }
+    }
+    lines.push(String::new());
+    to_stdout(&lines.join("\n"))
+}
+
+/// Converts a model between formats.
+pub(crate) fn convert(args: ConvertArgs) -> Result<()> {
+    let ConvertArgs { input, output } = args;
+    save(&input.load()?, &output)?;
+    println!(
+        "converted {} to {}",
+        input.model.display(),
+        output.display()
+    );
+    Ok(())
+}

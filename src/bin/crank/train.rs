@@ -1,0 +1,267 @@
+//! `crank train` and `crank resume`.
+
+use crate::config::{Overrides, apply, read_config};
+use crate::files::{save, write};
+use crate::prepare::{Kind, Prepared, fit_preprocessing, prepare, preprocessing_of, read_prepared};
+use crate::report::{Progress, last_metrics, plot};
+use crate::{Result, ctx};
+use crank::data::Table;
+use crank::io::Checkpoint;
+use crank::metrics::Metric;
+use crank::train::{Dataset, FitOptions, FitState, History};
+use crank::{Loss, Sequential};
+use std::path::PathBuf;
+
+/// Train the model described in a YAML or JSON file.
+#[derive(clap::Args)]
+pub struct TrainArgs {
+    /// The model file: layers and a `training` section.
+    pub config: PathBuf,
+    /// The label column (default: the last).
+    #[arg(long)]
+    pub label: Option<String>,
+    /// Draw loss and accuracy curves as SVG.
+    #[arg(long)]
+    pub plot: Option<PathBuf>,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+/// Continue a training run from its checkpoint, as if it had never stopped.
+///
+/// The weights come out bitwise those of the uninterrupted run. `--epochs N` trains N more
+/// epochs; without it, the run goes on to the model file's `epochs`.
+#[derive(clap::Args)]
+pub struct ResumeArgs {
+    /// The checkpoint `train --checkpoint` saved.
+    #[arg(value_name = "CHECKPOINT")]
+    pub from: PathBuf,
+    /// The model file whose `training` section the run follows.
+    #[arg(long)]
+    pub config: PathBuf,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+/// What `train` and `resume` both take: the data, where to save and what else to write.
+#[derive(clap::Args)]
+pub struct RunArgs {
+    /// Training data: CSV with a header, NumPy `.npz`, or IDX images
+    /// (`*-images-idx3-ubyte[.gz]`).
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Validation data, in the same form.
+    #[arg(long, conflicts_with = "val_fraction")]
+    pub val: Option<PathBuf>,
+    /// Hold out this fraction of the training data for validation.
+    #[arg(long)]
+    pub val_fraction: Option<f64>,
+    /// Where to save the trained model (.crank/.bin, .json or .safetensors).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Also save a checkpoint to resume the run from (it may be the one resumed from).
+    #[arg(long)]
+    pub checkpoint: Option<PathBuf>,
+    /// Write per-epoch metrics as CSV.
+    #[arg(long)]
+    pub history: Option<PathBuf>,
+    #[command(flatten)]
+    pub overrides: Overrides,
+}
+
+/// Trains a model from its model file and saves it.
+pub(crate) fn train(args: TrainArgs) -> Result<()> {
+    let TrainArgs {
+        config,
+        label,
+        plot: plot_path,
+        run,
+    } = args;
+    let (mut spec, mut training) = read_config(&config)?;
+    apply(&run.overrides, &mut spec, &mut training)?;
+    if run.val_fraction.is_some() {
+        training.fit.validation_fraction = run.val_fraction;
+    }
+    let data = &run.data;
+    let table = ctx(Table::read(data, label.as_deref()))?;
+    let pre = fit_preprocessing(&table, training.standardize, &training.loss, data)?;
+    let mut model = ctx(Sequential::<f32>::from_spec(&spec))?;
+    if model.input_size() != table.features.ncols() {
+        return Err(format!(
+            "{}: the first layer takes {} inputs, but {} has {} feature columns",
+            config.display(),
+            model.input_size(),
+            data.display(),
+            table.features.ncols()
+        ));
+    }
+    match (&pre.classes, &training.loss) {
+        (Some(c), Loss::BinaryCrossEntropy) if model.output_size() != 1 => {
+            return Err(format!(
+                "{}: BinaryCrossEntropy trains one output, the logit of class {:?}, but \
+                 the last layer has {} (for one output per class use \
+                 SoftmaxCrossEntropy)",
+                config.display(),
+                c[1],
+                model.output_size()
+            ));
+        }
+        (Some(c), Loss::SoftmaxCrossEntropy) if c.len() != model.output_size() => {
+            return Err(format!(
+                "{}: the last layer has {} outputs, but {} has {} classes",
+                config.display(),
+                model.output_size(),
+                data.display(),
+                c.len()
+            ));
+        }
+        _ => {}
+    }
+    ctx(model.set_preprocessing(Some(pre.clone())))?;
+    let train = prepare(&table, &pre, data, true)?;
+    let mut optimizer = ctx(training.optimizer.build())?;
+    let mut state = FitState::new(&training.fit);
+    let h = fit_and_save(
+        &mut model,
+        &training.loss,
+        &training.fit,
+        &train,
+        optimizer.as_mut(),
+        &mut state,
+        &run,
+    )?;
+    if let Some(p) = plot_path {
+        plot(&h, &p)?;
+    }
+    println!(
+        "trained {} epochs; {}; saved {}",
+        h.epochs.len(),
+        last_metrics(&h),
+        run.out.display()
+    );
+    Ok(())
+}
+
+/// Continues a run from its checkpoint.
+pub(crate) fn resume(args: ResumeArgs) -> Result<()> {
+    let ResumeArgs { from, config, run } = args;
+    let (mut spec, mut training) = read_config(&config)?;
+    apply(&run.overrides, &mut spec, &mut training)?;
+    if run.val_fraction.is_some() {
+        training.fit.validation_fraction = run.val_fraction;
+    }
+    let ckpt = ctx(Checkpoint::<f32>::load(&from))?;
+    let mut model = ckpt.model;
+    let mut state = ckpt.fit.ok_or_else(|| {
+        format!(
+            "{}: this checkpoint holds no training run to resume (it was not saved by \
+             `crank train --checkpoint`)",
+            from.display()
+        )
+    })?;
+    let mut optimizer = ctx(training.optimizer.build())?;
+    ctx(optimizer.load_state(&ckpt.optimizer)).map_err(|e| format!("{}: {e}", from.display()))?;
+    if let Some(lr) = run.overrides.lr {
+        optimizer.set_learning_rate(lr);
+    }
+    let done = state.epoch();
+    // `--epochs N` trains N more; without it, the run goes on to the model file's total.
+    let mut fit = training.fit.clone();
+    fit.epochs = match run.overrides.epochs {
+        Some(0) => return Err("--epochs 0: no epochs to train".into()),
+        Some(more) => done.saturating_add(more),
+        None => fit.epochs,
+    };
+    if state.stopped() {
+        println!("the run stopped early after epoch {done} (early stopping); nothing to resume");
+        return Ok(());
+    }
+    if fit.epochs <= done {
+        return Err(format!(
+            "{}: the run has done {done} epochs, all that {} asks for; pass --epochs N \
+             to train N more",
+            from.display(),
+            config.display()
+        ));
+    }
+    let pre = preprocessing_of(&model);
+    let train = read_prepared(&run.data, pre.label.as_deref(), &pre)?;
+    let h = fit_and_save(
+        &mut model,
+        &training.loss,
+        &fit,
+        &train,
+        optimizer.as_mut(),
+        &mut state,
+        &run,
+    )?;
+    println!(
+        "resumed after epoch {done}; trained {} more epochs (to epoch {}, step {}); {}; \
+         saved {}",
+        h.epochs.len(),
+        state.epoch(),
+        model.steps(),
+        last_metrics(&h),
+        run.out.display()
+    );
+    Ok(())
+}
+
+/// Trains `model` on from `state` to `fit.epochs` epochs in all, validating on `run.val` (read
+/// as the model's preprocessing says) or a held-out fraction, and saves the model, the
+/// checkpoint and the history `run` asks for.
+fn fit_and_save(
+    model: &mut Sequential<f32>,
+    loss: &Loss,
+    fit: &FitOptions,
+    train: &Prepared,
+    optimizer: &mut dyn crank::Optimizer,
+    state: &mut FitState<f32>,
+    run: &RunArgs,
+) -> Result<History> {
+    let pre = preprocessing_of(model);
+    let kind = Kind::of(&pre, model.output_size());
+    let val = run
+        .val
+        .as_deref()
+        .map(|p| read_prepared(p, pre.label.as_deref(), &pre))
+        .transpose()?;
+    let mut fit = fit.clone();
+    if kind != Kind::Regression && fit.metrics.is_empty() {
+        fit.metrics.push(Metric::Accuracy);
+    }
+    let train_set = ctx(Dataset::new(train.x.view(), train.target(kind)))?;
+    let (train_set, val_set) = match (&val, fit.validation_fraction) {
+        (Some(v), _) => (
+            train_set,
+            Some(ctx(Dataset::new(v.x.view(), v.target(kind)))?),
+        ),
+        (None, Some(f)) => ctx(train_set.holdout(f))?,
+        (None, None) => (train_set, None),
+    };
+    fit.validation_fraction = None;
+    if val_set.is_none()
+        && let Some(es) = &mut fit.early_stopping
+        && es.monitor.starts_with("val_")
+    {
+        es.monitor = es.monitor.trim_start_matches("val_").to_string();
+    }
+    let mut progress = Progress::new(fit.epochs, fit.batch_size);
+    let history = ctx(model.fit_from(
+        train_set,
+        val_set,
+        loss,
+        optimizer,
+        &fit,
+        &mut progress,
+        state,
+    ))?;
+    save(model, &run.out)?;
+    if let Some(p) = &run.checkpoint {
+        ctx(Checkpoint::save_fit(p, model, optimizer, state))?;
+    }
+    if let Some(p) = &run.history {
+        write(p, &history.to_csv())?;
+    }
+    Ok(history)
+}
