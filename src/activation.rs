@@ -10,7 +10,7 @@ use std::fmt;
 
 /// An activation function, applied to a layer's pre-activation `z` to give its output `y = f(z)`.
 ///
-/// Serialized by name, as in the seed's model files (`"ReLU"`, `"Sigmoid"`, ...), with Keras's
+/// Serialized by name, as in the numpy design's model files (`"ReLU"`, `"Sigmoid"`, ...), with Keras's
 /// lower-case names accepted too (`"relu"`, `"linear"`, ...). `LeakyReLU` carries its slope:
 /// `{"LeakyReLU": {"alpha": 0.01}}`.
 #[derive(Clone, Copy, Debug, PartialEq, Default, Serialize, Deserialize)]

@@ -435,8 +435,8 @@ pub fn column_sums<F: Scalar>(a: &[F], cols: usize, scale: F, out: &mut [F]) {
 /// runs on into the next row (lanes past the row's end are added and dropped); only the last
 /// row adds them one at a time. Summed in `out` one value at a time, they became masked loads
 /// and stores (the compiler's vector form of a loop this short), and AMD's Zen runs a masked
-/// store as microcode and a load from it waits: the tiny network's four-column output layer
-/// spent 0.3 µs a step here.
+/// store as microcode and a load from it waits, which the tiny network's four-column output
+/// layer paid for on every step.
 #[multiversion(targets("x86_64+avx2+fma"))]
 fn column_sums_rows<F: Scalar>(a: &[F], cols: usize, scale: F, out: &mut [F]) {
     let (o8, o1) = out.as_chunks_mut::<8>();

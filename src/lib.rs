@@ -2,13 +2,13 @@
 //!
 //! Define, train and ship dense neural networks on the CPU.
 //!
-//! crank follows the design of the blog series "Another Numpy Neural Net": [`Layer`]s with a
-//! forward and a backward pass that never update their own weights, activations and losses as
-//! differentiable functions, [`Optimizer`]s that apply the gradients, and a [`Sequential`] model
-//! that chains layers and trains on a [`Loss`].
+//! crank follows the design of the blog series "Another Numpy Neural Net" (the "numpy design"
+//! in these docs): [`Layer`]s with a forward and a backward pass that never update their own
+//! weights, activations and losses as differentiable functions, [`Optimizer`]s that apply the
+//! gradients, and a [`Sequential`] model that chains layers and trains on a [`Loss`].
 //!
-//! Every matrix product is a GEMM into a buffer a layer owns: ndarray's pure-Rust GEMM by
-//! default, or OpenBLAS with the Cargo feature `openblas` (see [`backend`]). Elementwise and
+//! Every matrix product is a GEMM into a buffer a layer owns: faer's pure-Rust GEMM by default,
+//! or OpenBLAS with the Cargo feature `openblas` (see [`backend`]). Elementwise and
 //! reduction kernels run on rayon above a size threshold ([`kernels`]).
 //!
 //! ```
@@ -31,7 +31,7 @@
 //! # Ok::<(), crank::Error>(())
 //! ```
 //!
-//! Gradients follow the seed's convention: a loss is the **mean** over the batch, and parameter
+//! Gradients follow the numpy design's convention: a loss is the **mean** over the batch, and parameter
 //! gradients are batch means (see [`loss`]).
 //!
 //! Threads: [`set_threads`] (or `RAYON_NUM_THREADS`) sets rayon's pool, crank's only threads: it

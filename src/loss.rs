@@ -3,7 +3,7 @@
 //! # Convention
 //! For a batch of `B` samples each loss is `L = (1/B) Σᵢ ℓᵢ`, the mean of per-sample losses, and
 //! the gradient it writes is the **per-sample** gradient `∂ℓᵢ/∂yᵢ` (row `i`), not divided by `B`.
-//! Layers then form parameter gradients as batch means (`dW = xᵀδ / B`, as in the seed), so the
+//! Layers then form parameter gradients as batch means (`dW = xᵀδ / B`, as in the numpy design), so the
 //! parameter gradients are exactly `∂L/∂W`.
 //!
 //! Where a per-sample loss has several outputs (MSE, binary cross-entropy, Huber) it is their

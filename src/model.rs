@@ -227,7 +227,7 @@ impl<F: Scalar> Sequential<F> {
     }
 
     /// A model from its description, with fresh weights drawn from a `Xoshiro256PlusPlus`
-    /// seeded with the description's seed (or [`DEFAULT_SEED`]): the seed's `from_dict`.
+    /// seeded with the description's seed (or [`DEFAULT_SEED`]): the numpy design's `from_dict`.
     pub fn from_spec(spec: &ModelSpec) -> Result<Self> {
         let resolved = spec.resolve()?;
         let seed = spec.seed.unwrap_or(DEFAULT_SEED);
@@ -306,7 +306,7 @@ impl<F: Scalar> Sequential<F> {
         Ok(model)
     }
 
-    /// The model's description (the seed's `to_dict`); [`from_spec`](Self::from_spec) of it
+    /// The model's description (the numpy design's `to_dict`); [`from_spec`](Self::from_spec) of it
     /// gives a model of the same architecture with fresh weights.
     pub fn to_spec(&self) -> ModelSpec {
         ModelSpec {

@@ -1,6 +1,6 @@
-//! Model architecture as data: the seed's `to_dict` / `from_dict`, read from JSON or YAML.
+//! Model architecture as data: the numpy design's `to_dict` / `from_dict`, read from JSON or YAML.
 //!
-//! A model file lists its layers with the seed's keys:
+//! A model file lists its layers with the numpy design's keys:
 //!
 //! ```yaml
 //! seed: 42            # optional: initialises the weights
@@ -57,7 +57,7 @@ impl Default for Limits {
     }
 }
 
-/// One layer's description. Serialized with a `"type"` tag, as in the seed's `to_dict`.
+/// One layer's description. Serialized with a `"type"` tag, as in the numpy design's `to_dict`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type")]
 pub enum LayerSpec {
@@ -129,7 +129,7 @@ fn default_eps() -> f64 {
     1e-5
 }
 
-/// The description of a [`crate::Dense`] layer, with the seed's keys.
+/// The description of a [`crate::Dense`] layer, with the numpy design's keys.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DenseSpec {

@@ -1,4 +1,4 @@
-"""Side-by-side training-step and inference throughput: crank, the seed's numpy design, PyTorch
+"""Side-by-side training-step and inference throughput: crank, the numpy design it grew from, PyTorch
 (when installed) and JAX (when installed), on the same workloads and thread counts.
 
     python3 bench/compare/compare.py [--threads 1 2] [--rounds N] [--features openblas]
@@ -114,7 +114,7 @@ def data(batch, sizes, dtype):
 
 
 def numpy_seed(sizes, batch, inference, dtype):
-    """The seed's design: Dense layers with He init, ReLU, softmax cross-entropy, SGD. Returns
+    """The numpy design crank grew from: Dense layers with He init, ReLU, softmax cross-entropy, SGD. Returns
     the step (or inference) to time."""
     rng = np.random.default_rng(1)
     layers = [

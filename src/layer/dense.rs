@@ -12,7 +12,7 @@ use rand_distr::StandardNormal;
 /// A fully connected layer, as in the seed: weights `(input_size, output_size)`, biases
 /// `(output_size)`, `z = x·W + b` and `y = f(z)` for a batch `x` of shape `(batch, input_size)`.
 ///
-/// Backward follows the seed, with parameter gradients as **batch means**:
+/// Backward follows the numpy design, with parameter gradients as **batch means**:
 /// `δ = g ⊙ f'(z)`, `dW = xᵀδ / B`, `db = Σᵢ δᵢ / B`, `dx = δ·Wᵀ`.
 ///
 /// Every product runs as one GEMM into a buffer the layer owns; the bias is written into the

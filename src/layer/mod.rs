@@ -1,6 +1,6 @@
 //! Layers: the building blocks a [`Sequential`](crate::Sequential) model chains.
 //!
-//! The contract follows the seed's `Layer` class, with buffers owned by the layer:
+//! The contract follows the numpy design's `Layer` class, with buffers owned by the layer:
 //!
 //! - [`Layer::forward`] takes a batch `(batch, input_size)` and writes the layer's output into a
 //!   buffer the layer owns, read back through [`Layer::output`]. It keeps what backward needs.
@@ -47,7 +47,7 @@ pub(crate) fn check_width<F>(
     Ok(())
 }
 
-/// One layer from its description (the seed's `from_dict` for a layer), with fresh weights
+/// One layer from its description (the numpy design's `from_dict` for a layer), with fresh weights
 /// drawn from a `Xoshiro256PlusPlus` seeded with `seed`: the inverse of [`Layer::to_spec`].
 /// The description must give `input_size`, as `to_spec` does.
 ///
@@ -203,7 +203,7 @@ pub trait Layer<F: Scalar>: Send + Sync + Debug {
     /// Calls `f` on each parameter's gradient, mutably (for clipping).
     fn visit_grads_mut(&mut self, f: &mut dyn FnMut(&mut [F]));
 
-    /// The layer's description, with its name and input size filled in (the seed's `to_dict`).
+    /// The layer's description, with its name and input size filled in (the numpy design's `to_dict`).
     fn to_spec(&self) -> LayerSpec;
 
     /// Calls `f` with each tensor a saved model holds for this layer, in the order of
