@@ -101,7 +101,7 @@ fn gemm(c: &mut Criterion) {
         ] {
             let name = format!("{m}x{k}x{n}/{layout}");
             group.bench_function(format!("crank/{name}"), |bench| {
-                bench.iter(|| crank::kernels::gemm(1.0, black_box(a), b, 0.0, out.view_mut()))
+                bench.iter(|| crank::gemm::gemm(1.0, black_box(a), b, 0.0, out.view_mut()))
             });
             group.bench_function(format!("ndarray/{name}"), |bench| {
                 bench.iter(|| {

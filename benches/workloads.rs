@@ -5,7 +5,7 @@
 //!
 //! `cargo bench --bench workloads` prints a table; `-- --json` prints one JSON object per
 //! workload instead. Threads come from `RAYON_NUM_THREADS` (crank's one pool, which also splits
-//! large GEMMs). The GEMM-only time runs the same products through `crank::kernels::gemm`, the
+//! large GEMMs). The GEMM-only time runs the same products through `crank::gemm::gemm`, the
 //! path the layers use. The workloads, the step and the bound are in `benches/shared`, which the
 //! criterion bench `steps` times too.
 //! `-- --quick` runs fewer repeats; `-- NAME` runs only workloads whose name contains NAME.

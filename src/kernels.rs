@@ -13,8 +13,6 @@
 //! Rust does not contract `a·b + c` into a fused multiply-add by itself, so both versions give
 //! bitwise the same results.
 
-pub use crate::gemm::{PAR_GEMM, SMALL_GEMM, gemm, splits};
-
 use crate::Scalar;
 use multiversion::multiversion;
 use rayon::prelude::*;

@@ -47,7 +47,7 @@ pub mod activation;
 mod buffer;
 pub mod data;
 mod error;
-mod gemm;
+pub mod gemm;
 pub mod io;
 pub mod kernels;
 pub mod layer;

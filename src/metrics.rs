@@ -1,7 +1,6 @@
 //! Metrics computed over a data set, batch by batch: accuracy, top-k accuracy, MSE, MAE, R².
 
 use crate::loss::Target;
-use crate::model::argmax;
 use crate::{Error, Result, Scalar};
 use ndarray::{ArrayView1, ArrayView2};
 use serde::{Deserialize, Serialize};
@@ -59,6 +58,17 @@ pub(crate) struct Tally {
     elements: usize,
     /// Per output column: Σy, Σy², Σ(ŷ − y)².
     columns: Vec<(f64, f64, f64)>,
+}
+
+/// Index of the largest value (the first one on ties); `None` when empty.
+pub fn argmax<F: Scalar>(values: impl IntoIterator<Item = F>) -> Option<usize> {
+    let mut best: Option<(usize, F)> = None;
+    for (i, v) in values.into_iter().enumerate() {
+        if best.is_none_or(|(_, b)| v > b) {
+            best = Some((i, v));
+        }
+    }
+    best.map(|(i, _)| i)
 }
 
 /// The class of each row of a target: its index, the largest entry of a one-hot row, or for

@@ -3,6 +3,7 @@
 use crate::buffer::Buffer;
 use crate::layer::{BatchNorm, Dense, Dropout, Layer, LayerNorm, Mode, Param, Tensor};
 use crate::loss::{Loss, Target};
+use crate::metrics::argmax;
 use crate::optim::Optimizer;
 use crate::spec::{
     BatchNormSpec, DenseSpec, DropoutSpec, LayerNormSpec, LayerSpec, ModelSpec, Preprocessing,
@@ -807,17 +808,6 @@ fn max_abs<F: Scalar>(a: &ArrayView2<'_, F>) -> Option<F> {
             .iter()
             .try_fold(F::zero(), |m, &v| v.is_finite().then(|| m.max(v.abs()))),
     }
-}
-
-/// Index of the largest value (the first one on ties); `None` when empty.
-pub fn argmax<F: Scalar>(values: impl IntoIterator<Item = F>) -> Option<usize> {
-    let mut best: Option<(usize, F)> = None;
-    for (i, v) in values.into_iter().enumerate() {
-        if best.is_none_or(|(_, b)| v > b) {
-            best = Some((i, v));
-        }
-    }
-    best.map(|(i, _)| i)
 }
 
 /// Scratch space for inference: two buffers that the layers' outputs alternate between. Keep

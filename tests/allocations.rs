@@ -5,7 +5,7 @@
 //! architectures), that crate allocates its packing space in every call: there the test counts
 //! the same products run alone and requires the step to allocate exactly as much.
 
-use crank::kernels::gemm;
+use crank::gemm::gemm;
 use crank::{Activation, Adam, Dense, Layer, Loss, Mode, Sequential, Sgd, Workspace};
 use ndarray::Array2;
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -45,7 +45,7 @@ fn warm_every_thread() {
     let product = || {
         let a = Array2::<f32>::ones((64, 64));
         let mut c = Array2::<f32>::zeros((64, 64));
-        const { assert!(64 * 64 * 64 > crank::kernels::SMALL_GEMM) };
+        const { assert!(64 * 64 * 64 > crank::gemm::SMALL_GEMM) };
         gemm(1.0, a.view(), a.view(), 0.0, c.view_mut());
     };
     rayon::broadcast(|_| product());
@@ -185,7 +185,7 @@ fn steady_state_training_and_inference_allocate_nothing_of_their_own() {
     // once, and entering the pool from outside goes through rayon's injector queue, which
     // allocates a block every 63 entries), it allocates nothing either.
     let (sizes, batch) = ([128, 256, 10], 128);
-    assert!(batch * sizes[0] * sizes[1] >= 2 * crank::kernels::PAR_GEMM);
+    assert!(batch * sizes[0] * sizes[1] >= 2 * crank::gemm::PAR_GEMM);
     assert!(sizes[0] * sizes[1] >= crank::kernels::PAR_THRESHOLD);
     let mut model = Sequential::<f32>::builder(sizes[0])
         .dense(sizes[1], Activation::Relu)

@@ -113,8 +113,8 @@ fn every_dense_product_goes_to_openblas_with_transpose_flags() {
         "{}",
         crank::backend()
     );
-    // 64 · 96 · 80 multiply-adds per product: above crank::kernels::SMALL_GEMM.
-    const { assert!(64 * 96 * 80 > crank::kernels::SMALL_GEMM) };
+    // 64 · 96 · 80 multiply-adds per product: above crank::gemm::SMALL_GEMM.
+    const { assert!(64 * 96 * 80 > crank::gemm::SMALL_GEMM) };
     for (label, calls) in [
         ("f32", dense_round_trip::<f32>(64, 96, 80)),
         ("f64", dense_round_trip::<f64>(64, 96, 80)),
@@ -135,7 +135,7 @@ fn every_dense_product_goes_to_openblas_with_transpose_flags() {
 #[test]
 fn small_products_skip_the_library_call() {
     // 16 · 40 · 24 multiply-adds: crank's direct loops, same results, no OpenBLAS call.
-    const { assert!(16 * 40 * 24 <= crank::kernels::SMALL_GEMM) };
+    const { assert!(16 * 40 * 24 <= crank::gemm::SMALL_GEMM) };
     assert_eq!(dense_round_trip::<f32>(16, 40, 24), vec![]);
     assert_eq!(dense_round_trip::<f64>(16, 40, 24), vec![]);
 }

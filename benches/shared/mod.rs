@@ -1,7 +1,7 @@
 //! The reference workloads of the `workloads` and `steps` benches: each workload's network,
 //! crank's training step (or inference) on it, and the same step's GEMMs alone.
 
-use crank::kernels::{gemm, splits};
+use crank::gemm::{gemm, splits};
 use crank::{Activation, Loss, Scalar, Sequential, Sgd, Workspace};
 use ndarray::Array2;
 use std::hint::black_box;
@@ -118,7 +118,7 @@ fn gemm_only<'a, F: Scalar>(w: &'a Workload) -> Runner<'a> {
             input_grad: data(b, s[0], i),
         })
         .collect();
-    // On rayon's pool when some product splits (`kernels::splits`, the rule crank's GEMM cuts
+    // On rayon's pool when some product splits (`gemm::splits`, the rule crank's GEMM cuts
     // products by) and there are threads to split it over, as crank runs such a step
     // (`Sequential::train_step` moves there once): a product split from outside the pool would
     // pay for waking a worker and then the caller, every time. One move per slice of calls.

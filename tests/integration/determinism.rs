@@ -1,6 +1,6 @@
 //! The same seed gives bitwise identical weights, at 1 and at 2 threads: the same weights at both
 //! with crank's default GEMM, and at each thread count its own with OpenBLAS (whose kernels may
-//! sum an element at the edge of a split product's block differently; see `crank::kernels::gemm`).
+//! sum an element at the edge of a split product's block differently; see `crank::gemm::gemm`).
 //!
 //! rayon's global pool is sized once per process, so the test runs its own binary again as a child
 //! with each setting and compares what it prints. The model's products are large enough to be

@@ -128,7 +128,7 @@ pub(crate) fn predictions_csv(
                 let best = if kind == Kind::Binary {
                     usize::from(row[0] > 0.0)
                 } else {
-                    crank::model::argmax(p.iter().copied()).unwrap_or(0)
+                    crank::metrics::argmax(p.iter().copied()).unwrap_or(0)
                 };
                 text.push_str(&names[best]);
                 for v in p {
