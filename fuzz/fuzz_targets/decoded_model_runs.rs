@@ -8,9 +8,10 @@
 #![no_main]
 
 use crank::io::{Checkpoint, Format};
+use crank::optim::{RmsPropConfig, SgdConfig};
 use crank::spec::ModelSpec;
 use crank::train::{Dataset, EarlyStopping, FitOptions, FitState};
-use crank::{Adagrad, Adam, Loss, Optimizer, RmsProp, Scalar, Schedule, Sequential, Sgd};
+use crank::{Adagrad, Adam, Loss, Optimizer, Scalar, Schedule, Sequential};
 use libfuzzer_sys::fuzz_target;
 use ndarray::Array2;
 
@@ -68,12 +69,23 @@ fn optimizer_for(name: &str) -> Box<dyn Optimizer> {
         "Adam" => Box::new(Adam::new(0.01).expect(valid)),
         "AdamW" => Box::new(Adam::adamw(0.01, 0.01).expect(valid)),
         "RMSprop" => Box::new(
-            RmsProp::new(0.01)
-                .and_then(|o| o.momentum(0.9))
-                .expect(valid),
+            RmsPropConfig {
+                momentum: 0.9,
+                ..Default::default()
+            }
+            .build()
+            .expect(valid),
         ),
         "Adagrad" => Box::new(Adagrad::new(0.01).expect(valid)),
-        _ => Box::new(Sgd::new(0.1).and_then(|o| o.momentum(0.9)).expect(valid)),
+        _ => Box::new(
+            SgdConfig {
+                lr: 0.1,
+                momentum: 0.9,
+                ..Default::default()
+            }
+            .build()
+            .expect(valid),
+        ),
     }
 }
 

@@ -2,6 +2,7 @@
 
 use super::{Buffers, check, check_lengths, sgd::check_lr};
 use crate::{Result, Scalar, kernels};
+use serde::{Deserialize, Serialize};
 
 /// Adam as in `torch.optim.Adam`, or AdamW (`torch.optim.AdamW`, decoupled weight decay).
 ///
@@ -20,52 +21,110 @@ pub struct Adam {
     buffers: Buffers,
 }
 
-impl Adam {
-    /// Adam with learning rate `lr` and PyTorch's defaults: `β = (0.9, 0.999)`, `ε = 1e-8`, no
-    /// weight decay.
-    pub fn new(lr: f64) -> Result<Self> {
-        check_lr(lr)?;
-        Ok(Adam {
-            lr,
-            beta1: 0.9,
-            beta2: 0.999,
+/// [`Adam`]'s settings, with PyTorch's defaults (`torch.optim.Adam`): the one place they
+/// live, for the library, model files ([`OptimizerSpec`](super::OptimizerSpec)) and the command
+/// line.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdamConfig {
+    /// Learning rate, finite and positive (default 1e-3).
+    pub lr: f64,
+    /// Decay rates `β₁, β₂` in `[0, 1)` (default 0.9, 0.999).
+    pub betas: [f64; 2],
+    /// `ε > 0` in the denominator (default 1e-8).
+    pub eps: f64,
+    /// L2 weight decay `λ ≥ 0` added to the gradient (default 0).
+    pub weight_decay: f64,
+}
+
+impl Default for AdamConfig {
+    fn default() -> Self {
+        AdamConfig {
+            lr: 1e-3,
+            betas: [0.9, 0.999],
             eps: 1e-8,
             weight_decay: 0.0,
-            decoupled: false,
-            steps: 0,
-            buffers: Buffers::new(&["exp_avg", "exp_avg_sq"], 0.0),
-        })
+        }
+    }
+}
+
+impl AdamConfig {
+    /// The optimizer, with every setting checked.
+    pub fn build(&self) -> Result<Adam> {
+        adam(self.lr, self.betas, self.eps, self.weight_decay, false)
+    }
+}
+
+/// AdamW's settings, with PyTorch's defaults (`torch.optim.AdamW`): those of [`AdamConfig`],
+/// but the weight decay is decoupled and defaults to 0.01.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdamWConfig {
+    /// Learning rate, finite and positive (default 1e-3).
+    pub lr: f64,
+    /// Decay rates `β₁, β₂` in `[0, 1)` (default 0.9, 0.999).
+    pub betas: [f64; 2],
+    /// `ε > 0` in the denominator (default 1e-8).
+    pub eps: f64,
+    /// Decoupled weight decay `λ ≥ 0`, `p ← p(1 − lr·λ)` (default 0.01).
+    pub weight_decay: f64,
+}
+
+impl Default for AdamWConfig {
+    fn default() -> Self {
+        AdamWConfig {
+            lr: 1e-3,
+            betas: [0.9, 0.999],
+            eps: 1e-8,
+            weight_decay: 0.01,
+        }
+    }
+}
+
+impl AdamWConfig {
+    /// The optimizer, with every setting checked.
+    pub fn build(&self) -> Result<Adam> {
+        adam(self.lr, self.betas, self.eps, self.weight_decay, true)
+    }
+}
+
+fn adam(lr: f64, betas: [f64; 2], eps: f64, weight_decay: f64, decoupled: bool) -> Result<Adam> {
+    check_lr(lr)?;
+    check("beta1", betas[0], (0.0..1.0).contains(&betas[0]))?;
+    check("beta2", betas[1], (0.0..1.0).contains(&betas[1]))?;
+    check("eps", eps, eps > 0.0)?;
+    check("weight_decay", weight_decay, weight_decay >= 0.0)?;
+    Ok(Adam {
+        lr,
+        beta1: betas[0],
+        beta2: betas[1],
+        eps,
+        weight_decay,
+        decoupled,
+        steps: 0,
+        buffers: Buffers::new(&["exp_avg", "exp_avg_sq"], 0.0),
+    })
+}
+
+impl Adam {
+    /// Adam with learning rate `lr` and the other settings [`AdamConfig`]'s defaults.
+    pub fn new(lr: f64) -> Result<Self> {
+        AdamConfig {
+            lr,
+            ..AdamConfig::default()
+        }
+        .build()
     }
 
-    /// AdamW with learning rate `lr`, PyTorch's defaults (`β = (0.9, 0.999)`, `ε = 1e-8`) and
-    /// decoupled weight decay `weight_decay` (PyTorch's default is 0.01).
+    /// AdamW with learning rate `lr`, decoupled weight decay `weight_decay` and the other
+    /// settings [`AdamWConfig`]'s defaults.
     pub fn adamw(lr: f64, weight_decay: f64) -> Result<Self> {
-        let mut adam = Adam::new(lr)?.weight_decay(weight_decay)?;
-        adam.decoupled = true;
-        Ok(adam)
-    }
-
-    /// With decay rates `β₁, β₂` in `[0, 1)`.
-    pub fn betas(mut self, beta1: f64, beta2: f64) -> Result<Self> {
-        check("beta1", beta1, (0.0..1.0).contains(&beta1))?;
-        check("beta2", beta2, (0.0..1.0).contains(&beta2))?;
-        self.beta1 = beta1;
-        self.beta2 = beta2;
-        Ok(self)
-    }
-
-    /// With `ε > 0` in the denominator.
-    pub fn eps(mut self, eps: f64) -> Result<Self> {
-        check("eps", eps, eps > 0.0)?;
-        self.eps = eps;
-        Ok(self)
-    }
-
-    /// With weight decay `λ ≥ 0`: L2 in the gradient for Adam, decoupled for AdamW.
-    pub fn weight_decay(mut self, weight_decay: f64) -> Result<Self> {
-        check("weight_decay", weight_decay, weight_decay >= 0.0)?;
-        self.weight_decay = weight_decay;
-        Ok(self)
+        AdamWConfig {
+            lr,
+            weight_decay,
+            ..AdamWConfig::default()
+        }
+        .build()
     }
 
     fn name(&self) -> &'static str {

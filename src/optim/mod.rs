@@ -13,12 +13,12 @@ mod rmsprop;
 mod schedule;
 mod sgd;
 
-pub use adagrad::Adagrad;
-pub use adam::Adam;
+pub use adagrad::{Adagrad, AdagradConfig};
+pub use adam::{Adam, AdamConfig, AdamWConfig};
 pub use config::OptimizerSpec;
-pub use rmsprop::RmsProp;
+pub use rmsprop::{RmsProp, RmsPropConfig};
 pub use schedule::{Schedule, Scheduler};
-pub use sgd::Sgd;
+pub use sgd::{Sgd, SgdConfig};
 
 use crate::{Error, Result, Scalar};
 use serde::{Deserialize, Serialize};

@@ -2,6 +2,7 @@
 
 use super::{Buffers, check, check_lengths, sgd::check_lr};
 use crate::{Result, Scalar, kernels};
+use serde::{Deserialize, Serialize};
 
 /// RMSProp as in `torch.optim.RMSprop`: `g ← g + λp`; `v ← αv + (1 − α)g²`; with `centered`,
 /// `ḡ ← αḡ + (1 − α)g` and `d = √(v − ḡ²) + ε`, else `d = √v + ε`; with momentum `μ`,
@@ -18,59 +19,76 @@ pub struct RmsProp {
     buffers: Buffers,
 }
 
-impl RmsProp {
-    fn name(&self) -> &'static str {
-        "RMSprop"
-    }
+/// [`RmsProp`]'s settings, with PyTorch's defaults (`torch.optim.RMSprop`): the one place they
+/// live, for the library, model files ([`OptimizerSpec`](super::OptimizerSpec)) and the command
+/// line.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RmsPropConfig {
+    /// Learning rate, finite and positive (default 1e-2).
+    pub lr: f64,
+    /// Smoothing constant `α` in `[0, 1)` (default 0.99).
+    pub alpha: f64,
+    /// `ε > 0` in the denominator (default 1e-8).
+    pub eps: f64,
+    /// L2 weight decay `λ ≥ 0` (default 0).
+    pub weight_decay: f64,
+    /// Momentum `μ` in `[0, 1)` (default 0).
+    pub momentum: f64,
+    /// Centred: normalise by an estimate of the gradient's variance (default false).
+    pub centered: bool,
+}
 
-    /// RMSProp with learning rate `lr` and PyTorch's defaults: `α = 0.99`, `ε = 1e-8`, no
-    /// momentum, not centred.
-    pub fn new(lr: f64) -> Result<Self> {
-        check_lr(lr)?;
-        Ok(RmsProp {
-            lr,
+impl Default for RmsPropConfig {
+    fn default() -> Self {
+        RmsPropConfig {
+            lr: 1e-2,
             alpha: 0.99,
             eps: 1e-8,
             weight_decay: 0.0,
             momentum: 0.0,
             centered: false,
+        }
+    }
+}
+
+impl RmsPropConfig {
+    /// The optimizer, with every setting checked.
+    pub fn build(&self) -> Result<RmsProp> {
+        check_lr(self.lr)?;
+        check("alpha", self.alpha, (0.0..1.0).contains(&self.alpha))?;
+        check("eps", self.eps, self.eps > 0.0)?;
+        check("weight_decay", self.weight_decay, self.weight_decay >= 0.0)?;
+        check(
+            "momentum",
+            self.momentum,
+            (0.0..1.0).contains(&self.momentum),
+        )?;
+        Ok(RmsProp {
+            lr: self.lr,
+            alpha: self.alpha,
+            eps: self.eps,
+            weight_decay: self.weight_decay,
+            momentum: self.momentum,
+            centered: self.centered,
             steps: 0,
             buffers: Buffers::new(&["square_avg", "momentum_buffer", "grad_avg"], 0.0),
         })
     }
+}
 
-    /// With smoothing constant `α` in `[0, 1)`.
-    pub fn alpha(mut self, alpha: f64) -> Result<Self> {
-        check("alpha", alpha, (0.0..1.0).contains(&alpha))?;
-        self.alpha = alpha;
-        Ok(self)
+impl RmsProp {
+    fn name(&self) -> &'static str {
+        "RMSprop"
     }
 
-    /// With `ε > 0` in the denominator.
-    pub fn eps(mut self, eps: f64) -> Result<Self> {
-        check("eps", eps, eps > 0.0)?;
-        self.eps = eps;
-        Ok(self)
-    }
-
-    /// With momentum `μ` in `[0, 1)`.
-    pub fn momentum(mut self, momentum: f64) -> Result<Self> {
-        check("momentum", momentum, (0.0..1.0).contains(&momentum))?;
-        self.momentum = momentum;
-        Ok(self)
-    }
-
-    /// Centred: normalises by an estimate of the gradient's variance.
-    pub fn centered(mut self) -> Self {
-        self.centered = true;
-        self
-    }
-
-    /// With L2 weight decay `λ ≥ 0`.
-    pub fn weight_decay(mut self, weight_decay: f64) -> Result<Self> {
-        check("weight_decay", weight_decay, weight_decay >= 0.0)?;
-        self.weight_decay = weight_decay;
-        Ok(self)
+    /// RMSProp with learning rate `lr` and the other settings [`RmsPropConfig`]'s defaults.
+    pub fn new(lr: f64) -> Result<Self> {
+        RmsPropConfig {
+            lr,
+            ..RmsPropConfig::default()
+        }
+        .build()
     }
 
     fn step<F: Scalar>(&mut self, index: usize, param: &mut [F], grad: &[F]) -> Result<()> {

@@ -2,6 +2,7 @@
 
 use super::{Buffers, check, check_lengths};
 use crate::{Error, Result, Scalar, kernels};
+use serde::{Deserialize, Serialize};
 
 /// SGD as in `torch.optim.SGD`: with weight decay `λ`, momentum `μ` and dampening `τ`,
 /// `g ← g + λp`; `b ← g` on the first step and `b ← μb + (1 − τ)g` after; `g ← g + μb`
@@ -17,55 +18,91 @@ pub struct Sgd {
     buffers: Buffers,
 }
 
+/// [`Sgd`]'s settings, with PyTorch's defaults (`torch.optim.SGD`): the one place they live,
+/// for the library, model files ([`OptimizerSpec`](super::OptimizerSpec)) and the command line.
+///
+/// ```
+/// use crank::optim::SgdConfig;
+/// let sgd = SgdConfig { lr: 0.1, momentum: 0.9, nesterov: true, ..Default::default() }.build()?;
+/// # Ok::<(), crank::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SgdConfig {
+    /// Learning rate, finite and positive (default 1e-3).
+    pub lr: f64,
+    /// Momentum `μ` in `[0, 1)` (default 0).
+    pub momentum: f64,
+    /// Dampening `τ` in `[0, 1]` of the momentum's new gradient (default 0); needs momentum.
+    pub dampening: f64,
+    /// Nesterov momentum (default false); needs momentum and no dampening, as in PyTorch.
+    pub nesterov: bool,
+    /// L2 weight decay `λ ≥ 0` added to the gradient (default 0).
+    pub weight_decay: f64,
+}
+
+impl Default for SgdConfig {
+    fn default() -> Self {
+        SgdConfig {
+            lr: 1e-3,
+            momentum: 0.0,
+            dampening: 0.0,
+            nesterov: false,
+            weight_decay: 0.0,
+        }
+    }
+}
+
+impl SgdConfig {
+    /// The optimizer, with every setting checked (whatever order they were set in).
+    pub fn build(&self) -> Result<Sgd> {
+        check_lr(self.lr)?;
+        check(
+            "momentum",
+            self.momentum,
+            (0.0..1.0).contains(&self.momentum),
+        )?;
+        check(
+            "dampening",
+            self.dampening,
+            (0.0..=1.0).contains(&self.dampening),
+        )?;
+        check("weight_decay", self.weight_decay, self.weight_decay >= 0.0)?;
+        if self.dampening != 0.0 && self.momentum == 0.0 {
+            return Err(Error::Config(
+                "dampening acts on momentum; with momentum 0 it would do nothing".into(),
+            ));
+        }
+        if self.nesterov && (self.momentum == 0.0 || self.dampening != 0.0) {
+            return Err(Error::Config(
+                "Nesterov momentum needs momentum > 0 and dampening 0".into(),
+            ));
+        }
+        Ok(Sgd {
+            lr: self.lr,
+            momentum: self.momentum,
+            dampening: self.dampening,
+            weight_decay: self.weight_decay,
+            nesterov: self.nesterov,
+            steps: 0,
+            buffers: Buffers::new(&["momentum"], 0.0),
+        })
+    }
+}
+
 impl Sgd {
     fn name(&self) -> &'static str {
         "SGD"
     }
 
-    /// Plain SGD with learning rate `lr` (finite and positive).
+    /// Plain SGD with learning rate `lr` (finite and positive): [`SgdConfig`] with `lr` and
+    /// the other defaults.
     pub fn new(lr: f64) -> Result<Self> {
-        check_lr(lr)?;
-        Ok(Sgd {
+        SgdConfig {
             lr,
-            momentum: 0.0,
-            dampening: 0.0,
-            weight_decay: 0.0,
-            nesterov: false,
-            steps: 0,
-            buffers: Buffers::new(&["momentum"], 0.0),
-        })
-    }
-
-    /// With momentum `μ` in `[0, 1)`.
-    pub fn momentum(mut self, momentum: f64) -> Result<Self> {
-        check("momentum", momentum, (0.0..1.0).contains(&momentum))?;
-        self.momentum = momentum;
-        Ok(self)
-    }
-
-    /// With dampening `τ` in `[0, 1]` of the momentum's new gradient.
-    pub fn dampening(mut self, dampening: f64) -> Result<Self> {
-        check("dampening", dampening, (0.0..=1.0).contains(&dampening))?;
-        self.dampening = dampening;
-        Ok(self)
-    }
-
-    /// With Nesterov momentum (needs momentum and no dampening, as in PyTorch).
-    pub fn nesterov(mut self) -> Result<Self> {
-        if self.momentum <= 0.0 || self.dampening != 0.0 {
-            return Err(Error::Config(
-                "Nesterov momentum needs momentum > 0 and dampening 0".into(),
-            ));
+            ..SgdConfig::default()
         }
-        self.nesterov = true;
-        Ok(self)
-    }
-
-    /// With L2 weight decay `λ ≥ 0` added to the gradient.
-    pub fn weight_decay(mut self, weight_decay: f64) -> Result<Self> {
-        check("weight_decay", weight_decay, weight_decay >= 0.0)?;
-        self.weight_decay = weight_decay;
-        Ok(self)
+        .build()
     }
 
     /// The learning rate when the update is `p ← p − lr·g` alone.

@@ -240,7 +240,13 @@ fn fit_is_deterministic_and_reports_the_schedule() {
             .seed(1)
             .build()
             .unwrap();
-        let mut opt = Sgd::new(0.1).unwrap().momentum(0.9).unwrap();
+        let mut opt = crank::optim::SgdConfig {
+            lr: 0.1,
+            momentum: 0.9,
+            ..Default::default()
+        }
+        .build()
+        .unwrap();
         let h = m
             .fit(
                 x.view(),

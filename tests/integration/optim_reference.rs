@@ -50,7 +50,10 @@
 //!     print(f'("{name}", [{", ".join(repr(v) for v in lrs(make))}]),')
 //! print(f'("plateau", [{", ".join(repr(v) for v in lrs(lambda o: torch.optim.lr_scheduler.ReduceLROnPlateau(o, factor=0.5, patience=1, cooldown=1), M))}]),')
 
-use crank::optim::{Adagrad, Adam, Optimizer, RmsProp, Schedule, Scheduler, Sgd};
+use crank::optim::{
+    Adagrad, AdagradConfig, Adam, AdamConfig, Optimizer, RmsProp, RmsPropConfig, Schedule,
+    Scheduler, Sgd, SgdConfig,
+};
 
 const N: usize = 6;
 const STEPS: usize = 7;
@@ -228,62 +231,53 @@ const SCHEDULES: &[(&str, [f64; 9])] = &[
 ];
 
 fn make(name: &str) -> Box<dyn Optimizer> {
+    let sgd = |momentum, dampening, nesterov| SgdConfig {
+        lr: 0.1,
+        momentum,
+        dampening,
+        nesterov,
+        weight_decay: 0.01,
+    };
     match name {
         "sgd" => Box::new(Sgd::new(0.1).unwrap()),
-        "sgd_momentum" => Box::new(
-            Sgd::new(0.1)
-                .unwrap()
-                .momentum(0.9)
-                .unwrap()
-                .dampening(0.1)
-                .unwrap()
-                .weight_decay(0.01)
-                .unwrap(),
-        ),
-        "sgd_nesterov" => Box::new(
-            Sgd::new(0.1)
-                .unwrap()
-                .momentum(0.9)
-                .unwrap()
-                .nesterov()
-                .unwrap()
-                .weight_decay(0.01)
-                .unwrap(),
-        ),
+        "sgd_momentum" => Box::new(sgd(0.9, 0.1, false).build().unwrap()),
+        "sgd_nesterov" => Box::new(sgd(0.9, 0.0, true).build().unwrap()),
         "rmsprop" => Box::new(RmsProp::new(0.01).unwrap()),
         "rmsprop_full" => Box::new(
-            RmsProp::new(0.01)
-                .unwrap()
-                .alpha(0.9)
-                .unwrap()
-                .momentum(0.9)
-                .unwrap()
-                .centered()
-                .weight_decay(0.01)
-                .unwrap(),
+            RmsPropConfig {
+                lr: 0.01,
+                alpha: 0.9,
+                momentum: 0.9,
+                centered: true,
+                weight_decay: 0.01,
+                ..Default::default()
+            }
+            .build()
+            .unwrap(),
         ),
         "adam" => Box::new(Adam::new(0.01).unwrap()),
         "adam_full" => Box::new(
-            Adam::new(0.01)
-                .unwrap()
-                .betas(0.8, 0.99)
-                .unwrap()
-                .eps(1e-6)
-                .unwrap()
-                .weight_decay(0.01)
-                .unwrap(),
+            AdamConfig {
+                lr: 0.01,
+                betas: [0.8, 0.99],
+                eps: 1e-6,
+                weight_decay: 0.01,
+            }
+            .build()
+            .unwrap(),
         ),
         "adamw" => Box::new(Adam::adamw(0.01, 0.1).unwrap()),
         "adagrad" => Box::new(Adagrad::new(0.1).unwrap()),
         "adagrad_full" => Box::new(
-            Adagrad::new(0.1)
-                .unwrap()
-                .lr_decay(0.01)
-                .unwrap()
-                .weight_decay(0.01)
-                .unwrap()
-                .initial_accumulator(0.1)
-                .unwrap(),
+            AdagradConfig {
+                lr: 0.1,
+                lr_decay: 0.01,
+                weight_decay: 0.01,
+                initial_accumulator_value: 0.1,
+                ..Default::default()
+            }
+            .build()
+            .unwrap(),
         ),
         other => panic!("no optimizer {other}"),
     }

@@ -259,7 +259,13 @@ fn a_gradient_that_overflows_stops_the_step_before_any_update() {
     };
     for mut sgd in [
         Sgd::new(0.1).unwrap(),
-        Sgd::new(0.1).unwrap().momentum(0.9).unwrap(),
+        crank::optim::SgdConfig {
+            lr: 0.1,
+            momentum: 0.9,
+            ..Default::default()
+        }
+        .build()
+        .unwrap(),
     ] {
         let mut m = model();
         let before = snapshot(&mut m);

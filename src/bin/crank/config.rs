@@ -49,12 +49,7 @@ pub(crate) fn read_config(path: &Path) -> Result<(ModelSpec, Training)> {
     };
     let optimizer = match training.remove("optimizer") {
         Some(v) => serde_json::from_value(v).map_err(|e| at("optimizer", e))?,
-        None => OptimizerSpec::Adam {
-            lr: 1e-3,
-            betas: [0.9, 0.999],
-            eps: 1e-8,
-            weight_decay: 0.0,
-        },
+        None => OptimizerSpec::default(),
     };
     let standardize = match training.remove("standardize") {
         Some(v) => serde_json::from_value(v).map_err(|e| at("standardize", e))?,
