@@ -14,4 +14,5 @@ mod gradcheck;
 mod model_files;
 mod optim_reference;
 mod python_interop;
+mod torch_reference;
 mod training;
