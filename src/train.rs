@@ -84,6 +84,20 @@ impl Default for EarlyStopping {
     }
 }
 
+impl EarlyStopping {
+    /// Whether `value` of the monitored column improves on `best` by more than `min_delta`
+    /// (higher is better for accuracies and R², lower for everything else); any value improves
+    /// on none.
+    pub fn improves(&self, value: f64, best: Option<f64>) -> bool {
+        let sign = if Metric::higher_is_better(&self.monitor) {
+            -1.0
+        } else {
+            1.0
+        };
+        best.is_none_or(|b| sign * value < sign * b - self.min_delta)
+    }
+}
+
 /// One epoch's record.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Epoch {
@@ -193,6 +207,35 @@ impl<F: Scalar> FitState<F> {
 
     /// Whether early stopping ended the run.
     pub fn stopped(&self) -> bool {
+        self.stopped
+    }
+
+    /// Takes the monitored `value` of `epoch` and says whether the run stops there: when it has
+    /// not improved for `patience` epochs. An improvement keeps `weights()` when early stopping
+    /// restores the best weights.
+    fn watch(
+        &mut self,
+        es: &EarlyStopping,
+        value: f64,
+        epoch: usize,
+        weights: impl FnOnce() -> LayerTensors<F>,
+    ) -> bool {
+        if es.improves(value, self.best.as_ref().map(|b| b.value)) {
+            let weights = if es.restore_best_weights {
+                weights()
+            } else {
+                Vec::new()
+            };
+            self.best = Some(Best {
+                value,
+                epoch,
+                weights,
+            });
+            self.waited = 0;
+        } else {
+            self.waited = self.waited.saturating_add(1);
+            self.stopped = self.waited >= es.patience;
+        }
         self.stopped
     }
 
@@ -466,7 +509,6 @@ impl<F: Scalar> Sequential<F> {
         };
         let mut ws = Workspace::new();
         let mut history = History::default();
-        let n_batches = n.div_ceil(options.batch_size);
 
         for epoch in first..=options.epochs {
             let start = Instant::now();
@@ -482,58 +524,24 @@ impl<F: Scalar> Sequential<F> {
             if options.shuffle {
                 order.shuffle(&mut state.rng);
             }
-            let mut tally = Tally::new(&options.metrics);
-            let mut loss_sum = 0.0;
-            for (b, rows) in order.chunks(options.batch_size).enumerate() {
-                let (x, y) = batches.gather(&train, rows);
-                // One move onto rayon's pool per batch, not one per call below.
-                let parallel = self.forks(rows.len());
-                let step = threads::on_pool(parallel, || {
-                    let value = if options.clip_value.is_none() && options.clip_norm.is_none() {
-                        // train_step's path: plain SGD folds its update into the products.
-                        self.step(x, y, loss, optimizer)?
-                    } else {
-                        let value = self.compute_gradients(x, y, loss)?;
-                        if let Some(c) = options.clip_value {
-                            self.clip_grad_value(c)?;
-                        }
-                        if let Some(c) = options.clip_norm {
-                            self.clip_grad_norm(c)?;
-                        }
-                        self.apply_gradients(optimizer)?;
-                        value
-                    };
-                    // The outputs are the forward pass's: an update does not change them.
-                    tally.add(
-                        self.layers().last().expect("a model has layers").output(),
-                        &y,
-                    );
-                    Ok(value)
-                });
-                let value: F = step.map_err(|e| match e {
-                    e @ Error::NonFinite { .. } => Error::Diverged {
-                        epoch,
-                        batch: b + 1,
-                        source: Box::new(e),
-                    },
-                    other => other,
-                })?;
-                loss_sum += value.as_f64() * rows.len() as f64;
-                callback.on_batch_end(epoch, b + 1, n_batches, value.as_f64());
-            }
-            let mut metrics = BTreeMap::new();
-            metrics.insert("loss".to_string(), loss_sum / n as f64);
-            for m in &options.metrics {
-                metrics.insert(m.name(), tally.value(m)?);
-            }
-            if let Some(val) = &validation {
-                let (val_loss, tally) =
-                    self.evaluate_tally(val, loss, &options.metrics, &mut ws)?;
-                metrics.insert("val_loss".to_string(), val_loss);
-                for m in &options.metrics {
-                    metrics.insert(format!("val_{}", m.name()), tally.value(m)?);
-                }
-            }
+            let (mean_loss, tally) = self.train_epoch(
+                &train,
+                &order,
+                &mut batches,
+                loss,
+                optimizer,
+                options,
+                epoch,
+                callback,
+            )?;
+            let metrics = self.epoch_metrics(
+                mean_loss,
+                &tally,
+                validation.as_ref(),
+                loss,
+                options,
+                &mut ws,
+            )?;
             let record = Epoch {
                 epoch,
                 lr,
@@ -570,41 +578,15 @@ impl<F: Scalar> Sequential<F> {
                 optimizer.set_learning_rate(s.step(plateau_metric)?);
             }
 
-            if let (Some(es), Some(value)) = (&options.early_stopping, monitored) {
-                let value = value?;
-                let sign = if Metric::higher_is_better(&es.monitor) {
-                    -1.0
-                } else {
-                    1.0
-                };
-                let improved = state
-                    .best
-                    .as_ref()
-                    .is_none_or(|b| sign * value < sign * b.value - es.min_delta);
-                if improved {
-                    let weights = if es.restore_best_weights {
-                        self.tensors()
-                    } else {
-                        Vec::new()
-                    };
-                    state.best = Some(Best {
-                        value,
-                        epoch,
-                        weights,
-                    });
-                    state.waited = 0;
-                } else {
-                    state.waited = state.waited.saturating_add(1);
-                    if state.waited >= es.patience {
-                        log::info!(
-                            "early stopping after epoch {epoch}: {} has not improved for {} epochs",
-                            es.monitor,
-                            state.waited
-                        );
-                        state.stopped = true;
-                        break;
-                    }
-                }
+            if let (Some(es), Some(value)) = (&options.early_stopping, monitored)
+                && state.watch(es, value?, epoch, || self.tensors())
+            {
+                log::info!(
+                    "early stopping after epoch {epoch}: {} has not improved for {} epochs",
+                    es.monitor,
+                    state.waited
+                );
+                break;
             }
         }
         if let (Some(es), Some(best)) = (&options.early_stopping, &state.best)
@@ -618,6 +600,90 @@ impl<F: Scalar> Sequential<F> {
             history.best_epoch = Some(best.epoch);
         }
         Ok(history)
+    }
+
+    /// One epoch of shuffled mini-batches in `order`: the mean loss and the metric sums over
+    /// the training batches. A non-finite loss or gradient is [`Error::Diverged`] naming the
+    /// epoch and batch.
+    #[allow(clippy::too_many_arguments)]
+    fn train_epoch(
+        &mut self,
+        train: &Dataset<'_, F>,
+        order: &[usize],
+        batches: &mut Batches<F>,
+        loss: &Loss,
+        optimizer: &mut dyn Optimizer,
+        options: &FitOptions,
+        epoch: usize,
+        callback: &mut dyn Callback,
+    ) -> Result<(f64, Tally)> {
+        let n_batches = order.len().div_ceil(options.batch_size);
+        let mut tally = Tally::new(&options.metrics);
+        let mut loss_sum = 0.0;
+        for (b, rows) in order.chunks(options.batch_size).enumerate() {
+            let (x, y) = batches.gather(train, rows);
+            // One move onto rayon's pool per batch, not one per call below.
+            let parallel = self.forks(rows.len());
+            let step = threads::on_pool(parallel, || {
+                let value = if options.clip_value.is_none() && options.clip_norm.is_none() {
+                    // train_step's path: plain SGD folds its update into the products.
+                    self.step(x, y, loss, optimizer)?
+                } else {
+                    let value = self.compute_gradients(x, y, loss)?;
+                    if let Some(c) = options.clip_value {
+                        self.clip_grad_value(c)?;
+                    }
+                    if let Some(c) = options.clip_norm {
+                        self.clip_grad_norm(c)?;
+                    }
+                    self.apply_gradients(optimizer)?;
+                    value
+                };
+                // The outputs are the forward pass's: an update does not change them.
+                tally.add(
+                    self.layers().last().expect("a model has layers").output(),
+                    &y,
+                );
+                Ok(value)
+            });
+            let value: F = step.map_err(|e| match e {
+                e @ Error::NonFinite { .. } => Error::Diverged {
+                    epoch,
+                    batch: b + 1,
+                    source: Box::new(e),
+                },
+                other => other,
+            })?;
+            loss_sum += value.as_f64() * rows.len() as f64;
+            callback.on_batch_end(epoch, b + 1, n_batches, value.as_f64());
+        }
+        Ok((loss_sum / order.len() as f64, tally))
+    }
+
+    /// An epoch's history columns: `loss` and the metrics on the training batches, `val_loss`
+    /// and `val_<metric>` on the validation set.
+    fn epoch_metrics(
+        &self,
+        mean_loss: f64,
+        tally: &Tally,
+        validation: Option<&Dataset<'_, F>>,
+        loss: &Loss,
+        options: &FitOptions,
+        ws: &mut Workspace<F>,
+    ) -> Result<BTreeMap<String, f64>> {
+        let mut metrics = BTreeMap::new();
+        metrics.insert("loss".to_string(), mean_loss);
+        for m in &options.metrics {
+            metrics.insert(m.name(), tally.value(m)?);
+        }
+        if let Some(val) = validation {
+            let (val_loss, tally) = self.evaluate_tally(val, loss, &options.metrics, ws)?;
+            metrics.insert("val_loss".to_string(), val_loss);
+            for m in &options.metrics {
+                metrics.insert(format!("val_{}", m.name()), tally.value(m)?);
+            }
+        }
+        Ok(metrics)
     }
 
     /// The mean loss and the metric sums over a data set, predicted in chunks of 1,024.
@@ -656,5 +722,55 @@ impl<F: Scalar> Sequential<F> {
             out.insert(m.name(), tally.value(m)?);
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn early_stopping_waits_patience_epochs_without_improvement() {
+        let es = EarlyStopping {
+            monitor: "val_loss".into(),
+            patience: 2,
+            min_delta: 0.01,
+            restore_best_weights: true,
+        };
+        assert!(es.improves(5.0, None));
+        assert!(es.improves(0.98, Some(1.0)));
+        assert!(!es.improves(0.995, Some(1.0)), "within min_delta");
+        let acc = EarlyStopping {
+            monitor: "val_accuracy".into(),
+            ..es.clone()
+        };
+        assert!(acc.improves(0.9, Some(0.8)) && !acc.improves(0.7, Some(0.8)));
+
+        let mut state = FitState::<f32>::new(&FitOptions::default());
+        let mut kept = 0;
+        let mut weights = |epoch: usize| {
+            kept += 1;
+            vec![vec![vec![epoch as f32]]]
+        };
+        // Losses 1.0, 0.9 (better), 0.895 (not by min_delta), 0.95 (worse): stop at epoch 4.
+        let stops: Vec<bool> = [1.0, 0.9, 0.895, 0.95]
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| state.watch(&es, v, i + 1, || weights(i + 1)))
+            .collect();
+        assert_eq!(stops, [false, false, false, true]);
+        assert!(state.stopped());
+        let best = state.best.as_ref().unwrap();
+        assert_eq!((best.value, best.epoch), (0.9, 2));
+        assert_eq!(best.weights, vec![vec![vec![2.0]]]);
+        assert_eq!(kept, 2, "weights are taken only on an improvement");
+
+        // Without restoring, no weights are taken.
+        let mut state = FitState::<f32>::new(&FitOptions::default());
+        let plain = EarlyStopping {
+            restore_best_weights: false,
+            ..es
+        };
+        assert!(!state.watch(&plain, 1.0, 1, || unreachable!("no weights kept")));
     }
 }
