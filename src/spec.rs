@@ -20,7 +20,8 @@
 //! field, or a size that does not chain is an error naming the layer (index and name) and the
 //! field. Trying another width is an edit to this file, not to code.
 
-use crate::{Activation, Error, Loss, Result};
+pub use crate::layer::{BatchNormSpec, DenseSpec, DropoutSpec, LayerNormSpec, LayerSpec};
+use crate::{Error, Loss, Result};
 use serde::{Deserialize, Serialize};
 
 /// Limits that untrusted model files are held to. Every decoder checks them, and every length it
@@ -54,176 +55,6 @@ impl Limits {
 impl Default for Limits {
     fn default() -> Self {
         Limits::DEFAULT
-    }
-}
-
-/// One layer's description. Serialized with a `"type"` tag, as in the numpy design's `to_dict`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type")]
-pub enum LayerSpec {
-    /// A fully connected layer ([`crate::Dense`]).
-    Dense(DenseSpec),
-    /// Inverted dropout ([`crate::layer::Dropout`]).
-    Dropout(DropoutSpec),
-    /// Batch normalisation over the batch ([`crate::layer::BatchNorm`]).
-    BatchNorm(BatchNormSpec),
-    /// Layer normalisation over each sample's features ([`crate::layer::LayerNorm`]).
-    LayerNorm(LayerNormSpec),
-}
-
-/// The description of a [`crate::layer::Dropout`] layer.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DropoutSpec {
-    /// The layer's name; `dropout_<index>` when left out.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
-    /// Features in (and out); checked against the previous layer when given.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub input_size: Option<usize>,
-    /// The probability of zeroing an element, in `[0, 1)`.
-    pub rate: f64,
-    /// Seed of the masks; derived from the model's seed and the layer's index when left out.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub seed: Option<u64>,
-}
-
-/// The description of a [`crate::layer::BatchNorm`] layer (PyTorch's `BatchNorm1d`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BatchNormSpec {
-    /// The layer's name; `batchnorm_<index>` when left out.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
-    /// Features in (and out); checked against the previous layer when given.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub input_size: Option<usize>,
-    /// Weight of each batch in the running statistics (PyTorch's default 0.1).
-    #[serde(default = "default_momentum")]
-    pub momentum: f64,
-    /// Added to the variance (default 1e-5).
-    #[serde(default = "default_eps")]
-    pub eps: f64,
-}
-
-/// The description of a [`crate::layer::LayerNorm`] layer.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LayerNormSpec {
-    /// The layer's name; `layernorm_<index>` when left out.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
-    /// Features in (and out); checked against the previous layer when given.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub input_size: Option<usize>,
-    /// Added to the variance (default 1e-5).
-    #[serde(default = "default_eps")]
-    pub eps: f64,
-}
-
-fn default_momentum() -> f64 {
-    0.1
-}
-
-fn default_eps() -> f64 {
-    1e-5
-}
-
-/// The description of a [`crate::Dense`] layer, with the numpy design's keys.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DenseSpec {
-    /// The layer's name; `dense_<index>` when left out.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
-    /// Inputs; required for the first layer, and checked against the previous layer's
-    /// `output_size` when given for a later one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub input_size: Option<usize>,
-    /// Outputs.
-    pub output_size: usize,
-    /// The activation, by name (`"ReLU"`, `"Identity"`, ...).
-    #[serde(default)]
-    pub activation_function: Activation,
-}
-
-impl LayerSpec {
-    /// The layer's type name as written in files.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            LayerSpec::Dense(_) => "Dense",
-            LayerSpec::Dropout(_) => "Dropout",
-            LayerSpec::BatchNorm(_) => "BatchNorm",
-            LayerSpec::LayerNorm(_) => "LayerNorm",
-        }
-    }
-
-    /// The name given in the file, if any.
-    pub fn name(&self) -> Option<&str> {
-        match self {
-            LayerSpec::Dense(d) => d.name.as_deref(),
-            LayerSpec::Dropout(d) => d.name.as_deref(),
-            LayerSpec::BatchNorm(d) => d.name.as_deref(),
-            LayerSpec::LayerNorm(d) => d.name.as_deref(),
-        }
-    }
-
-    /// The declared input size, if any.
-    pub fn input_size(&self) -> Option<usize> {
-        match self {
-            LayerSpec::Dense(d) => d.input_size,
-            LayerSpec::Dropout(d) => d.input_size,
-            LayerSpec::BatchNorm(d) => d.input_size,
-            LayerSpec::LayerNorm(d) => d.input_size,
-        }
-    }
-
-    /// The output size for a given input size.
-    pub fn output_size(&self, input_size: usize) -> usize {
-        match self {
-            LayerSpec::Dense(d) => d.output_size,
-            _ => input_size,
-        }
-    }
-
-    /// The names of the tensors a layer of type `kind` holds (none for an unknown type).
-    pub fn tensor_names(kind: &str) -> &'static [&'static str] {
-        match kind {
-            "Dense" => &["weights", "biases"],
-            "BatchNorm" => &["gamma", "beta", "running_mean", "running_var"],
-            "LayerNorm" => &["gamma", "beta"],
-            _ => &[],
-        }
-    }
-
-    /// The tensors a layer of this description holds, with their shapes, in saving order.
-    pub fn tensor_shapes(&self, input_size: usize) -> Vec<(&'static str, Vec<usize>)> {
-        let out = self.output_size(input_size);
-        Self::tensor_names(self.kind())
-            .iter()
-            .map(|&name| match (self, name) {
-                (LayerSpec::Dense(_), "weights") => (name, vec![input_size, out]),
-                _ => (name, vec![out]),
-            })
-            .collect()
-    }
-
-    /// Checks the layer's own settings (rates, epsilons).
-    fn check_settings(&self) -> std::result::Result<(), String> {
-        let bad = |field: &str, v: f64| Err(format!("field `{field}` = {v} is out of range"));
-        match self {
-            LayerSpec::Dropout(d) if !(0.0..1.0).contains(&d.rate) => bad("rate", d.rate),
-            LayerSpec::BatchNorm(b) if !(b.momentum > 0.0 && b.momentum <= 1.0) => {
-                bad("momentum", b.momentum)
-            }
-            LayerSpec::BatchNorm(BatchNormSpec { eps, .. })
-            | LayerSpec::LayerNorm(LayerNormSpec { eps, .. })
-                if !(*eps > 0.0 && eps.is_finite()) =>
-            {
-                bad("eps", *eps)
-            }
-            _ => Ok(()),
-        }
     }
 }
 
@@ -431,8 +262,7 @@ impl ModelSpec {
                     ));
                 }
             }
-            spec.check_settings()
-                .map_err(|reason| layer_err(i, &name, reason))?;
+            spec.check().map_err(|reason| layer_err(i, &name, reason))?;
             for (tensor, shape) in spec.tensor_shapes(input) {
                 let n = shape
                     .iter()

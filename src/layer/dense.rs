@@ -1,15 +1,98 @@
 //! The fully connected layer: `z = x·W + b`, `y = f(z)`.
 
-use super::{Layer, Mode, Param, Tensor, check_width};
+use super::{Build, Layer, LayerConfig, LayerSpec, Mode, Param, Tensor, check_width};
 use crate::buffer::Buffer;
 use crate::gemm::{self, gemm};
-use crate::spec::{DenseSpec, LayerSpec};
 use crate::{Activation, Error, Result, Scalar, kernels};
 use ndarray::{Array1, Array2, ArrayView1, ArrayView2, ArrayViewMut2, CowArray, Ix2};
 use rand::{Rng, RngExt};
 use rand_distr::StandardNormal;
+use serde::{Deserialize, Serialize};
 
-/// A fully connected layer, as in the seed: weights `(input_size, output_size)`, biases
+/// The description of a [`Dense`] layer, with the numpy design's keys.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DenseSpec {
+    /// The layer's name; `dense_<index>` when left out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Inputs; required for the first layer, and checked against the previous layer's
+    /// `output_size` when given for a later one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_size: Option<usize>,
+    /// Outputs.
+    pub output_size: usize,
+    /// The activation, by name (`"ReLU"`, `"Identity"`, ...).
+    #[serde(default)]
+    pub activation_function: Activation,
+}
+
+impl LayerConfig for DenseSpec {
+    const KIND: &'static str = "Dense";
+    const TENSORS: &'static [&'static str] = &["weights", "biases"];
+
+    fn name(&self) -> Option<&str> {
+        self.name.as_deref()
+    }
+
+    fn input_size(&self) -> Option<usize> {
+        self.input_size
+    }
+
+    fn set_input_size(&mut self, input_size: usize) {
+        self.input_size = Some(input_size);
+    }
+
+    fn output_size(&self, _input_size: usize) -> usize {
+        self.output_size
+    }
+
+    fn tensor_shapes(&self, input_size: usize) -> Vec<(&'static str, Vec<usize>)> {
+        vec![
+            ("weights", vec![input_size, self.output_size]),
+            ("biases", vec![self.output_size]),
+        ]
+    }
+
+    fn build<F: Scalar>(&self, build: Build<'_, F>) -> Result<Box<dyn Layer<F>>> {
+        let Build {
+            index,
+            name,
+            input_size,
+            model_seed,
+            rng,
+            tensors,
+        } = build;
+        let dense = match tensors.map(<[Vec<F>; 2]>::try_from) {
+            Some(Ok([w, b])) => {
+                let w = Array2::from_shape_vec((input_size, self.output_size), w)
+                    .map_err(|e| Error::Config(format!("layer {index} ({name}) weights: {e}")))?;
+                Dense::from_weights(name, w, Array1::from_vec(b), self.activation_function)?
+            }
+            Some(Err(t)) => {
+                return Err(Error::Config(format!(
+                    "layer {index} ({name}): {} tensors given, 2 expected",
+                    t.len()
+                )));
+            }
+            None => {
+                let dense =
+                    Dense::new(input_size, self.output_size, self.activation_function, rng)?
+                        .with_name(name);
+                log::info!(
+                    "initialised {} (Dense): {input_size} -> {}, {}, He normal, seed {model_seed}",
+                    dense.name(),
+                    self.output_size,
+                    self.activation_function
+                );
+                dense
+            }
+        };
+        Ok(Box::new(dense))
+    }
+}
+
+/// A fully connected layer, as in the numpy design: weights `(input_size, output_size)`, biases
 /// `(output_size)`, `z = x·W + b` and `y = f(z)` for a batch `x` of shape `(batch, input_size)`.
 ///
 /// Backward follows the numpy design, with parameter gradients as **batch means**:

@@ -1,12 +1,67 @@
 //! Inverted dropout.
 
-use super::{Layer, Mode, Param, Tensor, check_width};
+use super::{Build, Layer, LayerConfig, LayerSpec, Mode, Param, Tensor, check_width, out_of_range};
 use crate::buffer::Buffer;
-use crate::spec::{DropoutSpec, LayerSpec};
 use crate::{Error, Result, Scalar, kernels};
 use ndarray::{ArrayView2, ArrayViewMut2};
 use rand::{RngExt, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
+use serde::{Deserialize, Serialize};
+
+/// The description of a [`Dropout`] layer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DropoutSpec {
+    /// The layer's name; `dropout_<index>` when left out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Features in (and out); checked against the previous layer when given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_size: Option<usize>,
+    /// The probability of zeroing an element, in `[0, 1)`.
+    pub rate: f64,
+    /// Seed of the masks; derived from the model's seed and the layer's index when left out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
+}
+
+impl LayerConfig for DropoutSpec {
+    const KIND: &'static str = "Dropout";
+    const TENSORS: &'static [&'static str] = &[];
+
+    fn name(&self) -> Option<&str> {
+        self.name.as_deref()
+    }
+
+    fn input_size(&self) -> Option<usize> {
+        self.input_size
+    }
+
+    fn set_input_size(&mut self, input_size: usize) {
+        self.input_size = Some(input_size);
+    }
+
+    fn check(&self) -> std::result::Result<(), String> {
+        if (0.0..1.0).contains(&self.rate) {
+            Ok(())
+        } else {
+            out_of_range("rate", self.rate)
+        }
+    }
+
+    fn build<F: Scalar>(&self, build: Build<'_, F>) -> Result<Box<dyn Layer<F>>> {
+        // Without a seed of its own, the layer's masks come from the model's seed and its place.
+        let seed = self.seed.unwrap_or_else(|| {
+            build.model_seed ^ (build.index as u64 + 1).wrapping_mul(0xD1B5_4A32_D192_ED03)
+        });
+        Ok(Box::new(Dropout::new(
+            build.name,
+            build.input_size,
+            self.rate,
+            seed,
+        )?))
+    }
+}
 
 /// Inverted dropout: in training each element is zeroed with probability `rate` and the rest are
 /// scaled by `1 / (1 − rate)`; in evaluation it is the identity.

@@ -20,13 +20,15 @@ mod dense;
 mod dropout;
 mod norm;
 
-pub use dense::Dense;
-pub use dropout::Dropout;
-pub use norm::{BatchNorm, LayerNorm};
+pub use dense::{Dense, DenseSpec};
+pub use dropout::{Dropout, DropoutSpec};
+pub use norm::{BatchNorm, BatchNormSpec, LayerNorm, LayerNormSpec};
 
-use crate::spec::LayerSpec;
 use crate::{Error, Result, Scalar};
 use ndarray::{ArrayView2, ArrayViewMut2};
+use rand::SeedableRng;
+use rand_xoshiro::Xoshiro256PlusPlus;
+use serde::{Deserialize, Serialize};
 use std::fmt::Debug;
 
 /// Checks that a batch has the `size` features layer `name` takes; `what` names the batch in
@@ -67,13 +69,169 @@ pub(crate) fn check_width<F>(
 /// # Ok::<(), crank::Error>(())
 /// ```
 pub fn from_spec<F: Scalar>(spec: &LayerSpec, seed: u64) -> Result<Box<dyn Layer<F>>> {
-    let model = crate::spec::ModelSpec {
-        seed: Some(seed),
-        layers: vec![spec.clone()],
-        preprocessing: None,
+    let input = spec.input_size().ok_or_else(|| Error::Spec {
+        at: format!("{} layer", spec.kind()),
+        reason: "field `input_size` is required".into(),
+    })?;
+    let name = spec.name().map_or_else(
+        || format!("{}_0", spec.kind().to_lowercase()),
+        str::to_string,
+    );
+    spec.check().map_err(|reason| Error::Spec {
+        at: format!("layer 0 ({name})"),
+        reason,
+    })?;
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
+    spec.build(Build {
+        index: 0,
+        name,
+        input_size: input,
+        model_seed: seed,
+        rng: &mut rng,
+        tensors: None,
+    })
+}
+
+/// What a layer is built from besides its description: its place in the model, its name and
+/// input size, the model's seed and generator, and its saved tensors if it is loaded (in the
+/// order of [`LayerConfig::TENSORS`], lengths already checked against
+/// [`LayerConfig::tensor_shapes`]).
+pub(crate) struct Build<'a, F> {
+    pub index: usize,
+    pub name: String,
+    pub input_size: usize,
+    pub model_seed: u64,
+    pub rng: &'a mut Xoshiro256PlusPlus,
+    pub tensors: Option<Vec<Vec<F>>>,
+}
+
+/// How a layer kind describes itself in a model file and builds itself from that description
+/// (as burn's `LinearConfig::init`). Each kind's `*Spec`, in the kind's own file, implements it;
+/// [`LayerSpec`] lists the kinds. Adding a kind is its file and one line of `layer_kinds!`.
+pub(crate) trait LayerConfig {
+    /// The `type` tag in model files.
+    const KIND: &'static str;
+    /// The names of the layer's tensors, in saving order.
+    const TENSORS: &'static [&'static str];
+    /// The name given in the file, if any.
+    fn name(&self) -> Option<&str>;
+    /// The declared input size, if any.
+    fn input_size(&self) -> Option<usize>;
+    /// Declares the input size.
+    fn set_input_size(&mut self, input_size: usize);
+    /// The output size for an input size: the same, unless the kind changes it.
+    fn output_size(&self, input_size: usize) -> usize {
+        input_size
+    }
+    /// Each tensor's shape, in [`TENSORS`](Self::TENSORS) order: `[output size]`, unless the
+    /// kind says otherwise.
+    fn tensor_shapes(&self, input_size: usize) -> Vec<(&'static str, Vec<usize>)> {
+        let out = self.output_size(input_size);
+        Self::TENSORS.iter().map(|&t| (t, vec![out])).collect()
+    }
+    /// Checks the kind's own settings (rates, epsilons): the field and what is wrong.
+    fn check(&self) -> std::result::Result<(), String> {
+        Ok(())
+    }
+    /// The layer: from `build.tensors` when given, else fresh from `build.rng`.
+    fn build<F: Scalar>(&self, build: Build<'_, F>) -> Result<Box<dyn Layer<F>>>;
+}
+
+/// `field = value is out of range`, for [`LayerConfig::check`].
+pub(crate) fn out_of_range(field: &str, value: f64) -> std::result::Result<(), String> {
+    Err(format!("field `{field}` = {value} is out of range"))
+}
+
+/// The layer kinds, once: the [`LayerSpec`] enum and its dispatch to each kind's
+/// [`LayerConfig`].
+macro_rules! layer_kinds {
+    ($($(#[$doc:meta])* $kind:ident($spec:ty),)*) => {
+        /// One layer's description. Serialized with a `"type"` tag, as in the numpy design's
+        /// `to_dict`.
+        #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+        #[serde(tag = "type")]
+        pub enum LayerSpec {
+            $($(#[$doc])* $kind($spec),)*
+        }
+
+        impl LayerSpec {
+            /// The layer's type name as written in files.
+            pub fn kind(&self) -> &'static str {
+                match self {
+                    $(LayerSpec::$kind(_) => <$spec as LayerConfig>::KIND,)*
+                }
+            }
+
+            /// The names of the tensors a layer of type `kind` holds (none for an unknown type).
+            pub fn tensor_names(kind: &str) -> &'static [&'static str] {
+                $(if kind == <$spec as LayerConfig>::KIND {
+                    return <$spec as LayerConfig>::TENSORS;
+                })*
+                &[]
+            }
+
+            /// The name given in the file, if any.
+            pub fn name(&self) -> Option<&str> {
+                match self {
+                    $(LayerSpec::$kind(s) => s.name(),)*
+                }
+            }
+
+            /// The declared input size, if any.
+            pub fn input_size(&self) -> Option<usize> {
+                match self {
+                    $(LayerSpec::$kind(s) => s.input_size(),)*
+                }
+            }
+
+            /// Declares the input size.
+            pub fn set_input_size(&mut self, input_size: usize) {
+                match self {
+                    $(LayerSpec::$kind(s) => s.set_input_size(input_size),)*
+                }
+            }
+
+            /// The output size for a given input size.
+            pub fn output_size(&self, input_size: usize) -> usize {
+                match self {
+                    $(LayerSpec::$kind(s) => s.output_size(input_size),)*
+                }
+            }
+
+            /// The tensors a layer of this description holds, with their shapes, in saving
+            /// order.
+            pub fn tensor_shapes(&self, input_size: usize) -> Vec<(&'static str, Vec<usize>)> {
+                match self {
+                    $(LayerSpec::$kind(s) => s.tensor_shapes(input_size),)*
+                }
+            }
+
+            /// Checks the layer's own settings (rates, epsilons).
+            pub(crate) fn check(&self) -> std::result::Result<(), String> {
+                match self {
+                    $(LayerSpec::$kind(s) => s.check(),)*
+                }
+            }
+
+            /// The layer this description makes.
+            pub(crate) fn build<F: Scalar>(&self, build: Build<'_, F>) -> Result<Box<dyn Layer<F>>> {
+                match self {
+                    $(LayerSpec::$kind(s) => s.build(build),)*
+                }
+            }
+        }
     };
-    let mut layers = crate::Sequential::<F>::from_spec(&model)?.into_layers();
-    Ok(layers.pop().expect("a one-layer model has one layer"))
+}
+
+layer_kinds! {
+    /// A fully connected layer ([`Dense`]).
+    Dense(DenseSpec),
+    /// Inverted dropout ([`Dropout`]).
+    Dropout(DropoutSpec),
+    /// Batch normalisation over the batch ([`BatchNorm`]).
+    BatchNorm(BatchNormSpec),
+    /// Layer normalisation over each sample's features ([`LayerNorm`]).
+    LayerNorm(LayerNormSpec),
 }
 
 /// Whether a forward pass is part of training. Layers such as dropout behave differently in

@@ -7,11 +7,132 @@
 // Per-feature loops read and write several arrays at the same index; indexing says so plainly.
 #![allow(clippy::needless_range_loop)]
 
-use super::{Layer, Mode, Param, Tensor, check_width};
+use super::{Build, Layer, LayerConfig, LayerSpec, Mode, Param, Tensor, check_width, out_of_range};
 use crate::buffer::Buffer;
-use crate::spec::{BatchNormSpec, LayerNormSpec, LayerSpec};
 use crate::{Error, Result, Scalar};
 use ndarray::{Array1, ArrayView2, ArrayViewMut2};
+use serde::{Deserialize, Serialize};
+
+/// The description of a [`BatchNorm`] layer (PyTorch's `BatchNorm1d`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchNormSpec {
+    /// The layer's name; `batchnorm_<index>` when left out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Features in (and out); checked against the previous layer when given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_size: Option<usize>,
+    /// Weight of each batch in the running statistics (PyTorch's default 0.1).
+    #[serde(default = "default_momentum")]
+    pub momentum: f64,
+    /// Added to the variance (default 1e-5).
+    #[serde(default = "default_eps")]
+    pub eps: f64,
+}
+
+/// The description of a [`LayerNorm`] layer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LayerNormSpec {
+    /// The layer's name; `layernorm_<index>` when left out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Features in (and out); checked against the previous layer when given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_size: Option<usize>,
+    /// Added to the variance (default 1e-5).
+    #[serde(default = "default_eps")]
+    pub eps: f64,
+}
+
+fn default_momentum() -> f64 {
+    0.1
+}
+
+fn default_eps() -> f64 {
+    1e-5
+}
+
+/// `eps` must be positive and finite.
+fn check_eps(eps: f64) -> std::result::Result<(), String> {
+    if eps > 0.0 && eps.is_finite() {
+        Ok(())
+    } else {
+        out_of_range("eps", eps)
+    }
+}
+
+impl LayerConfig for BatchNormSpec {
+    const KIND: &'static str = "BatchNorm";
+    const TENSORS: &'static [&'static str] = &["gamma", "beta", "running_mean", "running_var"];
+
+    fn name(&self) -> Option<&str> {
+        self.name.as_deref()
+    }
+
+    fn input_size(&self) -> Option<usize> {
+        self.input_size
+    }
+
+    fn set_input_size(&mut self, input_size: usize) {
+        self.input_size = Some(input_size);
+    }
+
+    fn check(&self) -> std::result::Result<(), String> {
+        if !(self.momentum > 0.0 && self.momentum <= 1.0) {
+            return out_of_range("momentum", self.momentum);
+        }
+        check_eps(self.eps)
+    }
+
+    fn build<F: Scalar>(&self, build: Build<'_, F>) -> Result<Box<dyn Layer<F>>> {
+        let (name, size) = (build.name, build.input_size);
+        Ok(Box::new(match build.tensors.map(<[Vec<F>; 4]>::try_from) {
+            Some(Ok([g, b, m, v])) => BatchNorm::from_tensors(
+                name,
+                Array1::from_vec(g),
+                Array1::from_vec(b),
+                Array1::from_vec(m),
+                Array1::from_vec(v),
+                self.momentum,
+                self.eps,
+            ),
+            _ => BatchNorm::new(name, size, self.momentum, self.eps),
+        }))
+    }
+}
+
+impl LayerConfig for LayerNormSpec {
+    const KIND: &'static str = "LayerNorm";
+    const TENSORS: &'static [&'static str] = &["gamma", "beta"];
+
+    fn name(&self) -> Option<&str> {
+        self.name.as_deref()
+    }
+
+    fn input_size(&self) -> Option<usize> {
+        self.input_size
+    }
+
+    fn set_input_size(&mut self, input_size: usize) {
+        self.input_size = Some(input_size);
+    }
+
+    fn check(&self) -> std::result::Result<(), String> {
+        check_eps(self.eps)
+    }
+
+    fn build<F: Scalar>(&self, build: Build<'_, F>) -> Result<Box<dyn Layer<F>>> {
+        let (name, size) = (build.name, build.input_size);
+        Ok(Box::new(match build.tensors.map(<[Vec<F>; 2]>::try_from) {
+            Some(Ok([g, b])) => {
+                LayerNorm::from_tensors(name, Array1::from_vec(g), Array1::from_vec(b), self.eps)
+            }
+            _ => LayerNorm::new(name, size, self.eps),
+        }))
+    }
+}
 
 /// The learnable scale and shift with their gradients.
 #[derive(Debug, Clone)]

@@ -1,7 +1,7 @@
 //! A model as data: its description and its tensors, out and back in.
 
-use super::builder::build_layer;
 use super::*;
+use crate::layer::Build;
 
 impl<F: Scalar> Sequential<F> {
     /// A model from its description, with fresh weights drawn from a `Xoshiro256PlusPlus`
@@ -14,8 +14,15 @@ impl<F: Scalar> Sequential<F> {
             .layers
             .into_iter()
             .enumerate()
-            .map(|(i, (name, input, layer))| {
-                build_layer(i, name, input, layer, seed, &mut rng, None)
+            .map(|(index, (name, input_size, layer))| {
+                layer.build(Build {
+                    index,
+                    name,
+                    input_size,
+                    model_seed: seed,
+                    rng: &mut rng,
+                    tensors: None,
+                })
             })
             .collect::<Result<Vec<_>>>()?;
         let mut model = Sequential::from_layers(resolved.input_size, layers)?;
@@ -69,15 +76,14 @@ impl<F: Scalar> Sequential<F> {
             }
             let seed = spec.seed.unwrap_or(DEFAULT_SEED);
             let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
-            layers.push(build_layer(
-                i,
+            layers.push(layer.build(Build {
+                index: i,
                 name,
-                input,
-                layer,
-                seed,
-                &mut rng,
-                Some(values),
-            )?);
+                input_size: input,
+                model_seed: seed,
+                rng: &mut rng,
+                tensors: Some(values),
+            })?);
         }
         let mut model = Sequential::from_layers(resolved.input_size, layers)?;
         model.preprocessing = spec.preprocessing.clone();

@@ -9,7 +9,7 @@ pub use builder::SequentialBuilder;
 pub use predict::Workspace;
 
 use crate::buffer::Buffer;
-use crate::layer::{BatchNorm, Dense, Dropout, Layer, LayerNorm, Mode, Param, Tensor};
+use crate::layer::{Layer, Mode, Param, Tensor};
 use crate::loss::{Loss, Target};
 use crate::metrics::argmax;
 use crate::optim::Optimizer;
@@ -17,7 +17,7 @@ use crate::spec::{
     BatchNormSpec, DenseSpec, DropoutSpec, LayerNormSpec, LayerSpec, ModelSpec, Preprocessing,
 };
 use crate::{Activation, Error, Result, Scalar, gemm, kernels, threads};
-use ndarray::{Array1, Array2, ArrayView2};
+use ndarray::{Array2, ArrayView2};
 use rand::SeedableRng;
 use rand_xoshiro::Xoshiro256PlusPlus;
 use std::fmt;

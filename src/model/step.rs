@@ -196,7 +196,7 @@ impl<F: Scalar> Sequential<F> {
     /// A non-finite input or loss is an error naming the step and, for the loss, the first layer
     /// whose output went non-finite; the weights are left as they were before the step.
     ///
-    /// With plain SGD ([`Optimizer::plain_sgd`]: no momentum, no weight decay) a [`Dense`] layer
+    /// With plain SGD ([`Optimizer::plain_sgd`]: no momentum, no weight decay) a [`Dense`](crate::Dense) layer
     /// folds its weight update into the product that would compute its weight gradient:
     /// `W ← W − (lr/B)·xᵀδ` is one GEMM into `W`, with no gradient written, checked or read
     /// back. It folds only when a bound from the largest input and `δ` shows that the product is
@@ -204,7 +204,7 @@ impl<F: Scalar> Sequential<F> {
     /// with [`compute_gradients`](Self::compute_gradients) and
     /// [`apply_gradients`](Self::apply_gradients) up to rounding (the two scales are applied as
     /// one), and those two remain the way to look at or clip gradients: after a folded step,
-    /// [`Dense::weight_grad`] still holds an earlier gradient.
+    /// [`Dense::weight_grad`](crate::Dense::weight_grad) still holds an earlier gradient.
     ///
     /// With more than one thread, a step large enough to be split over them runs on rayon's
     /// pool while the caller waits: it enters the pool once, rather than at each split product
