@@ -1,6 +1,5 @@
 //! The floating-point types crank computes in: `f32` and `f64`.
 
-use crate::{Optimizer, Result};
 use ndarray::NdFloat;
 use serde::{Serialize, de::DeserializeOwned};
 
@@ -55,13 +54,17 @@ pub trait Scalar:
     /// `max(x, 0) + ln_1p(e^{−|x|})` with the C library's functions.
     fn softplus_vec(self) -> Self;
 
-    /// Calls the optimizer's update for this type.
-    fn update<O: Optimizer + ?Sized>(
-        optimizer: &mut O,
-        index: usize,
-        param: &mut [Self],
-        grad: &[Self],
-    ) -> Result<()>;
+    /// A parameter and its gradient as slices of their concrete type, for code with separate
+    /// `f32` and `f64` paths (an optimizer's update).
+    fn slices<'a>(param: &'a mut [Self], grad: &'a [Self]) -> Slices<'a>;
+}
+
+/// A parameter and its gradient, in `f32` or in `f64`: see [`Scalar::slices`].
+pub enum Slices<'a> {
+    /// `f32` values.
+    F32(&'a mut [f32], &'a [f32]),
+    /// `f64` values.
+    F64(&'a mut [f64], &'a [f64]),
 }
 
 impl Scalar for f32 {
@@ -94,13 +97,8 @@ impl Scalar for f32 {
     fn softplus_vec(self) -> Self {
         crate::math::softplus(self)
     }
-    fn update<O: Optimizer + ?Sized>(
-        o: &mut O,
-        i: usize,
-        p: &mut [Self],
-        g: &[Self],
-    ) -> Result<()> {
-        o.update_f32(i, p, g)
+    fn slices<'a>(param: &'a mut [Self], grad: &'a [Self]) -> Slices<'a> {
+        Slices::F32(param, grad)
     }
 }
 
@@ -134,12 +132,7 @@ impl Scalar for f64 {
     fn softplus_vec(self) -> Self {
         self.max(0.0) + (-self.abs()).exp().ln_1p()
     }
-    fn update<O: Optimizer + ?Sized>(
-        o: &mut O,
-        i: usize,
-        p: &mut [Self],
-        g: &[Self],
-    ) -> Result<()> {
-        o.update_f64(i, p, g)
+    fn slices<'a>(param: &'a mut [Self], grad: &'a [Self]) -> Slices<'a> {
+        Slices::F64(param, grad)
     }
 }

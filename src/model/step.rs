@@ -142,7 +142,7 @@ impl<F: Scalar> Sequential<F> {
             let mut result = Ok(());
             layer.visit_params(&mut |p| {
                 if result.is_ok() && !applied {
-                    result = F::update(optimizer, index, p.value, p.grad);
+                    result = crate::optim::update(optimizer, index, p.value, p.grad);
                 }
                 index += 1;
             });

@@ -20,6 +20,7 @@ pub use rmsprop::{RmsProp, RmsPropConfig};
 pub use schedule::{Schedule, Scheduler};
 pub use sgd::{Sgd, SgdConfig};
 
+use crate::scalar::Slices;
 use crate::{Error, Result, Scalar};
 use serde::{Deserialize, Serialize};
 use std::any::Any;
@@ -337,6 +338,19 @@ pub(crate) fn restore(
 }
 
 /// Checks a hyperparameter's range.
+/// `optimizer`'s update of parameter `index`, in the element type the model computes in.
+pub(crate) fn update<F: Scalar, O: Optimizer + ?Sized>(
+    optimizer: &mut O,
+    index: usize,
+    param: &mut [F],
+    grad: &[F],
+) -> Result<()> {
+    match F::slices(param, grad) {
+        Slices::F32(p, g) => optimizer.update_f32(index, p, g),
+        Slices::F64(p, g) => optimizer.update_f64(index, p, g),
+    }
+}
+
 pub(crate) fn check(name: &str, value: f64, ok: bool) -> Result<()> {
     if ok && value.is_finite() {
         Ok(())
