@@ -209,17 +209,15 @@ impl ModelSpec {
     /// Checks sizes, names and limits, and fills in names and input sizes.
     pub(crate) fn resolve(&self) -> Result<Resolved> {
         let limits = Limits::DEFAULT;
+        let model_err = |reason: String| Error::Spec {
+            at: "model".into(),
+            reason,
+        };
         if self.layers.is_empty() {
-            return Err(Error::Spec {
-                at: "model".into(),
-                reason: "a model needs at least one layer".into(),
-            });
+            return Err(model_err("a model needs at least one layer".into()));
         }
         if self.layers.len() > limits.max_layers {
-            return Err(Error::Spec {
-                at: "model".into(),
-                reason: format!("more than {} layers", limits.max_layers),
-            });
+            return Err(model_err(format!("more than {} layers", limits.max_layers)));
         }
         let mut layers = Vec::with_capacity(self.layers.len());
         let mut width: Option<usize> = None;
@@ -230,114 +228,108 @@ impl ModelSpec {
                 || format!("{}_{i}", spec.kind().to_lowercase()),
                 str::to_string,
             );
-            let input = match (width, spec.input_size()) {
-                (None, None) => {
-                    return Err(layer_err(
-                        i,
-                        &name,
-                        "field `input_size` is required on the first layer",
-                    ));
-                }
-                (Some(w), Some(given)) if given != w => {
-                    return Err(layer_err(
-                        i,
-                        &name,
-                        format!(
-                            "field `input_size` is {given}, but the previous layer's output_size is {w}"
-                        ),
-                    ));
-                }
-                (_, Some(given)) => given,
-                (Some(w), None) => w,
-            };
-            for (field, v) in [
-                ("input_size", input),
-                ("output_size", spec.output_size(input)),
-            ] {
-                if v == 0 {
-                    return Err(layer_err(
-                        i,
-                        &name,
-                        format!("field `{field}` must be at least 1"),
-                    ));
-                }
-            }
-            spec.check().map_err(|reason| layer_err(i, &name, reason))?;
-            for (tensor, shape) in spec.tensor_shapes(input) {
-                let n = shape
-                    .iter()
-                    .try_fold(1u64, |acc, &d| acc.checked_mul(d as u64));
-                match n {
-                    Some(n) if n <= limits.max_tensor_elements => params += n,
-                    _ => {
-                        return Err(layer_err(
-                            i,
-                            &name,
-                            format!(
-                                "{tensor} of shape {shape:?} exceed the limit of {} elements",
-                                limits.max_tensor_elements
-                            ),
-                        ));
-                    }
-                }
-            }
+            let err = |reason: String| layer_err(i, &name, reason);
+            let input = chained_input(spec, width).map_err(err)?;
+            spec.check().map_err(err)?;
+            params += tensor_values(spec, input, &limits).map_err(err)?;
             if params > limits.max_params {
-                return Err(layer_err(
-                    i,
-                    &name,
-                    format!(
-                        "the model exceeds the limit of {} parameters",
-                        limits.max_params
-                    ),
-                ));
+                return Err(err(format!(
+                    "the model exceeds the limit of {} parameters",
+                    limits.max_params
+                )));
             }
             if !names.insert(name.clone()) {
-                return Err(layer_err(
-                    i,
-                    &name,
-                    "field `name` repeats an earlier layer's name",
-                ));
+                return Err(err("field `name` repeats an earlier layer's name".into()));
             }
             width = Some(spec.output_size(input));
             layers.push((name, input, spec.clone()));
         }
         if let Some(p) = &self.preprocessing {
-            let bad = |reason: String| Error::Spec {
-                at: "preprocessing".into(),
-                reason,
-            };
-            let n = layers[0].1;
-            if p.mean.len() != n || p.std.len() != n {
-                return Err(bad(format!(
-                    "{} means and {} deviations for {n} inputs",
-                    p.mean.len(),
-                    p.std.len()
-                )));
-            }
-            if p.mean.iter().any(|m| !m.is_finite())
-                || p.std.iter().any(|s| !(s.is_finite() && *s > 0.0))
-            {
-                return Err(bad(
-                    "means must be finite and deviations finite and positive".into(),
-                ));
-            }
-            let outputs = width.unwrap_or(0);
-            // One logit per class, or a binary classifier's one logit for two classes.
-            if let Some(c) = &p.classes
-                && c.len() != outputs
-                && !(c.len() == 2 && outputs == 1)
-            {
-                return Err(bad(format!(
-                    "{} class names for {outputs} outputs",
-                    c.len()
-                )));
-            }
+            p.check(layers[0].1, width.unwrap_or(0))
+                .map_err(|reason| Error::Spec {
+                    at: "preprocessing".into(),
+                    reason,
+                })?;
         }
         Ok(Resolved {
             input_size: layers[0].1,
             params,
             layers,
         })
+    }
+}
+
+/// A layer's input size: the one it declares, which must match the previous layer's output
+/// (`width`), or that output; and neither it nor the layer's output size may be 0.
+fn chained_input(spec: &LayerSpec, width: Option<usize>) -> std::result::Result<usize, String> {
+    let input = match (width, spec.input_size()) {
+        (None, None) => return Err("field `input_size` is required on the first layer".into()),
+        (Some(w), Some(given)) if given != w => {
+            return Err(format!(
+                "field `input_size` is {given}, but the previous layer's output_size is {w}"
+            ));
+        }
+        (_, Some(given)) => given,
+        (Some(w), None) => w,
+    };
+    for (field, v) in [
+        ("input_size", input),
+        ("output_size", spec.output_size(input)),
+    ] {
+        if v == 0 {
+            return Err(format!("field `{field}` must be at least 1"));
+        }
+    }
+    Ok(input)
+}
+
+/// The values a layer's tensors hold, each tensor within `limits`.
+fn tensor_values(
+    spec: &LayerSpec,
+    input: usize,
+    limits: &Limits,
+) -> std::result::Result<u64, String> {
+    let mut values = 0;
+    for (tensor, shape) in spec.tensor_shapes(input) {
+        let n = shape
+            .iter()
+            .try_fold(1u64, |acc, &d| acc.checked_mul(d as u64));
+        match n {
+            Some(n) if n <= limits.max_tensor_elements => values += n,
+            _ => {
+                return Err(format!(
+                    "{tensor} of shape {shape:?} exceed the limit of {} elements",
+                    limits.max_tensor_elements
+                ));
+            }
+        }
+    }
+    Ok(values)
+}
+
+impl Preprocessing {
+    /// Checks the standardisation against the model's `inputs` and the class names against
+    /// its `outputs` (one logit per class, or a binary classifier's one logit for two).
+    fn check(&self, inputs: usize, outputs: usize) -> std::result::Result<(), String> {
+        if self.mean.len() != inputs || self.std.len() != inputs {
+            return Err(format!(
+                "{} means and {} deviations for {inputs} inputs",
+                self.mean.len(),
+                self.std.len()
+            ));
+        }
+        if self.mean.iter().any(|m| !m.is_finite())
+            || self.std.iter().any(|s| !(s.is_finite() && *s > 0.0))
+        {
+            return Err("means must be finite and deviations finite and positive".into());
+        }
+        if let Some(c) = &self.classes
+            && c.len() != outputs
+            && !(c.len() == 2 && outputs == 1)
+        {
+            return Err(format!("{} class names for {outputs} outputs", c.len()));
+        }
+        Ok(())
     }
 }
 
