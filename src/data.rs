@@ -257,10 +257,7 @@ impl Table {
     /// row or an empty file is an error naming the file, line and column.
     pub fn from_csv(path: impl AsRef<Path>, label: Option<&str>) -> Result<Self> {
         let path = path.as_ref();
-        let io = |source| Error::Io {
-            path: path.to_owned(),
-            source,
-        };
+        let io = Error::io(path);
         let data_err = |line: u64, column: usize, reason: String| Error::Data {
             path: path.to_owned(),
             line,
@@ -342,10 +339,7 @@ impl Table {
             column: 0,
             reason,
         };
-        let file = std::fs::File::open(path).map_err(|source| Error::Io {
-            path: path.to_owned(),
-            source,
-        })?;
+        let file = std::fs::File::open(path).map_err(Error::io(path))?;
         let mut npz = ndarray_npy::NpzReader::new(file).map_err(|e| bad(e.to_string()))?;
         let names = npz.names().map_err(|e| bad(e.to_string()))?;
         let find = |want: &str| {
@@ -460,10 +454,7 @@ impl Table {
 /// and data. The dimensions are checked against the bytes present before anything is allocated.
 pub fn read_idx(path: &Path) -> Result<(Vec<usize>, Vec<u8>)> {
     use std::io::Read;
-    let io = |source| Error::Io {
-        path: path.to_owned(),
-        source,
-    };
+    let io = Error::io(path);
     let bad = |reason: String| Error::Data {
         path: path.to_owned(),
         line: 0,

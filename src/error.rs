@@ -93,6 +93,22 @@ pub enum Error {
 }
 
 impl Error {
+    /// An I/O error on `path`, for `map_err`: `File::open(path).map_err(Error::io(path))`.
+    pub(crate) fn io(path: &std::path::Path) -> impl Fn(std::io::Error) -> Error + Copy + '_ {
+        move |source| Error::Io {
+            path: path.to_owned(),
+            source,
+        }
+    }
+
+    /// An error in a model description, at `at` (a layer, `preprocessing`, a file).
+    pub(crate) fn spec(at: impl Into<String>, reason: impl std::fmt::Display) -> Self {
+        Error::Spec {
+            at: at.into(),
+            reason: reason.to_string(),
+        }
+    }
+
     /// A shape error; `expected` and `found` are printed as given.
     pub(crate) fn shape(
         at: impl Into<String>,

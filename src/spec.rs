@@ -108,19 +108,14 @@ pub(crate) struct Resolved {
 }
 
 fn layer_err(index: usize, name: &str, reason: impl std::fmt::Display) -> Error {
-    Error::Spec {
-        at: format!("layer {index} ({name})"),
-        reason: reason.to_string(),
-    }
+    Error::spec(format!("layer {index} ({name})"), reason)
 }
 
 impl ModelSpec {
     /// Parses a JSON document.
     pub fn from_json(text: &str) -> Result<Self> {
-        let value: serde_json::Value = serde_json::from_str(text).map_err(|e| Error::Spec {
-            at: "JSON".into(),
-            reason: e.to_string(),
-        })?;
+        let value: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| Error::spec("JSON", e))?;
         Self::from_value(value)
     }
 
@@ -142,19 +137,16 @@ impl ModelSpec {
             #[serde(default)]
             preprocessing: Option<Preprocessing>,
         }
-        let raw: Raw = serde_json::from_value(value).map_err(|e| Error::Spec {
-            at: "model".into(),
-            reason: e.to_string(),
-        })?;
+        let raw: Raw = serde_json::from_value(value).map_err(|e| Error::spec("model", e))?;
         if raw.layers.len() > Limits::DEFAULT.max_layers {
-            return Err(Error::Spec {
-                at: "model".into(),
-                reason: format!(
+            return Err(Error::spec(
+                "model",
+                format!(
                     "{} layers is more than the limit of {}",
                     raw.layers.len(),
                     Limits::DEFAULT.max_layers
                 ),
-            });
+            ));
         }
         let layers = raw
             .layers
@@ -200,19 +192,13 @@ impl ModelSpec {
 
     /// The description as YAML.
     pub fn to_yaml(&self) -> Result<String> {
-        serde_saphyr::to_string(self).map_err(|e| Error::Spec {
-            at: "YAML output".into(),
-            reason: e.to_string(),
-        })
+        serde_saphyr::to_string(self).map_err(|e| Error::spec("YAML output", e))
     }
 
     /// Checks sizes, names and limits, and fills in names and input sizes.
     pub(crate) fn resolve(&self) -> Result<Resolved> {
         let limits = Limits::DEFAULT;
-        let model_err = |reason: String| Error::Spec {
-            at: "model".into(),
-            reason,
-        };
+        let model_err = |reason: String| Error::spec("model", reason);
         if self.layers.is_empty() {
             return Err(model_err("a model needs at least one layer".into()));
         }
@@ -246,10 +232,7 @@ impl ModelSpec {
         }
         if let Some(p) = &self.preprocessing {
             p.check(layers[0].1, width.unwrap_or(0))
-                .map_err(|reason| Error::Spec {
-                    at: "preprocessing".into(),
-                    reason,
-                })?;
+                .map_err(|reason| Error::spec("preprocessing", reason))?;
         }
         Ok(Resolved {
             input_size: layers[0].1,
@@ -336,16 +319,13 @@ impl Preprocessing {
 /// Reads a JSON or YAML document (by the file's extension: `.json` is JSON, anything else YAML,
 /// which also reads JSON) under crank's limits.
 pub fn read_document(path: &std::path::Path) -> Result<serde_json::Value> {
-    let io = |source| Error::Io {
-        path: path.to_owned(),
-        source,
-    };
+    let io = Error::io(path);
     let len = std::fs::metadata(path).map_err(io)?.len();
     if len > 64 << 20 {
-        return Err(Error::Spec {
-            at: path.display().to_string(),
-            reason: format!("{len} bytes is more than a description may hold (64 MiB)"),
-        });
+        return Err(Error::spec(
+            path.display().to_string(),
+            format!("{len} bytes is more than a description may hold (64 MiB)"),
+        ));
     }
     let text = std::fs::read_to_string(path).map_err(io)?;
     let in_file = |e: Error| match e {
@@ -359,12 +339,7 @@ pub fn read_document(path: &std::path::Path) -> Result<serde_json::Value> {
         .extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("json"))
     {
-        serde_json::from_str(&text).map_err(|e| {
-            in_file(Error::Spec {
-                at: "JSON".into(),
-                reason: e.to_string(),
-            })
-        })
+        serde_json::from_str(&text).map_err(|e| in_file(Error::spec("JSON", e)))
     } else {
         parse_yaml(&text).map_err(in_file)
     }

@@ -140,10 +140,7 @@ fn check_size(len: u64, format: &'static str) -> Result<()> {
 
 /// Reads a whole file after checking its size against the limit.
 pub(crate) fn read_limited(path: &Path) -> Result<Vec<u8>> {
-    let io = |source| Error::Io {
-        path: path.to_owned(),
-        source,
-    };
+    let io = Error::io(path);
     let len = std::fs::metadata(path).map_err(io)?.len();
     check_size(len, "model")?;
     std::fs::read(path).map_err(io)
@@ -156,10 +153,7 @@ pub(crate) fn atomic_write(
     path: &Path,
     write: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
 ) -> Result<()> {
-    let io = |source| Error::Io {
-        path: path.to_owned(),
-        source,
-    };
+    let io = Error::io(path);
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
         _ => PathBuf::from("."),

@@ -69,18 +69,18 @@ pub(crate) fn check_width<F>(
 /// # Ok::<(), crank::Error>(())
 /// ```
 pub fn from_spec<F: Scalar>(spec: &LayerSpec, seed: u64) -> Result<Box<dyn Layer<F>>> {
-    let input = spec.input_size().ok_or_else(|| Error::Spec {
-        at: format!("{} layer", spec.kind()),
-        reason: "field `input_size` is required".into(),
+    let input = spec.input_size().ok_or_else(|| {
+        Error::spec(
+            format!("{} layer", spec.kind()),
+            "field `input_size` is required",
+        )
     })?;
     let name = spec.name().map_or_else(
         || format!("{}_0", spec.kind().to_lowercase()),
         str::to_string,
     );
-    spec.check().map_err(|reason| Error::Spec {
-        at: format!("layer 0 ({name})"),
-        reason,
-    })?;
+    spec.check()
+        .map_err(|reason| Error::spec(format!("layer 0 ({name})"), reason))?;
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
     spec.build(Build {
         index: 0,

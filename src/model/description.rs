@@ -36,24 +36,21 @@ impl<F: Scalar> Sequential<F> {
     pub(crate) fn from_tensors(spec: &ModelSpec, tensors: LayerTensors<F>) -> Result<Self> {
         let resolved = spec.resolve()?;
         if tensors.len() != resolved.layers.len() {
-            return Err(Error::Spec {
-                at: "model".into(),
-                reason: format!(
+            return Err(Error::spec(
+                "model",
+                format!(
                     "{} layers described but tensors for {}",
                     resolved.layers.len(),
                     tensors.len()
                 ),
-            });
+            ));
         }
         let mut layers: Vec<Box<dyn Layer<F>>> = Vec::with_capacity(tensors.len());
         for (i, ((name, input, layer), values)) in
             resolved.layers.into_iter().zip(tensors).enumerate()
         {
             let shapes = layer.tensor_shapes(input);
-            let bad = |reason: String| Error::Spec {
-                at: format!("layer {i} ({name})"),
-                reason,
-            };
+            let bad = |reason: String| Error::spec(format!("layer {i} ({name})"), reason);
             if values.len() != shapes.len() {
                 return Err(bad(format!(
                     "{} tensors given, {} expected",
