@@ -1,7 +1,8 @@
 //! Loading, splitting, scaling and batching data sets.
 
+use crate::loss::Target;
 use crate::{Error, Result, Scalar};
-use ndarray::{Array1, Array2, ArrayView2, Axis};
+use ndarray::{Array1, Array2, ArrayView2, Axis, s};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_xoshiro::Xoshiro256PlusPlus;
@@ -129,6 +130,109 @@ impl<F: Scalar> Standardizer<F> {
     }
 }
 
+/// Samples and their targets, for [`Sequential::fit_with`](crate::Sequential::fit_with) and
+/// [`Batcher::gather`].
+#[derive(Debug, Clone, Copy)]
+pub struct Dataset<'a, F> {
+    /// Features, `(samples, inputs)`.
+    pub x: ArrayView2<'a, F>,
+    /// Targets, one per sample.
+    pub y: Target<'a, F>,
+}
+
+impl<'a, F: Scalar> Dataset<'a, F> {
+    /// A data set of features and targets.
+    pub fn new(x: ArrayView2<'a, F>, y: impl Into<Target<'a, F>>) -> Result<Self> {
+        let y = y.into();
+        if y.len() != x.nrows() {
+            return Err(Error::shape(
+                "data set targets",
+                format!("{} targets", x.nrows()),
+                format!("{}", y.len()),
+            ));
+        }
+        Ok(Dataset { x, y })
+    }
+
+    /// Splits off the last `fraction` of the samples (rounded) as a validation set, as Keras's
+    /// `validation_split`: `(training, validation)`, with no validation set when it would be empty.
+    pub fn holdout(self, fraction: f64) -> Result<(Self, Option<Self>)> {
+        if !(0.0..1.0).contains(&fraction) {
+            return Err(Error::Config(format!(
+                "validation_fraction {fraction} is not in [0, 1)"
+            )));
+        }
+        let n = self.x.nrows();
+        let n_val = ((n as f64 * fraction).round() as usize).min(n.saturating_sub(1));
+        if n_val == 0 {
+            return Ok((self, None));
+        }
+        let (train, val) = self.split_at(n - n_val);
+        Ok((train, Some(val)))
+    }
+
+    pub(crate) fn split_at(self, at: usize) -> (Self, Self) {
+        let (xa, xb) = self.x.split_at(Axis(0), at);
+        let (ya, yb) = match self.y {
+            Target::Classes(c) => (Target::Classes(&c[..at]), Target::Classes(&c[at..])),
+            Target::Values(v) => {
+                let (a, b) = v.split_at(Axis(0), at);
+                (Target::Values(a), Target::Values(b))
+            }
+        };
+        (Dataset { x: xa, y: ya }, Dataset { x: xb, y: yb })
+    }
+}
+
+/// Reusable buffers that batches of a data set's rows are gathered into.
+#[derive(Debug)]
+struct Gather<F> {
+    x: Array2<F>,
+    values: Array2<F>,
+    classes: Vec<usize>,
+}
+
+impl<F: Scalar> Gather<F> {
+    fn new() -> Self {
+        Gather {
+            x: Array2::zeros((0, 0)),
+            values: Array2::zeros((0, 0)),
+            classes: Vec::new(),
+        }
+    }
+
+    fn gather<'b>(
+        &'b mut self,
+        data: &Dataset<'_, F>,
+        rows: &[usize],
+    ) -> (ArrayView2<'b, F>, Target<'b, F>) {
+        let n = rows.len();
+        if self.x.nrows() < n || self.x.ncols() != data.x.ncols() {
+            self.x = Array2::zeros((n, data.x.ncols()));
+        }
+        for (i, &r) in rows.iter().enumerate() {
+            self.x.row_mut(i).assign(&data.x.row(r));
+        }
+        let target = match data.y {
+            Target::Classes(c) => {
+                self.classes.clear();
+                self.classes.extend(rows.iter().map(|&r| c[r]));
+                Target::Classes(&self.classes)
+            }
+            Target::Values(v) => {
+                if self.values.nrows() < n || self.values.ncols() != v.ncols() {
+                    self.values = Array2::zeros((n, v.ncols()));
+                }
+                for (i, &r) in rows.iter().enumerate() {
+                    self.values.row_mut(i).assign(&v.row(r));
+                }
+                Target::Values(self.values.slice(s![..n, ..]))
+            }
+        };
+        (self.x.slice(s![..n, ..]), target)
+    }
+}
+
 /// Iterates over an epoch in mini-batches: shuffles the sample order from a seeded generator and
 /// gathers each batch's rows into buffers it reuses, so an epoch allocates nothing once the
 /// first batch has been served.
@@ -136,8 +240,7 @@ impl<F: Scalar> Standardizer<F> {
 pub struct Batcher<F> {
     order: Vec<usize>,
     batch_size: usize,
-    x: Array2<F>,
-    labels: Vec<usize>,
+    buffers: Gather<F>,
     rng: Xoshiro256PlusPlus,
 }
 
@@ -151,8 +254,7 @@ impl<F: Scalar> Batcher<F> {
         Ok(Batcher {
             order: (0..samples).collect(),
             batch_size,
-            x: Array2::zeros((0, 0)),
-            labels: Vec::new(),
+            buffers: Gather::new(),
             rng: Xoshiro256PlusPlus::seed_from_u64(seed),
         })
     }
@@ -186,33 +288,37 @@ impl<F: Scalar> Batcher<F> {
         data: &Classification<F>,
         index: usize,
     ) -> Result<(ArrayView2<'_, F>, &[usize])> {
-        if data.len() != self.order.len() {
+        let data = Dataset::new(data.x.view(), &data.labels[..])?;
+        match self.gather(&data, index)? {
+            (x, Target::Classes(labels)) => Ok((x, labels)),
+            (_, Target::Values(_)) => unreachable!("class targets gather as classes"),
+        }
+    }
+
+    /// Gathers batch number `index` of the current order from `data`, whatever its targets.
+    pub fn gather<'b>(
+        &'b mut self,
+        data: &Dataset<'_, F>,
+        index: usize,
+    ) -> Result<(ArrayView2<'b, F>, Target<'b, F>)> {
+        if data.x.nrows() != self.order.len() {
             return Err(Error::shape(
                 "batcher data",
                 format!("{} samples", self.order.len()),
-                format!("{}", data.len()),
+                format!("{}", data.x.nrows()),
             ));
         }
-        let start = index * self.batch_size;
+        let start = index.saturating_mul(self.batch_size);
         let rows = self
             .order
-            .get(start..(start + self.batch_size).min(self.order.len()));
+            .get(start..start.saturating_add(self.batch_size).min(self.order.len()));
         let rows = rows.filter(|r| !r.is_empty()).ok_or_else(|| {
             Error::Config(format!(
                 "batch {index} is past the end of the epoch ({} batches)",
-                self.batches()
+                self.order.len().div_ceil(self.batch_size)
             ))
         })?;
-        let cols = data.x.ncols();
-        if self.x.ncols() != cols || self.x.nrows() < self.batch_size {
-            self.x = Array2::zeros((self.batch_size, cols));
-        }
-        self.labels.clear();
-        for (i, &r) in rows.iter().enumerate() {
-            self.x.row_mut(i).assign(&data.x.row(r));
-            self.labels.push(data.labels[r]);
-        }
-        Ok((self.x.slice(ndarray::s![..rows.len(), ..]), &self.labels))
+        Ok(self.buffers.gather(data, rows))
     }
 }
 

@@ -1,14 +1,15 @@
 //! The training loop: [`Sequential::fit`] with validation, metrics, schedules, clipping, early
 //! stopping, callbacks and a [`History`].
 
+use crate::data::Batcher;
+pub use crate::data::Dataset;
 use crate::loss::{Loss, Target};
 use crate::metrics::{Metric, Tally};
 use crate::model::{LayerTensors, Workspace};
 use crate::optim::{Optimizer, Schedule, Scheduler};
 use crate::{Error, Result, Scalar, Sequential, threads};
-use ndarray::{Array2, ArrayView2, Axis, s};
+use ndarray::ArrayView2;
 use rand::SeedableRng;
-use rand::seq::SliceRandom;
 use rand_xoshiro::Xoshiro256PlusPlus;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -292,99 +293,6 @@ pub trait Callback {
 /// No callbacks.
 impl Callback for () {}
 
-/// Samples and their targets, for [`Sequential::fit_with`].
-#[derive(Debug, Clone, Copy)]
-pub struct Dataset<'a, F> {
-    /// Features, `(samples, inputs)`.
-    pub x: ArrayView2<'a, F>,
-    /// Targets, one per sample.
-    pub y: Target<'a, F>,
-}
-
-impl<'a, F: Scalar> Dataset<'a, F> {
-    /// A data set of features and targets.
-    pub fn new(x: ArrayView2<'a, F>, y: impl Into<Target<'a, F>>) -> Result<Self> {
-        let y = y.into();
-        if y.len() != x.nrows() {
-            return Err(Error::shape(
-                "data set targets",
-                format!("{} targets", x.nrows()),
-                format!("{}", y.len()),
-            ));
-        }
-        Ok(Dataset { x, y })
-    }
-
-    /// Splits off the last `fraction` of the samples (rounded) as a validation set, as Keras's
-    /// `validation_split`: `(training, validation)`, with no validation set when it would be empty.
-    pub fn holdout(self, fraction: f64) -> Result<(Self, Option<Self>)> {
-        if !(0.0..1.0).contains(&fraction) {
-            return Err(Error::Config(format!(
-                "validation_fraction {fraction} is not in [0, 1)"
-            )));
-        }
-        let n = self.x.nrows();
-        let n_val = ((n as f64 * fraction).round() as usize).min(n.saturating_sub(1));
-        if n_val == 0 {
-            return Ok((self, None));
-        }
-        let (train, val) = self.split_at(n - n_val);
-        Ok((train, Some(val)))
-    }
-
-    fn split_at(self, at: usize) -> (Self, Self) {
-        let (xa, xb) = self.x.split_at(Axis(0), at);
-        let (ya, yb) = match self.y {
-            Target::Classes(c) => (Target::Classes(&c[..at]), Target::Classes(&c[at..])),
-            Target::Values(v) => {
-                let (a, b) = v.split_at(Axis(0), at);
-                (Target::Values(a), Target::Values(b))
-            }
-        };
-        (Dataset { x: xa, y: ya }, Dataset { x: xb, y: yb })
-    }
-}
-
-/// Reusable buffers for gathering shuffled batches.
-struct Batches<F> {
-    x: Array2<F>,
-    values: Array2<F>,
-    classes: Vec<usize>,
-}
-
-impl<F: Scalar> Batches<F> {
-    fn gather<'b>(
-        &'b mut self,
-        data: &Dataset<'_, F>,
-        rows: &[usize],
-    ) -> (ArrayView2<'b, F>, Target<'b, F>) {
-        let n = rows.len();
-        if self.x.nrows() < n || self.x.ncols() != data.x.ncols() {
-            self.x = Array2::zeros((n, data.x.ncols()));
-        }
-        for (i, &r) in rows.iter().enumerate() {
-            self.x.row_mut(i).assign(&data.x.row(r));
-        }
-        let target = match data.y {
-            Target::Classes(c) => {
-                self.classes.clear();
-                self.classes.extend(rows.iter().map(|&r| c[r]));
-                Target::Classes(&self.classes)
-            }
-            Target::Values(v) => {
-                if self.values.nrows() < n || self.values.ncols() != v.ncols() {
-                    self.values = Array2::zeros((n, v.ncols()));
-                }
-                for (i, &r) in rows.iter().enumerate() {
-                    self.values.row_mut(i).assign(&v.row(r));
-                }
-                Target::Values(self.values.slice(s![..n, ..]))
-            }
-        };
-        (self.x.slice(s![..n, ..]), target)
-    }
-}
-
 impl<F: Scalar> Sequential<F> {
     /// Trains on `x` and `y` as `options` say, holding out `options.validation_fraction` for
     /// validation. See [`fit_with`](Self::fit_with).
@@ -501,12 +409,9 @@ impl<F: Scalar> Sequential<F> {
             };
         }
         let first = state.epoch.saturating_add(1);
-        let mut order: Vec<usize> = (0..n).collect();
-        let mut batches = Batches {
-            x: Array2::zeros((0, 0)),
-            values: Array2::zeros((0, 0)),
-            classes: Vec::new(),
-        };
+        // The run's shuffling generator goes into the batcher and back into the state.
+        let mut batcher = Batcher::new(n, options.batch_size, 0)?;
+        batcher.set_rng(state.rng.clone());
         let mut ws = Workspace::new();
         let mut history = History::default();
 
@@ -520,20 +425,19 @@ impl<F: Scalar> Sequential<F> {
                 optimizer.set_learning_rate(s.lr());
             }
             let lr = optimizer.learning_rate();
-            order.iter_mut().enumerate().for_each(|(i, o)| *o = i);
             if options.shuffle {
-                order.shuffle(&mut state.rng);
+                batcher.shuffle();
             }
             let (mean_loss, tally) = self.train_epoch(
                 &train,
-                &order,
-                &mut batches,
+                &mut batcher,
                 loss,
                 optimizer,
                 options,
                 epoch,
                 callback,
             )?;
+            state.rng = batcher.rng().clone();
             let metrics = self.epoch_metrics(
                 mean_loss,
                 &tally,
@@ -602,28 +506,28 @@ impl<F: Scalar> Sequential<F> {
         Ok(history)
     }
 
-    /// One epoch of shuffled mini-batches in `order`: the mean loss and the metric sums over
+    /// One epoch of the batcher's mini-batches: the mean loss and the metric sums over
     /// the training batches. A non-finite loss or gradient is [`Error::Diverged`] naming the
     /// epoch and batch.
     #[allow(clippy::too_many_arguments)]
     fn train_epoch(
         &mut self,
         train: &Dataset<'_, F>,
-        order: &[usize],
-        batches: &mut Batches<F>,
+        batcher: &mut Batcher<F>,
         loss: &Loss,
         optimizer: &mut dyn Optimizer,
         options: &FitOptions,
         epoch: usize,
         callback: &mut dyn Callback,
     ) -> Result<(f64, Tally)> {
-        let n_batches = order.len().div_ceil(options.batch_size);
+        let n_batches = batcher.batches();
         let mut tally = Tally::new(&options.metrics);
         let mut loss_sum = 0.0;
-        for (b, rows) in order.chunks(options.batch_size).enumerate() {
-            let (x, y) = batches.gather(train, rows);
+        for b in 0..n_batches {
+            let (x, y) = batcher.gather(train, b)?;
+            let rows = x.nrows();
             // One move onto rayon's pool per batch, not one per call below.
-            let parallel = self.forks(rows.len());
+            let parallel = self.forks(rows);
             let step = threads::on_pool(parallel, || {
                 let value = if options.clip_value.is_none() && options.clip_norm.is_none() {
                     // train_step's path: plain SGD folds its update into the products.
@@ -654,10 +558,10 @@ impl<F: Scalar> Sequential<F> {
                 },
                 other => other,
             })?;
-            loss_sum += value.as_f64() * rows.len() as f64;
+            loss_sum += value.as_f64() * rows as f64;
             callback.on_batch_end(epoch, b + 1, n_batches, value.as_f64());
         }
-        Ok((loss_sum / order.len() as f64, tally))
+        Ok((loss_sum / train.x.nrows() as f64, tally))
     }
 
     /// An epoch's history columns: `loss` and the metrics on the training batches, `val_loss`
