@@ -2,6 +2,7 @@
 
 use assert_cmd::Command;
 use crank::data::Classification;
+use std::borrow::BorrowMut;
 use std::path::{Path, PathBuf};
 
 fn crank() -> Command {
@@ -32,16 +33,28 @@ fn write_csv(path: &Path, data: &Classification<f32>) {
     std::fs::write(path, text).unwrap();
 }
 
-fn stdout(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap();
+/// `crank train <config> --data <data> --out <out>`, to add flags to.
+fn train_cmd(config: impl AsRef<Path>, data: impl AsRef<Path>, out: impl AsRef<Path>) -> Command {
+    let mut cmd = crank();
+    cmd.arg("train")
+        .arg(config.as_ref())
+        .arg("--data")
+        .arg(data.as_ref())
+        .arg("--out")
+        .arg(out.as_ref());
+    cmd
+}
+
+fn stdout(mut cmd: impl BorrowMut<Command>) -> String {
+    let out = cmd.borrow_mut().output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr).to_string();
     assert!(out.status.success(), "failed: {err}");
     String::from_utf8(out.stdout).unwrap()
 }
 
 /// Runs a command that must fail with one clear line on stderr containing `want`.
-fn fails(cmd: &mut Command, want: &str) {
-    let out = cmd.output().unwrap();
+fn fails(mut cmd: impl BorrowMut<Command>, want: &str) {
+    let out = cmd.borrow_mut().output().unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     let lines: Vec<&str> = err.lines().collect();
@@ -63,13 +76,7 @@ fn digits_train_evaluate_predict_inspect_convert() {
 
     let model = d.join("digits.crank");
     let out = stdout(
-        crank()
-            .arg("train")
-            .arg(root("examples/digits.yaml"))
-            .arg("--data")
-            .arg(d.join("train.csv"))
-            .arg("--out")
-            .arg(&model)
+        train_cmd(root("examples/digits.yaml"), d.join("train.csv"), &model)
             .args(["--epochs", "40", "--seed", "3"])
             .arg("--history")
             .arg(d.join("history.csv"))
@@ -209,15 +216,11 @@ fn string_labels_and_regression() {
     }
     std::fs::write(d.join("line.csv"), &text).unwrap();
     std::fs::write(d.join("line.yaml"), "layers: [{type: Dense, input_size: 1, output_size: 1}]\ntraining: {loss: MSE, optimizer: {type: SGD, lr: 0.1}, epochs: 60, batch_size: 8}\n").unwrap();
-    stdout(
-        crank()
-            .arg("train")
-            .arg(d.join("line.yaml"))
-            .arg("--data")
-            .arg(d.join("line.csv"))
-            .arg("--out")
-            .arg(d.join("line.crank")),
-    );
+    stdout(train_cmd(
+        d.join("line.yaml"),
+        d.join("line.csv"),
+        d.join("line.crank"),
+    ));
     let m: serde_json::Value = serde_json::from_str(&stdout(
         crank()
             .arg("evaluate")
@@ -240,68 +243,40 @@ fn bad_inputs_give_one_line_errors() {
     )
     .unwrap();
     fails(
-        crank()
-            .arg("train")
-            .arg(d.join("bad.yaml"))
-            .arg("--data")
-            .arg(root("data/digits.csv"))
-            .arg("--out")
-            .arg(d.join("m.crank")),
+        train_cmd(
+            d.join("bad.yaml"),
+            root("data/digits.csv"),
+            d.join("m.crank"),
+        ),
         "units",
     );
     std::fs::write(d.join("broken.yaml"), "layers: [unclosed\n").unwrap();
     fails(
-        crank()
-            .arg("train")
-            .arg(d.join("broken.yaml"))
-            .arg("--data")
-            .arg(root("data/digits.csv"))
-            .arg("--out")
-            .arg(d.join("m.crank")),
+        train_cmd(
+            d.join("broken.yaml"),
+            root("data/digits.csv"),
+            d.join("m.crank"),
+        ),
         "broken.yaml",
     );
     std::fs::write(d.join("bad.csv"), "a,b,label\n1,2,0\n3,oops,1\n").unwrap();
     fails(
-        crank()
-            .arg("train")
-            .arg(&good_yaml)
-            .arg("--data")
-            .arg(d.join("bad.csv"))
-            .arg("--out")
-            .arg(d.join("m.crank")),
+        train_cmd(&good_yaml, d.join("bad.csv"), d.join("m.crank")),
         "bad.csv:3:2",
     );
     std::fs::write(d.join("ragged.csv"), "a,b,label\n1,2,0\n3,1\n").unwrap();
     fails(
-        crank()
-            .arg("train")
-            .arg(&good_yaml)
-            .arg("--data")
-            .arg(d.join("ragged.csv"))
-            .arg("--out")
-            .arg(d.join("m.crank")),
+        train_cmd(&good_yaml, d.join("ragged.csv"), d.join("m.crank")),
         "ragged.csv:3",
     );
     std::fs::write(d.join("empty.csv"), "").unwrap();
     fails(
-        crank()
-            .arg("train")
-            .arg(&good_yaml)
-            .arg("--data")
-            .arg(d.join("empty.csv"))
-            .arg("--out")
-            .arg(d.join("m.crank")),
+        train_cmd(&good_yaml, d.join("empty.csv"), d.join("m.crank")),
         "empty.csv",
     );
     std::fs::write(d.join("narrow.csv"), "a,b,label\n1,2,0\n3,1,1\n").unwrap();
     fails(
-        crank()
-            .arg("train")
-            .arg(&good_yaml)
-            .arg("--data")
-            .arg(d.join("narrow.csv"))
-            .arg("--out")
-            .arg(d.join("m.crank")),
+        train_cmd(&good_yaml, d.join("narrow.csv"), d.join("m.crank")),
         "64 inputs",
     );
     std::fs::write(d.join("junk.crank"), b"CRANKBIN\x07\0\0\0junk").unwrap();
@@ -352,16 +327,7 @@ fn fashion_mnist_one_epoch() {
     }
     let d = dir("fashion");
     let model = d.join("fashion.crank");
-    stdout(
-        crank()
-            .arg("train")
-            .arg(root("examples/fashion-mnist.yaml"))
-            .arg("--data")
-            .arg(&train)
-            .arg("--out")
-            .arg(&model)
-            .args(["--epochs", "1"]),
-    );
+    stdout(train_cmd(root("examples/fashion-mnist.yaml"), &train, &model).args(["--epochs", "1"]));
     let json = stdout(
         crank()
             .arg("evaluate")
@@ -392,15 +358,11 @@ fn npz_training_and_npy_prediction() {
         "layers: [{type: Dense, input_size: 3, output_size: 16, activation_function: ReLU}, {type: Dense, output_size: 2}]\ntraining: {optimizer: {type: Adam, lr: 0.03}, epochs: 60, batch_size: 16}\n",
     )
     .unwrap();
-    stdout(
-        crank()
-            .arg("train")
-            .arg(d.join("m.yaml"))
-            .arg("--data")
-            .arg(d.join("data.npz"))
-            .arg("--out")
-            .arg(d.join("m.crank")),
-    );
+    stdout(train_cmd(
+        d.join("m.yaml"),
+        d.join("data.npz"),
+        d.join("m.crank"),
+    ));
     stdout(
         crank()
             .arg("predict")
@@ -420,13 +382,7 @@ fn npz_training_and_npy_prediction() {
     assert!(right >= 90, "{right} of 100");
     std::fs::write(d.join("bad.npz"), b"PK not really").unwrap();
     fails(
-        crank()
-            .arg("train")
-            .arg(d.join("m.yaml"))
-            .arg("--data")
-            .arg(d.join("bad.npz"))
-            .arg("--out")
-            .arg(d.join("x.crank")),
+        train_cmd(d.join("m.yaml"), d.join("bad.npz"), d.join("x.crank")),
         "bad.npz",
     );
 }
@@ -464,15 +420,7 @@ fn binary_classifiers_evaluate_and_predict_as_classifiers() {
     )
     .unwrap();
     let model = d.join("bin.crank");
-    let out = stdout(
-        crank()
-            .arg("train")
-            .arg(d.join("bin.yaml"))
-            .arg("--data")
-            .arg(d.join("train.csv"))
-            .arg("--out")
-            .arg(&model),
-    );
+    let out = stdout(train_cmd(d.join("bin.yaml"), d.join("train.csv"), &model));
     assert!(out.contains("accuracy"), "{out}");
 
     let m = metrics(&stdout(
@@ -555,13 +503,7 @@ fn binary_classifiers_evaluate_and_predict_as_classifiers() {
     )
     .unwrap();
     fails(
-        crank()
-            .arg("train")
-            .arg(d.join("one.yaml"))
-            .arg("--data")
-            .arg(d.join("three.csv"))
-            .arg("--out")
-            .arg(d.join("x.crank")),
+        train_cmd(d.join("one.yaml"), d.join("three.csv"), d.join("x.crank")),
         "3 distinct values (x, y, z)",
     );
     std::fs::write(d.join("two.csv"), "a,label\n1,x\n2,y\n").unwrap();
@@ -571,13 +513,7 @@ fn binary_classifiers_evaluate_and_predict_as_classifiers() {
     )
     .unwrap();
     fails(
-        crank()
-            .arg("train")
-            .arg(d.join("two.yaml"))
-            .arg("--data")
-            .arg(d.join("two.csv"))
-            .arg("--out")
-            .arg(d.join("x.crank")),
+        train_cmd(d.join("two.yaml"), d.join("two.csv"), d.join("x.crank")),
         "trains one output",
     );
 }
@@ -599,15 +535,7 @@ fn evaluate_reports_what_each_kind_of_model_is_judged_by() {
     .unwrap();
     let evaluate = |yaml: &str, data: &str| {
         let model = d.join(format!("{yaml}.crank"));
-        stdout(
-            crank()
-                .arg("train")
-                .arg(d.join(yaml))
-                .arg("--data")
-                .arg(d.join(data))
-                .arg("--out")
-                .arg(&model),
-        );
+        stdout(train_cmd(d.join(yaml), d.join(data), &model));
         metrics(&stdout(
             crank()
                 .arg("evaluate")
@@ -676,13 +604,7 @@ fn resume_continues_the_run_bitwise() {
     .unwrap();
     let train = |epochs: &str, out: &str, extra: &[&str]| {
         stdout(
-            crank()
-                .arg("train")
-                .arg(d.join("r.yaml"))
-                .arg("--data")
-                .arg(d.join("digits.csv"))
-                .arg("--out")
-                .arg(d.join(out))
+            train_cmd(d.join("r.yaml"), d.join("digits.csv"), d.join(out))
                 .args(["--epochs", epochs])
                 .args(extra),
         )
@@ -893,15 +815,11 @@ fn standardisation_is_on_unless_the_file_turns_it_off() {
             format!("{layers}training: {{{training}}}\n"),
         )
         .unwrap();
-        stdout(
-            crank()
-                .arg("train")
-                .arg(d.join("m.yaml"))
-                .arg("--data")
-                .arg(d.join("data.csv"))
-                .arg("--out")
-                .arg(d.join("m.json")),
-        );
+        stdout(train_cmd(
+            d.join("m.yaml"),
+            d.join("data.csv"),
+            d.join("m.json"),
+        ));
         let model: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(d.join("m.json")).unwrap()).unwrap();
         let p = &model["preprocessing"];
