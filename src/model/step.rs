@@ -193,24 +193,14 @@ impl<F: Scalar> Sequential<F> {
     /// One training step: forward, loss, backward and an optimizer update. Returns the batch's
     /// mean loss (before the update).
     ///
-    /// A non-finite input or loss is an error naming the step and, for the loss, the first layer
-    /// whose output went non-finite; the weights are left as they were before the step.
+    /// A non-finite input or loss is an error naming the step (and, for the loss, the first
+    /// layer whose output went non-finite); the weights are then left as they were.
     ///
-    /// With plain SGD ([`Optimizer::plain_sgd`]: no momentum, no weight decay) a [`Dense`](crate::Dense) layer
-    /// folds its weight update into the product that would compute its weight gradient:
-    /// `W ← W − (lr/B)·xᵀδ` is one GEMM into `W`, with no gradient written, checked or read
-    /// back. It folds only when a bound from the largest input and `δ` shows that the product is
-    /// finite; otherwise it computes and checks the gradient as usual. The weights come out as
-    /// with [`compute_gradients`](Self::compute_gradients) and
-    /// [`apply_gradients`](Self::apply_gradients) up to rounding (the two scales are applied as
-    /// one), and those two remain the way to look at or clip gradients: after a folded step,
-    /// [`Dense::weight_grad`](crate::Dense::weight_grad) still holds an earlier gradient.
-    ///
-    /// With more than one thread, a step large enough to be split over them runs on rayon's
-    /// pool while the caller waits: it enters the pool once, rather than at each split product
-    /// and parallel kernel. Entering from outside goes through rayon's queue, which allocates
-    /// a block every 63 entries; a loop that runs on the pool itself (inside `rayon::scope`,
-    /// say) allocates nothing in its steps.
+    /// With plain SGD ([`Optimizer::plain_sgd`]) a [`Dense`](crate::Dense) layer folds its
+    /// update into the weight-gradient product, `W ← W − (lr/B)·xᵀδ`, so no gradient is kept:
+    /// use [`compute_gradients`](Self::compute_gradients) and
+    /// [`apply_gradients`](Self::apply_gradients) to look at or clip gradients (docs/design.md
+    /// explains the fold and its overflow guard).
     pub fn train_step<'t, O: Optimizer + ?Sized>(
         &mut self,
         x: ArrayView2<'_, F>,
