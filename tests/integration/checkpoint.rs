@@ -1,6 +1,7 @@
 //! Training N steps, checkpointing, loading and training M more gives bitwise the same weights
 //! as N + M steps without the break.
 
+use crate::helpers::param_bits;
 use crank::data::{Batcher, Classification};
 use crank::io::Checkpoint;
 use crank::{Activation, Loss, Optimizer, Sequential, Sgd};
@@ -31,12 +32,6 @@ fn train(
                 .unwrap();
         }
     }
-}
-
-fn params(model: &mut Sequential<f32>) -> Vec<Vec<u32>> {
-    let mut out = Vec::new();
-    model.visit_params(|_, p| out.push(p.value.iter().map(|v| v.to_bits()).collect()));
-    out
 }
 
 #[test]
@@ -81,7 +76,7 @@ fn resuming_from_a_checkpoint_is_bitwise_identical() {
     train(&mut resumed, &mut opt, &mut batcher, &data, 2);
 
     assert_eq!(resumed.steps(), straight.steps());
-    assert_eq!(params(&mut resumed), params(&mut straight));
+    assert_eq!(param_bits(&mut resumed), param_bits(&mut straight));
 }
 
 #[test]
@@ -219,7 +214,7 @@ fn fit_resumed_from_a_checkpoint_is_the_uninterrupted_run() {
     );
     assert_eq!(rest.best_epoch, whole.best_epoch);
     assert_eq!(resumed.steps(), straight.steps());
-    assert_eq!(params(&mut resumed), params(&mut straight));
+    assert_eq!(param_bits(&mut resumed), param_bits(&mut straight));
     assert_eq!(
         serde_json::to_string(&opt2.state()).unwrap(),
         serde_json::to_string(&opt.state()).unwrap()

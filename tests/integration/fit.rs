@@ -266,8 +266,7 @@ fn fit_is_deterministic_and_reports_the_schedule() {
             )
             .unwrap();
         assert_eq!(opt.learning_rate(), 0.1 * 0.125);
-        let mut w = Vec::new();
-        m.visit_params(|_, p| w.extend(p.value.iter().map(|v| v.to_bits())));
+        let w = crate::helpers::param_bits(&mut m);
         (h.epochs.iter().map(|e| e.lr).collect::<Vec<_>>(), w)
     };
     let (lrs, w1) = run();

@@ -11,6 +11,7 @@ mod concurrency;
 mod determinism;
 mod fit;
 mod gradcheck;
+mod helpers;
 mod model_files;
 mod optim_reference;
 mod python_interop;

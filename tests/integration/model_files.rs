@@ -1,6 +1,7 @@
 //! Model files: architecture from JSON/YAML, weights through every format, and a corpus of
 //! hostile files, each with the error it must give.
 
+use crate::helpers::params;
 use crank::io::Format;
 use crank::spec::ModelSpec;
 use crank::{Activation, Error, Scalar, Sequential};
@@ -21,12 +22,6 @@ fn inputs<F: Scalar>() -> Array2<F> {
     Array2::from_shape_fn((4, 5), |(i, j)| {
         F::of((i as f64 - 1.5) * 0.7 + j as f64 * 0.3)
     })
-}
-
-fn params<F: Scalar>(m: &mut Sequential<F>) -> Vec<Vec<F>> {
-    let mut out = Vec::new();
-    m.visit_params(|_, p| out.push(p.value.to_vec()));
-    out
 }
 
 fn round_trip<F: Scalar>() {

@@ -1,14 +1,9 @@
 //! Training end to end: one SGD step by hand, XOR, the digits data, and errors for bad input.
 
+use crate::helpers::{param_bits, params};
 use crank::data::{Batcher, Classification, Standardizer};
 use crank::{Activation, Dense, Error, Layer, Loss, Mode, Scalar, Sequential, Sgd};
 use ndarray::{Array1, Array2, array};
-
-fn params<F: Scalar>(model: &mut Sequential<F>) -> Vec<Vec<F>> {
-    let mut out = Vec::new();
-    model.visit_params(|_, p| out.push(p.value.to_vec()));
-    out
-}
 
 fn hand_model() -> Sequential<f64> {
     let l1 = Dense::from_weights(
@@ -252,11 +247,6 @@ fn a_gradient_that_overflows_stops_the_step_before_any_update() {
     };
     let x = array![[1e30f32, 0.0], [0.0, 1.0]];
     let y = array![[2e10f32, 2e10, 2e10, 2e10], [1.0, 1.0, 1.0, 1.0]];
-    let snapshot = |m: &mut Sequential<f32>| {
-        let mut v = Vec::new();
-        m.visit_params(|_, p| v.push(p.value.to_vec()));
-        v
-    };
     for mut sgd in [
         Sgd::new(0.1).unwrap(),
         crank::optim::SgdConfig {
@@ -268,7 +258,7 @@ fn a_gradient_that_overflows_stops_the_step_before_any_update() {
         .unwrap(),
     ] {
         let mut m = model();
-        let before = snapshot(&mut m);
+        let before = param_bits(&mut m);
         let err = m
             .train_step(x.view(), &y, &Loss::Mse, &mut sgd)
             .unwrap_err();
@@ -276,7 +266,7 @@ fn a_gradient_that_overflows_stops_the_step_before_any_update() {
             err.to_string(),
             "non-finite value in gradient of layer 0 (in) weights at step 0"
         );
-        assert_eq!(snapshot(&mut m), before);
+        assert_eq!(param_bits(&mut m), before);
         assert_eq!(m.steps(), 0);
     }
     // Both layers fold in a step whose target keeps layer 0's gradient finite: neither weight
@@ -437,11 +427,6 @@ fn non_finite_input_and_loss_name_step_and_layer_and_keep_weights() {
         "non-finite value in input at row 1, column 2 at step 1"
     );
 
-    let snapshot = |m: &mut Sequential<f32>| {
-        let mut v = Vec::new();
-        m.visit_params(|_, p| v.push(p.value.to_vec()));
-        v
-    };
     // Weights that overflow the first layer's output: the error names that layer.
     let l1 = Dense::from_weights(
         "wide",
@@ -457,7 +442,7 @@ fn non_finite_input_and_loss_name_step_and_layer_and_keep_weights() {
     );
     let layers: Vec<Box<dyn Layer<f32>>> = vec![Box::new(l1.unwrap()), Box::new(l2.unwrap())];
     let mut model = Sequential::from_layers(3, layers).unwrap();
-    let before = snapshot(&mut model);
+    let before = param_bits(&mut model);
     let err = model
         .train_step(
             array![[1e10f32, 1e10, 1e10]].view(),
@@ -470,7 +455,7 @@ fn non_finite_input_and_loss_name_step_and_layer_and_keep_weights() {
         err.to_string(),
         "non-finite value in output of layer 0 (wide) at step 0"
     );
-    assert_eq!(before, snapshot(&mut model));
+    assert_eq!(before, param_bits(&mut model));
 }
 
 /// Inference checks its input in the first layer's activation pass (a non-finite input value
