@@ -1,6 +1,8 @@
 //! The fully connected layer: `z = x·W + b`, `y = f(z)`.
 
-use super::{Build, Layer, LayerConfig, LayerSpec, Mode, Param, Tensor, check_width};
+use super::{
+    Build, Layer, LayerConfig, LayerSpec, Mode, Param, Tensor, check_width, declared_name_and_input,
+};
 use crate::buffer::Buffer;
 use crate::gemm::{self, gemm};
 use crate::{Activation, Error, Result, Scalar, kernels};
@@ -31,17 +33,7 @@ impl LayerConfig for DenseSpec {
     const KIND: &'static str = "Dense";
     const TENSORS: &'static [&'static str] = &["weights", "biases"];
 
-    fn name(&self) -> Option<&str> {
-        self.name.as_deref()
-    }
-
-    fn input_size(&self) -> Option<usize> {
-        self.input_size
-    }
-
-    fn set_input_size(&mut self, input_size: usize) {
-        self.input_size = Some(input_size);
-    }
+    declared_name_and_input!();
 
     fn output_size(&self, _input_size: usize) -> usize {
         self.output_size

@@ -1,6 +1,9 @@
 //! Inverted dropout.
 
-use super::{Build, Layer, LayerConfig, LayerSpec, Mode, Param, Tensor, check_width, out_of_range};
+use super::{
+    Build, Layer, LayerConfig, LayerSpec, Mode, Param, Tensor, check_width,
+    declared_name_and_input, out_of_range,
+};
 use crate::buffer::Buffer;
 use crate::{Error, Result, Scalar, kernels};
 use ndarray::{ArrayView2, ArrayViewMut2};
@@ -29,17 +32,7 @@ impl LayerConfig for DropoutSpec {
     const KIND: &'static str = "Dropout";
     const TENSORS: &'static [&'static str] = &[];
 
-    fn name(&self) -> Option<&str> {
-        self.name.as_deref()
-    }
-
-    fn input_size(&self) -> Option<usize> {
-        self.input_size
-    }
-
-    fn set_input_size(&mut self, input_size: usize) {
-        self.input_size = Some(input_size);
-    }
+    declared_name_and_input!();
 
     fn check(&self) -> std::result::Result<(), String> {
         if (0.0..1.0).contains(&self.rate) {

@@ -51,7 +51,8 @@ pub(crate) fn check_width<F>(
 
 /// One layer from its description (the numpy design's `from_dict` for a layer), with fresh weights
 /// drawn from a `Xoshiro256PlusPlus` seeded with `seed`: the inverse of [`Layer::to_spec`].
-/// The description must give `input_size`, as `to_spec` does.
+/// The description must give `input_size`, as `to_spec` does, and is held to the limits a model
+/// file is ([`Limits`](crate::spec::Limits)).
 ///
 /// ```
 /// use crank::{Activation, Layer, layer};
@@ -69,25 +70,24 @@ pub(crate) fn check_width<F>(
 /// # Ok::<(), crank::Error>(())
 /// ```
 pub fn from_spec<F: Scalar>(spec: &LayerSpec, seed: u64) -> Result<Box<dyn Layer<F>>> {
-    let input = spec.input_size().ok_or_else(|| {
-        Error::spec(
-            format!("{} layer", spec.kind()),
-            "field `input_size` is required",
-        )
-    })?;
-    let name = spec.name().map_or_else(
-        || format!("{}_0", spec.kind().to_lowercase()),
-        str::to_string,
-    );
-    spec.check()
-        .map_err(|reason| Error::spec(format!("layer 0 ({name})"), reason))?;
-    let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
+    // The description is checked, named and held to the limits as a one-layer model's is: one
+    // place decides what a description may ask for.
+    let model = crate::spec::ModelSpec {
+        seed: Some(seed),
+        layers: vec![spec.clone()],
+        preprocessing: None,
+    };
+    let (name, input_size, spec) = model
+        .resolve()?
+        .layers
+        .pop()
+        .expect("a one-layer model has one layer");
     spec.build(Build {
         index: 0,
         name,
-        input_size: input,
+        input_size,
         model_seed: seed,
-        rng: &mut rng,
+        rng: &mut Xoshiro256PlusPlus::seed_from_u64(seed),
         tensors: None,
     })
 }
@@ -136,6 +136,25 @@ pub(crate) trait LayerConfig {
     /// The layer: from `build.tensors` when given, else fresh from `build.rng`.
     fn build<F: Scalar>(&self, build: Build<'_, F>) -> Result<Box<dyn Layer<F>>>;
 }
+
+/// [`LayerConfig`]'s `name`, `input_size` and `set_input_size` for a description with the
+/// fields `name: Option<String>` and `input_size: Option<usize>`, as every kind's has.
+macro_rules! declared_name_and_input {
+    () => {
+        fn name(&self) -> Option<&str> {
+            self.name.as_deref()
+        }
+
+        fn input_size(&self) -> Option<usize> {
+            self.input_size
+        }
+
+        fn set_input_size(&mut self, input_size: usize) {
+            self.input_size = Some(input_size);
+        }
+    };
+}
+pub(crate) use declared_name_and_input;
 
 /// `field = value is out of range`, for [`LayerConfig::check`].
 pub(crate) fn out_of_range(field: &str, value: f64) -> std::result::Result<(), String> {

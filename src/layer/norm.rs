@@ -7,7 +7,10 @@
 // Per-feature loops read and write several arrays at the same index; indexing says so plainly.
 #![allow(clippy::needless_range_loop)]
 
-use super::{Build, Layer, LayerConfig, LayerSpec, Mode, Param, Tensor, check_width, out_of_range};
+use super::{
+    Build, Layer, LayerConfig, LayerSpec, Mode, Param, Tensor, check_width,
+    declared_name_and_input, out_of_range,
+};
 use crate::buffer::Buffer;
 use crate::{Error, Result, Scalar};
 use ndarray::{Array1, ArrayView2, ArrayViewMut2};
@@ -67,17 +70,7 @@ impl LayerConfig for BatchNormSpec {
     const KIND: &'static str = "BatchNorm";
     const TENSORS: &'static [&'static str] = &["gamma", "beta", "running_mean", "running_var"];
 
-    fn name(&self) -> Option<&str> {
-        self.name.as_deref()
-    }
-
-    fn input_size(&self) -> Option<usize> {
-        self.input_size
-    }
-
-    fn set_input_size(&mut self, input_size: usize) {
-        self.input_size = Some(input_size);
-    }
+    declared_name_and_input!();
 
     fn check(&self) -> std::result::Result<(), String> {
         if !(self.momentum > 0.0 && self.momentum <= 1.0) {
@@ -107,17 +100,7 @@ impl LayerConfig for LayerNormSpec {
     const KIND: &'static str = "LayerNorm";
     const TENSORS: &'static [&'static str] = &["gamma", "beta"];
 
-    fn name(&self) -> Option<&str> {
-        self.name.as_deref()
-    }
-
-    fn input_size(&self) -> Option<usize> {
-        self.input_size
-    }
-
-    fn set_input_size(&mut self, input_size: usize) {
-        self.input_size = Some(input_size);
-    }
+    declared_name_and_input!();
 
     fn check(&self) -> std::result::Result<(), String> {
         check_eps(self.eps)

@@ -507,3 +507,43 @@ fn every_layer_kind_is_rebuilt_from_its_own_spec() {
     let err = crank::layer::from_spec::<f32>(&spec, 0).unwrap_err();
     assert!(err.to_string().contains("input_size"), "{err}");
 }
+
+/// One layer built from a description meets the same checks and limits as a model file's.
+#[test]
+fn a_layer_from_its_description_is_held_to_the_limits() {
+    use crank::spec::{DenseSpec, DropoutSpec, LayerSpec};
+    let huge = LayerSpec::Dense(DenseSpec {
+        name: Some("big".into()),
+        input_size: Some(1_000_000),
+        output_size: 1_000_000,
+        activation_function: Activation::Relu,
+    });
+    let err = crank::layer::from_spec::<f32>(&huge, 1)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("layer 0 (big)") && err.contains("limit"),
+        "{err}"
+    );
+    let bad_rate = LayerSpec::Dropout(DropoutSpec {
+        name: None,
+        input_size: Some(4),
+        rate: 1.5,
+        seed: None,
+    });
+    let err = crank::layer::from_spec::<f32>(&bad_rate, 1)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("layer 0 (dropout_0)") && err.contains("rate"),
+        "{err}"
+    );
+    let mut no_input = huge.clone();
+    if let LayerSpec::Dense(d) = &mut no_input {
+        d.input_size = None;
+    }
+    let err = crank::layer::from_spec::<f32>(&no_input, 1)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("input_size"), "{err}");
+}

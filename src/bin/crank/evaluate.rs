@@ -6,7 +6,7 @@ use crate::{Result, ctx};
 use crank::data::Table;
 use crank::spec::Preprocessing;
 use crank::{Activation, Sequential};
-use ndarray::ArrayView2;
+use ndarray::{Array2, ArrayView2};
 use std::path::PathBuf;
 
 /// Print a model's loss and metrics on a data set.
@@ -55,17 +55,15 @@ pub(crate) fn evaluate(args: EvaluateArgs) -> Result<()> {
         &loss,
         &kind.metrics(classes),
     ))?;
-    if json {
-        println!(
-            "{}",
-            serde_json::to_string(&values).map_err(|e| e.to_string())?
-        );
+    let text = if json {
+        serde_json::to_string(&values).map_err(|e| e.to_string())? + "\n"
     } else {
-        for (k, v) in values {
-            println!("{k} {v:.6}");
-        }
-    }
-    Ok(())
+        values
+            .iter()
+            .map(|(k, v)| format!("{k} {v:.6}\n"))
+            .collect()
+    };
+    to_stdout(&text)
 }
 
 /// Writes a model's predictions as CSV.
@@ -76,7 +74,7 @@ pub(crate) fn predict(args: PredictArgs) -> Result<()> {
     let table = ctx(Table::read(&data, pre.label.as_deref()))?;
     let prepared = prepare(&table, &pre, &data, false)?;
     let outputs = ctx(m.predict(prepared.x.view()))?;
-    let text = predictions_csv(&m, &pre, outputs.view());
+    let text = predictions_csv(&m, &pre, outputs.view())?;
     match out.as_deref().filter(|p| p.as_os_str() != "-") {
         Some(path) => {
             write(path, &text)?;
@@ -98,7 +96,7 @@ pub(crate) fn predictions_csv(
     m: &Sequential<f32>,
     pre: &Preprocessing,
     outputs: ArrayView2<f32>,
-) -> String {
+) -> Result<String> {
     let mut text = String::new();
     let kind = Kind::of(pre, m.output_size());
     let names = pre.classes.as_deref().unwrap_or_default();
@@ -109,26 +107,12 @@ pub(crate) fn predictions_csv(
                 text.push_str(&format!(",p_{n}"));
             }
             text.push('\n');
-            let last_is_softmax = m
-                .layers()
-                .last()
-                .is_some_and(|l| l.describe() == Activation::Softmax.to_string());
-            for row in outputs.rows() {
-                let p: Vec<f32> = if kind == Kind::Binary {
-                    let p1 = 1.0 / (1.0 + (-row[0]).exp());
-                    vec![1.0 - p1, p1]
-                } else if last_is_softmax {
-                    row.to_vec()
-                } else {
-                    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                    let e: Vec<f32> = row.iter().map(|v| (v - max).exp()).collect();
-                    let sum: f32 = e.iter().sum();
-                    e.into_iter().map(|v| v / sum).collect()
-                };
-                let best = if kind == Kind::Binary {
-                    usize::from(row[0] > 0.0)
-                } else {
-                    crank::metrics::argmax(p.iter().copied()).unwrap_or(0)
+            let p = probabilities(m, kind, outputs)?;
+            for (row, p) in outputs.rows().into_iter().zip(p.rows()) {
+                // A binary classifier's class is its logit's sign, as its accuracy counts it.
+                let best = match kind {
+                    Kind::Binary => usize::from(row[0] > 0.0),
+                    _ => crank::metrics::argmax(p.iter().copied()).unwrap_or(0),
                 };
                 text.push_str(&names[best]);
                 for v in p {
@@ -150,5 +134,36 @@ pub(crate) fn predictions_csv(
             }
         }
     }
-    text
+    Ok(text)
+}
+
+/// Each class's probability per row, with crank's own activations: a binary classifier's first
+/// class `1 − σ(z)` and second `σ(z)`; a multi-class one's softmax of its logits, unless its
+/// last layer applied the softmax already.
+fn probabilities(m: &Sequential<f32>, kind: Kind, outputs: ArrayView2<f32>) -> Result<Array2<f32>> {
+    let (rows, cols) = outputs.dim();
+    let z = outputs.as_standard_layout();
+    let z = z.as_slice().expect("standard layout");
+    match kind {
+        Kind::Binary => {
+            let mut p1 = vec![0.0; rows];
+            ctx(Activation::Sigmoid.forward_batch(z, &mut p1, 1))?;
+            Ok(Array2::from_shape_fn((rows, 2), |(i, j)| {
+                if j == 1 { p1[i] } else { 1.0 - p1[i] }
+            }))
+        }
+        _ if m
+            .layers()
+            .last()
+            .is_some_and(|l| l.describe() == Activation::Softmax.to_string()) =>
+        {
+            Ok(outputs.to_owned())
+        }
+        _ => {
+            let mut p = Array2::zeros((rows, cols));
+            let out = p.as_slice_mut().expect("a new array is contiguous");
+            ctx(Activation::Softmax.forward_batch(z, out, cols))?;
+            Ok(p)
+        }
+    }
 }
