@@ -55,6 +55,8 @@ pub mod loss;
 mod math;
 pub mod metrics;
 pub mod model;
+#[cfg(feature = "onnx")]
+pub mod onnx;
 pub mod optim;
 mod scalar;
 pub mod spec;

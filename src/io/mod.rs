@@ -21,6 +21,8 @@ mod safetensors;
 pub use checkpoint::{CHECKPOINT_VERSION, Checkpoint};
 pub use safetensors::torch_names;
 
+pub(crate) use binary::le_bytes;
+
 use crate::spec::{Limits, ModelSpec};
 use crate::{Error, Result, Scalar, Sequential};
 use std::io::Write;

@@ -13,6 +13,10 @@ mod fit;
 mod gradcheck;
 mod helpers;
 mod model_files;
+#[cfg(feature = "onnx")]
+mod onnx_export;
+#[cfg(feature = "onnx")]
+mod onnx_import;
 mod optim_reference;
 mod python_interop;
 mod torch_reference;
