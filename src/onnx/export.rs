@@ -8,7 +8,7 @@ use super::proto::{
     tensor_shape_proto::{Dimension, dimension},
     type_proto,
 };
-use super::{INPUT, META_CLASSES, META_LABEL, META_LOSS, OUTPUT};
+use super::{INPUT, META_CLASSES, META_LABEL, META_LOSS, META_STANDARDIZATION, OUTPUT};
 use crate::io::le_bytes;
 use crate::spec::LayerSpec;
 use crate::{Activation, Error, Result, Scalar, Sequential};
@@ -160,6 +160,10 @@ pub(super) fn encode<F: Scalar>(model: &Sequential<F>) -> Result<Vec<u8>> {
         w.node("standardize.sub".into(), "Sub", vec![mean], vec![], 1);
         let std = w.initializer("standardize.std".into(), &[p.std.len()], &values(&p.std));
         w.node("standardize.div".into(), "Div", vec![std], vec![], 1);
+        // The graph holds the standardisation in the model's precision; `crank predict`
+        // standardises in f64, so the exact values go beside it for the way back into crank.
+        let exact = serde_json::json!({"mean": p.mean, "std": p.std});
+        metadata.push((META_STANDARDIZATION, exact.to_string()));
         if let Some(classes) = &p.classes {
             metadata.push((META_CLASSES, json(classes)));
         }

@@ -8,7 +8,7 @@ use super::proto::{
     AttributeProto, GraphProto, ModelProto, NodeProto, TensorProto, tensor_proto::DataLocation,
     tensor_proto::DataType, type_proto,
 };
-use super::{FORMAT, MAX_NODES, META_CLASSES, META_LABEL, META_LOSS};
+use super::{FORMAT, MAX_NODES, META_CLASSES, META_LABEL, META_LOSS, META_STANDARDIZATION};
 use crate::spec::{
     BatchNormSpec, DenseSpec, LayerNormSpec, LayerSpec, Limits, ModelSpec, Preprocessing,
 };
@@ -875,6 +875,23 @@ fn finish<F: Scalar>(
         Some(text) => Some(serde_json::from_str::<Loss>(text).map_err(json_err(META_LOSS))?),
         None => None,
     };
+    if let Some(text) = meta(META_STANDARDIZATION) {
+        #[derive(serde::Deserialize)]
+        struct Exact {
+            mean: Vec<f64>,
+            std: Vec<f64>,
+        }
+        let exact: Exact = serde_json::from_str(text).map_err(json_err(META_STANDARDIZATION))?;
+        // The exact values, where they are what the graph holds (to single precision).
+        let agree = |graph: &Option<Vec<f64>>, exact: &[f64]| {
+            graph.as_ref().is_some_and(|g| {
+                g.len() == exact.len() && g.iter().zip(exact).all(|(a, b)| *a as f32 == *b as f32)
+            })
+        };
+        if agree(&chain.mean, &exact.mean) && agree(&chain.std, &exact.std) {
+            (chain.mean, chain.std) = (Some(exact.mean), Some(exact.std));
+        }
+    }
     if let Some(names) = found {
         // A classifier's graph ends in its probabilities; crank's ends in the logits, and turns
         // them into probabilities with the class names.

@@ -16,8 +16,10 @@
 //! model's element type (`f32` as FLOAT, `f64` as DOUBLE), with a symbolic batch dimension.
 //! The operator set is the lowest that holds every operator used: 13, or 17 with `LayerNorm`,
 //! or 20 with GELU; the IR version the lowest for that set (7, 8 or 9). Class names, the label
-//! column and the loss go into the model's metadata (`crank.classes`, `crank.label`,
-//! `crank.loss`), so that an export imports back as the same classifier.
+//! column, the loss and the standardisation's exact (f64) values go into the model's metadata
+//! (`crank.classes`, `crank.label`, `crank.loss`, `crank.standardization`), so that an export
+//! imports back as the same model. The graph standardises in the model's precision, where
+//! `crank predict` does so in f64: an f32 graph's outputs agree with it to f32 rounding.
 //!
 //! **Import** ([`Sequential::from_onnx`], [`Sequential::load_onnx`], [`import`]) reads a graph
 //! that is a chain from one input, as `torch.onnx.export` writes for an `nn.Sequential` MLP
@@ -53,6 +55,7 @@ const OUTPUT: &str = "output";
 const META_CLASSES: &str = "crank.classes";
 const META_LABEL: &str = "crank.label";
 const META_LOSS: &str = "crank.loss";
+const META_STANDARDIZATION: &str = "crank.standardization";
 /// The operator set a graph of Dense, BatchNorm and the activations but GELU needs.
 const BASE_OPSET: i64 = 13;
 /// The largest ONNX file read or written: a protobuf message holds at most 2 GiB.

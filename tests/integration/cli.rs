@@ -136,7 +136,7 @@ fn digits_train_evaluate_predict_inspect_convert() {
 
     // Through every format and back: identical predictions.
     let mut previous = model.clone();
-    for ext in ["json", "safetensors", "bin", "crank"] {
+    for ext in ["json", "safetensors", "onnx", "bin", "crank"] {
         let next = d.join(format!("converted.{ext}"));
         stdout(crank().arg("convert").arg(&previous).arg(&next));
         assert_eq!(
@@ -837,4 +837,61 @@ fn standardisation_is_on_unless_the_file_turns_it_off() {
     assert!((std[0] - (133.25f64).sqrt()).abs() < 1e-9, "{std:?}");
     let (mean, std) = kept("epochs: 1, standardize: false");
     assert_eq!((mean, std), (vec![0.0, 0.0], vec![1.0, 1.0]));
+}
+
+/// An ONNX file exported by skl2onnx predicts from the command line as ONNX Runtime did (the
+/// fixture's probabilities and labels), directly and after `convert` to crank's format, and
+/// `convert` says what it passed over.
+#[test]
+fn predicts_from_a_scikit_learn_onnx_file() {
+    let d = dir("onnx_sklearn");
+    let fixture = root("tests/fixtures/onnx/sklearn_multiclass.onnx");
+    let expected: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(root("tests/fixtures/onnx/expected.json")).unwrap(),
+    )
+    .unwrap();
+    let case = &expected["sklearn_multiclass.onnx"];
+    let mut csv = String::from("a,b,c,d,label\n");
+    for row in case["x"].as_array().unwrap() {
+        for v in row.as_array().unwrap() {
+            csv.push_str(&format!("{},", v.as_f64().unwrap()));
+        }
+        csv.push_str("0\n");
+    }
+    std::fs::write(d.join("x.csv"), csv).unwrap();
+    let converted = d.join("model.crank");
+    let said = stdout(crank().arg("convert").arg(&fixture).arg(&converted));
+    assert!(said.contains("label post-processing"), "{said}");
+    for model in [&fixture, &converted] {
+        let out = stdout(
+            crank()
+                .arg("predict")
+                .arg(model)
+                .arg("--data")
+                .arg(d.join("x.csv")),
+        );
+        let mut lines = out.lines();
+        assert_eq!(lines.next(), Some("class,p_0,p_1,p_2"));
+        for ((line, label), p) in lines
+            .zip(case["labels"].as_array().unwrap())
+            .zip(case["y"].as_array().unwrap())
+        {
+            let cells: Vec<&str> = line.split(',').collect();
+            assert_eq!(cells[0], label.as_str().unwrap(), "{out}");
+            for (got, want) in cells[1..].iter().zip(p.as_array().unwrap()) {
+                let got: f64 = got.parse().unwrap();
+                assert!((got - want.as_f64().unwrap()).abs() < 1e-5, "{out}");
+            }
+        }
+    }
+    fails(
+        crank()
+            .arg("predict")
+            .arg(&fixture)
+            .arg("--spec")
+            .arg(root("examples/digits.yaml"))
+            .arg("--data")
+            .arg(d.join("x.csv")),
+        "ONNX file carries its own",
+    );
 }

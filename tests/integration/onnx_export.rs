@@ -49,7 +49,7 @@ fn every_kind<F: Scalar>() -> Sequential<F> {
     let classes = ["a", "b", "c", "d"].map(String::from).to_vec();
     model
         .set_preprocessing(Some(Preprocessing {
-            mean: (0..6).map(|j| j as f64 * 0.5).collect(),
+            mean: (0..6).map(|j| j as f64 * 0.3).collect(),
             std: (0..6).map(|j| 1.0 + j as f64 * 0.25).collect(),
             classes: Some(classes),
             label: Some("letter".into()),
@@ -120,7 +120,12 @@ fn case<F: Scalar>(
     }
     let y = model.predict(standardized.view()).unwrap();
     let metadata: Vec<&str> = match model.preprocessing() {
-        Some(_) => vec!["crank.classes", "crank.label", "crank.loss"],
+        Some(_) => vec![
+            "crank.classes",
+            "crank.label",
+            "crank.loss",
+            "crank.standardization",
+        ],
         None => vec![],
     };
     let rows = |a: &Array2<F>| -> Vec<Vec<f64>> {

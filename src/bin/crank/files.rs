@@ -23,8 +23,33 @@ pub struct ModelArgs {
 impl ModelArgs {
     /// The model.
     pub(crate) fn load(&self) -> Result<Sequential<f32>> {
-        load(&self.model, self.spec.as_deref())
+        Ok(self.load_noting()?.0)
     }
+
+    /// The model, and what an ONNX import passed over (one line each).
+    pub(crate) fn load_noting(&self) -> Result<(Sequential<f32>, Vec<String>)> {
+        if is_onnx(&self.model) {
+            if self.spec.is_some() {
+                return Err(format!(
+                    "{}: --spec is for safetensors files without crank's architecture; an \
+                     ONNX file carries its own",
+                    self.model.display()
+                ));
+            }
+            let path = &self.model;
+            let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+            let import = ctx(crank::onnx::import::<f32>(&bytes))
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+            return Ok((import.model, import.notes));
+        }
+        Ok((load(&self.model, self.spec.as_deref())?, Vec::new()))
+    }
+}
+
+/// Whether a path names an ONNX file (by its extension).
+pub(crate) fn is_onnx(path: &Path) -> bool {
+    path.extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("onnx"))
 }
 
 /// A model file; a safetensors file without crank's architecture takes it from `spec`, a model
@@ -65,9 +90,12 @@ pub(crate) fn load(path: &Path, spec: Option<&Path>) -> Result<Sequential<f32>> 
 }
 
 pub(crate) fn save(model: &Sequential<f32>, path: &Path) -> Result<()> {
+    if is_onnx(path) {
+        return ctx(model.save_onnx(path));
+    }
     let format = Format::from_path(path).ok_or_else(|| {
         format!(
-            "{}: unknown model extension (use .crank, .bin, .json or .safetensors)",
+            "{}: unknown model extension (use .crank, .bin, .json, .safetensors or .onnx)",
             path.display()
         )
     })?;

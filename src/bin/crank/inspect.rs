@@ -1,6 +1,6 @@
 //! `crank inspect` and `crank convert`.
 
-use crate::files::{ModelArgs, save, to_stdout};
+use crate::files::{ModelArgs, is_onnx, save, to_stdout};
 use crate::prepare::Kind;
 use crate::{Result, ctx};
 use crank::io::{Checkpoint, Format};
@@ -19,7 +19,7 @@ pub struct InspectArgs {
 pub struct ConvertArgs {
     #[command(flatten)]
     pub input: ModelArgs,
-    /// The output: .crank/.bin, .json or .safetensors.
+    /// The output: .crank/.bin, .json, .safetensors or .onnx.
     pub output: PathBuf,
 }
 
@@ -28,7 +28,12 @@ pub(crate) fn inspect(args: InspectArgs) -> Result<()> {
     let path = args.model.model.as_path();
     let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let mut lines = vec![format!("file: {} ({} bytes)", path.display(), bytes.len())];
-    let m = if bytes.starts_with(b"CRANKCKP") {
+    let m = if is_onnx(path) {
+        let (m, notes) = args.model.load_noting()?;
+        lines.push("format: ONNX".into());
+        lines.extend(notes.into_iter().map(|n| format!("passed over: {n}")));
+        m
+    } else if bytes.starts_with(b"CRANKCKP") {
         let ckpt = ctx(Checkpoint::<f32>::from_bytes(&bytes))?;
         let o = &ckpt.optimizer;
         lines.push(format!(
@@ -93,11 +98,14 @@ pub(crate) fn inspect(args: InspectArgs) -> Result<()> {
 /// Converts a model between formats.
 pub(crate) fn convert(args: ConvertArgs) -> Result<()> {
     let ConvertArgs { input, output } = args;
-    save(&input.load()?, &output)?;
-    println!(
+    let (model, notes) = input.load_noting()?;
+    save(&model, &output)?;
+    let mut lines = vec![format!(
         "converted {} to {}",
         input.model.display(),
         output.display()
-    );
-    Ok(())
+    )];
+    lines.extend(notes.into_iter().map(|n| format!("passed over: {n}")));
+    lines.push(String::new());
+    to_stdout(&lines.join("\n"))
 }
