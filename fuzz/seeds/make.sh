@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Writes the seed inputs of the decoded_model_runs fuzz target: spec.yaml's model trained for
-# one epoch on data/digits.csv, saved in each format and as a checkpoint, each behind the byte
-# that makes the target read it so (0 JSON, 1 bincode, 2 safetensors, 3 YAML description,
+# Writes the seed inputs of the decoded_model_runs and decode_onnx fuzz targets. For the first:
+# spec.yaml's model trained for one epoch on data/digits.csv, saved in each format and as a
+# checkpoint, each behind the byte that makes the target read it so (0 JSON, 1 bincode, 2 safetensors, 3 YAML description,
 # 4 checkpoint; +128 for f64). The same commit writes the same bytes.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -25,3 +25,12 @@ for file in model.json model.crank model.safetensors spec.yaml model.ckpt; do
     i=$((i + 1))
 done
 ls -l "$out"
+
+# decode_onnx starts from the ONNX files the import is tested on (PyTorch's and skl2onnx's
+# exports) and crank's own export of the same model.
+onnx=fuzz/seeds/decode_onnx
+rm -rf "$onnx"
+mkdir -p "$onnx"
+cp tests/fixtures/onnx/*.onnx "$onnx/"
+crank convert "$tmp/model.json" "$onnx/crank_export.onnx"
+ls -l "$onnx"

@@ -160,10 +160,19 @@ pub(crate) fn atomic_write(
         Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
         _ => PathBuf::from("."),
     };
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".crank-save-")
-        .tempfile_in(&dir)
-        .map_err(io)?;
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(".crank-save-");
+    // The permissions a file created in place would have (the umask applies), or the
+    // replaced file's: not the temporary file's owner-only default.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        builder.permissions(match std::fs::metadata(path) {
+            Ok(m) => m.permissions(),
+            Err(_) => std::fs::Permissions::from_mode(0o666),
+        });
+    }
+    let mut tmp = builder.tempfile_in(&dir).map_err(io)?;
     {
         let mut w = std::io::BufWriter::new(tmp.as_file_mut());
         write(&mut w).map_err(io)?;
@@ -192,6 +201,23 @@ mod tests {
         assert_eq!(std::fs::read(&path).unwrap(), b"good");
         // No temporary file is left behind.
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_saved_file_has_the_permissions_of_a_file_created_in_place() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let plain = dir.path().join("plain");
+        std::fs::File::create(&plain).unwrap();
+        let saved = dir.path().join("model.bin");
+        atomic_write(&saved, |w| w.write_all(b"new")).unwrap();
+        assert_eq!(mode(&saved), mode(&plain));
+        // Replacing a file keeps its permissions.
+        std::fs::set_permissions(&saved, std::fs::Permissions::from_mode(0o640)).unwrap();
+        atomic_write(&saved, |w| w.write_all(b"newer")).unwrap();
+        assert_eq!(mode(&saved), 0o640);
     }
 
     #[test]

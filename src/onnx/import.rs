@@ -15,7 +15,6 @@ use crate::spec::{
 use crate::{Activation, Error, Loss, Result, Scalar, Sequential};
 use prost::Message;
 use std::collections::{HashMap, HashSet};
-use std::rc::Rc;
 
 /// A model read from an ONNX file, with what the import left out.
 #[derive(Debug)]
@@ -275,9 +274,18 @@ fn transpose(v: &[f64], rows: usize, cols: usize) -> Vec<f64> {
     out
 }
 
+/// Where a constant's values are: an initializer, or a `Constant` node's attribute.
+#[derive(Clone, Copy)]
+enum Source<'g> {
+    Tensor(&'g TensorProto),
+    Node(&'g NodeProto),
+}
+
 /// The graph's constants, the nodes that compute, and for each value the nodes that read it.
 struct Graph<'g> {
-    consts: HashMap<&'g str, Rc<Const>>,
+    /// Where each constant comes from; read when a layer needs it, so that a file's unused
+    /// tensors cost no copies.
+    consts: HashMap<&'g str, Source<'g>>,
     nodes: Vec<(usize, &'g NodeProto)>,
     readers: HashMap<&'g str, Vec<usize>>,
 }
@@ -286,10 +294,7 @@ impl<'g> Graph<'g> {
     fn new(graph: &'g GraphProto) -> Result<Self> {
         let mut consts = HashMap::new();
         for t in &graph.initializer {
-            if consts
-                .insert(t.name.as_str(), Rc::new(constant(t)?))
-                .is_some()
-            {
+            if consts.insert(t.name.as_str(), Source::Tensor(t)).is_some() {
                 return Err(err(format!("tensor `{}`", t.name), "defined twice"));
             }
         }
@@ -304,8 +309,8 @@ impl<'g> Graph<'g> {
                 return Err(err(at(), "subgraphs (control flow) are not supported"));
             }
             let folded = match (node.op_type.as_str(), node.input.first()) {
-                ("Constant", _) => Some(Rc::new(constant_node(node).map_err(|r| err(at(), r))?)),
-                ("Identity", Some(input)) => consts.get(input.as_str()).cloned(),
+                ("Constant", _) => Some(Source::Node(node)),
+                ("Identity", Some(input)) => consts.get(input.as_str()).copied(),
                 _ => None,
             };
             match (folded, node.output.first()) {
@@ -339,18 +344,27 @@ impl<'g> Graph<'g> {
         self.readers.get(value).map_or(&[], Vec::as_slice)
     }
 
+    /// A constant's values, if `name` is a constant.
+    fn constant(&self, name: &str) -> Option<Result<Const>> {
+        self.consts.get(name).map(|source| match source {
+            Source::Tensor(t) => constant(t),
+            Source::Node(node) => constant_node(node)
+                .map_err(|reason| err(format!("Constant `{}`", node.name), reason)),
+        })
+    }
+
     /// A constant input of a node, by position.
-    fn input(&self, at: &str, node: &NodeProto, k: usize, what: &str) -> Result<Rc<Const>> {
+    fn input(&self, at: &str, node: &NodeProto, k: usize, what: &str) -> Result<Const> {
         let name = node.input.get(k).filter(|n| !n.is_empty());
         let name = name.ok_or_else(|| err(at, format!("has no {what} input")))?;
-        self.consts.get(name.as_str()).cloned().ok_or_else(|| {
-            err(
+        self.constant(name).unwrap_or_else(|| {
+            Err(err(
                 at,
                 format!(
-                    "its {what} `{name}` is computed by the graph; crank imports weights that \
-                     are constants"
+                    "its {what} `{name}` is not a constant; crank imports weights that are \
+                     initializers or Constant nodes"
                 ),
-            )
+            ))
         })
     }
 
@@ -736,7 +750,7 @@ fn step(
             let scale = g.input(at, node, 1, "scale")?;
             let scale = chain.vector(at, &scale, "scale")?;
             let bias = match node.input.get(2).filter(|n| !n.is_empty()) {
-                Some(_) => chain.vector(at, &*g.input(at, node, 2, "bias")?, "bias")?,
+                Some(_) => chain.vector(at, &g.input(at, node, 2, "bias")?, "bias")?,
                 None => vec![0.0; scale.len()],
             };
             let spec = LayerNormSpec {
@@ -815,15 +829,14 @@ fn label_post_processing(
     for &k in &nodes {
         let node = g.nodes[k].1;
         let names = match node.op_type.as_str() {
-            "ArrayFeatureExtractor" => node
-                .input
-                .first()
-                .and_then(|n| g.consts.get(n.as_str()))
-                .map(|c| match &c.values {
+            "ArrayFeatureExtractor" => match node.input.first().and_then(|n| g.constant(n)) {
+                Some(c) => Some(match c?.values {
                     Values::Int(v) => v.iter().map(i64::to_string).collect(),
-                    Values::Text(v) => v.clone(),
+                    Values::Text(v) => v,
                     Values::Float(v) => v.iter().map(f64::to_string).collect(),
                 }),
+                None => None,
+            },
             "ZipMap" => attribute(node, "classlabels_strings")
                 .map(|a| {
                     a.strings
@@ -947,7 +960,10 @@ fn finish<F: Scalar>(
                 .collect()
         })
         .collect();
-    let model = Sequential::from_tensors(&spec, tensors)?;
+    let model = Sequential::from_tensors(&spec, tensors).map_err(|e| match e {
+        Error::Spec { at, reason } => err(at, reason),
+        other => other,
+    })?;
     Ok(Import {
         model,
         notes: chain.notes,

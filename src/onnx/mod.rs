@@ -108,3 +108,6 @@ impl<F: Scalar> Sequential<F> {
         Self::from_onnx(&std::fs::read(path).map_err(Error::io(path))?)
     }
 }
+
+#[cfg(test)]
+mod tests;
