@@ -594,49 +594,71 @@ fn step(
 ) -> Result<()> {
     let at = node_at(index, node);
     let at = at.as_str();
-    if node.input.first().map(String::as_str) != Some(value)
-        && !(matches!(node.op_type.as_str(), "Add" | "Mul")
-            && node.input.get(1).map(String::as_str) == Some(value))
-    {
+    let reads = |k: usize| node.input.get(k).map(String::as_str) == Some(value);
+    if !(reads(0) || (node.op_type == "Add" && reads(1))) {
         return Err(err(
             at,
             format!("reads `{value}` in an unexpected position"),
         ));
     }
-    let activation = match node.op_type.as_str() {
-        "Identity" | "Dropout" => {
-            if node.op_type == "Dropout"
-                && let Some(mode) = node.input.get(2).filter(|n| !n.is_empty())
-            {
-                let c = g.input(at, node, 2, "training_mode")?;
-                if !matches!(&c.values, Values::Int(v) if v.iter().all(|&x| x == 0)) {
-                    let _ = mode;
-                    return Err(err(at, "a Dropout in training mode"));
+    match node.op_type.as_str() {
+        "Identity" | "Dropout" | "Flatten" | "Cast" | "Reshape" => {
+            let note = pass_through(g, at, node, chain.width)?;
+            chain.notes.push(format!("{at}: {note}"));
+            Ok(())
+        }
+        "Sub" | "Div" if chain.layers.is_empty() => standardization(g, at, node, chain),
+        "Gemm" | "MatMul" => product(g, at, node, chain),
+        "Add" => bias(g, at, node, usize::from(reads(0)), chain),
+        "BatchNormalization" => batch_norm(g, at, node, chain),
+        "LayerNormalization" => layer_norm(g, at, node, chain),
+        _ => {
+            let activation = activation(at, node, opset)?;
+            match chain.open_dense() {
+                Some((d, _)) if d.activation_function == Activation::Identity => {
+                    d.activation_function = activation;
+                    chain.open_dense = false;
+                    Ok(())
                 }
+                _ => Err(err(
+                    at,
+                    "an activation that does not follow a Dense layer (Gemm or MatMul); crank's \
+                     activations belong to Dense layers",
+                )),
             }
-            chain.notes.push(format!("{at}: the identity at inference"));
-            return Ok(());
         }
-        "Flatten" => {
-            if int_attribute(node, "axis", 1) != 1 {
-                return Err(err(at, "flattens at an axis other than 1"));
+    }
+}
+
+/// A node that is the identity on a chain of rows at inference, and why; an error for the
+/// forms that are not (a Dropout in training mode, a Flatten or Reshape that changes rows, a
+/// Cast to another kind of value).
+fn pass_through(
+    g: &Graph<'_>,
+    at: &str,
+    node: &NodeProto,
+    width: Option<usize>,
+) -> Result<&'static str> {
+    match node.op_type.as_str() {
+        "Dropout" if node.input.get(2).is_some_and(|n| !n.is_empty()) => {
+            let mode = g.input(at, node, 2, "training_mode")?;
+            if !matches!(&mode.values, Values::Int(v) if v.iter().all(|&x| x == 0)) {
+                return Err(err(at, "a Dropout in training mode"));
             }
-            chain.notes.push(format!("{at}: rows are already flat"));
-            return Ok(());
+            Ok("the identity at inference")
         }
-        "Cast" => {
-            let to = DataType::try_from(int_attribute(node, "to", 0) as i32);
-            if !matches!(to, Ok(DataType::Float | DataType::Double)) {
-                return Err(err(at, "casts to a type other than FLOAT or DOUBLE"));
-            }
-            chain
-                .notes
-                .push(format!("{at}: crank computes in the model's own type"));
-            return Ok(());
+        "Identity" | "Dropout" => Ok("the identity at inference"),
+        "Flatten" if int_attribute(node, "axis", 1) != 1 => {
+            Err(err(at, "flattens at an axis other than 1"))
         }
-        "Reshape" => {
+        "Flatten" => Ok("rows are already flat"),
+        "Cast" => match DataType::try_from(int_attribute(node, "to", 0) as i32) {
+            Ok(DataType::Float | DataType::Double) => Ok("crank computes in the model's own type"),
+            _ => Err(err(at, "casts to a type other than FLOAT or DOUBLE")),
+        },
+        _ => {
             let shape = g.input(at, node, 1, "shape")?;
-            let keeps_rows = match (&shape.values, chain.width) {
+            let keeps_rows = match (&shape.values, width) {
                 (Values::Int(v), Some(w)) => {
                     v.len() == 2 && matches!(v[0], -1 | 0) && (v[1] == w as i64 || v[1] == -1)
                 }
@@ -645,122 +667,136 @@ fn step(
             if !keeps_rows {
                 return Err(err(at, "a Reshape that changes the rows' shape"));
             }
-            chain.notes.push(format!("{at}: keeps the rows' shape"));
-            return Ok(());
+            Ok("keeps the rows' shape")
         }
-        "Sub" | "Div" if chain.layers.is_empty() => {
-            let c = g.input(at, node, 1, "operand")?;
-            let v = chain.vector(at, &c, "a constant")?;
-            if node.op_type == "Sub" && chain.mean.is_none() && chain.std.is_none() {
-                chain.mean = Some(v);
-            } else if node.op_type == "Div" && chain.std.is_none() {
-                if v.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
-                    return Err(err(
-                        at,
-                        "divides by a value that is not finite and positive",
-                    ));
-                }
-                chain.std = Some(v);
-            } else {
-                return Err(err(
-                    at,
-                    "crank standardises inputs once: subtract, then divide",
-                ));
-            }
-            return Ok(());
+    }
+}
+
+/// `Sub` by the means, then `Div` by the deviations, before any layer: the standardisation.
+fn standardization(g: &Graph<'_>, at: &str, node: &NodeProto, chain: &mut Chain) -> Result<()> {
+    let c = g.input(at, node, 1, "operand")?;
+    let v = chain.vector(at, &c, "a constant")?;
+    if node.op_type == "Sub" && chain.mean.is_none() && chain.std.is_none() {
+        chain.mean = Some(v);
+    } else if node.op_type == "Div" && chain.std.is_none() {
+        if v.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
+            return Err(err(
+                at,
+                "divides by a value that is not finite and positive",
+            ));
         }
-        "Gemm" | "MatMul" => {
-            let b = g.input(at, node, 1, "weight")?;
-            let w = b.floats(at)?;
-            let &[rows, cols] = b.dims.as_slice() else {
-                return Err(err(
-                    at,
-                    format!("a weight of shape {:?}; crank's are 2-D", b.dims),
-                ));
-            };
-            let gemm = node.op_type == "Gemm";
-            if gemm
-                && (int_attribute(node, "transA", 0) != 0
-                    || float_attribute(node, "alpha", 1.0) != 1.0
-                    || (node.input.len() > 2 && float_attribute(node, "beta", 1.0) != 1.0))
-            {
-                return Err(err(
-                    at,
-                    "a Gemm with transA, alpha or beta other than 0, 1, 1",
-                ));
-            }
-            let transposed = gemm && int_attribute(node, "transB", 0) != 0;
-            let (input, out) = if transposed {
-                (cols, rows)
-            } else {
-                (rows, cols)
-            };
-            chain.check_width(at, input)?;
-            let weights = if transposed {
-                transpose(w, rows, cols)
-            } else {
-                w.to_vec()
-            };
-            chain.dense(node, weights, out);
-            if gemm && node.input.get(2).is_some_and(|n| !n.is_empty()) {
-                let c = g.input(at, node, 2, "bias")?;
-                let bias = chain.vector(at, &c, "a bias")?;
-                chain.open_dense().expect("just pushed").1.clone_from(&bias);
-            }
-            return Ok(());
-        }
-        "Add" => {
-            let k = usize::from(node.input.first().map(String::as_str) == Some(value));
-            let c = g.input(at, node, k, "operand")?;
-            let bias = chain.vector(at, &c, "a bias")?;
-            let Some((d, biases)) = chain.open_dense() else {
-                return Err(err(at, "an Add that does not follow a product"));
-            };
-            if d.activation_function != Activation::Identity {
-                return Err(err(at, "an Add after an activation has no crank layer"));
-            }
+        chain.std = Some(v);
+    } else {
+        return Err(err(
+            at,
+            "crank standardises inputs once: subtract, then divide",
+        ));
+    }
+    Ok(())
+}
+
+/// `Gemm` (`B` as `[in, out]`, or `[out, in]` with `transB`, and an optional bias `C`) or
+/// `MatMul`: a Dense layer.
+fn product(g: &Graph<'_>, at: &str, node: &NodeProto, chain: &mut Chain) -> Result<()> {
+    let b = g.input(at, node, 1, "weight")?;
+    let w = b.floats(at)?;
+    let &[rows, cols] = b.dims.as_slice() else {
+        return Err(err(
+            at,
+            format!("a weight of shape {:?}; crank's are 2-D", b.dims),
+        ));
+    };
+    let gemm = node.op_type == "Gemm";
+    let has_bias = gemm && node.input.get(2).is_some_and(|n| !n.is_empty());
+    if gemm
+        && (int_attribute(node, "transA", 0) != 0
+            || float_attribute(node, "alpha", 1.0) != 1.0
+            || (has_bias && float_attribute(node, "beta", 1.0) != 1.0))
+    {
+        return Err(err(
+            at,
+            "a Gemm with transA, alpha or beta other than 0, 1, 1",
+        ));
+    }
+    let transposed = gemm && int_attribute(node, "transB", 0) != 0;
+    let (input, out) = if transposed {
+        (cols, rows)
+    } else {
+        (rows, cols)
+    };
+    chain.check_width(at, input)?;
+    let weights = if transposed {
+        transpose(w, rows, cols)
+    } else {
+        w.to_vec()
+    };
+    chain.dense(node, weights, out);
+    if has_bias {
+        bias(g, at, node, 2, chain)?;
+    }
+    Ok(())
+}
+
+/// A constant added to a product's output (input `k` of the node): the Dense layer's bias.
+fn bias(g: &Graph<'_>, at: &str, node: &NodeProto, k: usize, chain: &mut Chain) -> Result<()> {
+    let c = g.input(at, node, k, "bias")?;
+    let bias = chain.vector(at, &c, "a bias")?;
+    match chain.open_dense() {
+        Some((d, biases)) if d.activation_function == Activation::Identity => {
             biases.iter_mut().zip(&bias).for_each(|(b, c)| *b += c);
-            return Ok(());
+            Ok(())
         }
-        "BatchNormalization" => {
-            if int_attribute(node, "training_mode", 0) != 0 {
-                return Err(err(at, "a BatchNormalization in training mode"));
-            }
-            let mut tensors = Vec::with_capacity(4);
-            for (k, what) in ["scale", "bias", "mean", "variance"]
-                .into_iter()
-                .enumerate()
-            {
-                let c = g.input(at, node, k + 1, what)?;
-                tensors.push(chain.vector(at, &c, what)?);
-            }
-            let spec = BatchNormSpec {
-                name: chain.name(node),
-                input_size: chain.width,
-                momentum: 1.0 - float_attribute(node, "momentum", 0.9),
-                eps: float_attribute(node, "epsilon", 1e-5),
-            };
-            chain.push(LayerSpec::BatchNorm(spec), tensors);
-            return Ok(());
-        }
-        "LayerNormalization" => {
-            if !matches!(int_attribute(node, "axis", -1), -1 | 1) {
-                return Err(err(at, "normalises over more than the last axis"));
-            }
-            let scale = g.input(at, node, 1, "scale")?;
-            let scale = chain.vector(at, &scale, "scale")?;
-            let bias = match node.input.get(2).filter(|n| !n.is_empty()) {
-                Some(_) => chain.vector(at, &g.input(at, node, 2, "bias")?, "bias")?,
-                None => vec![0.0; scale.len()],
-            };
-            let spec = LayerNormSpec {
-                name: chain.name(node),
-                input_size: chain.width,
-                eps: float_attribute(node, "epsilon", 1e-5),
-            };
-            chain.push(LayerSpec::LayerNorm(spec), vec![scale, bias]);
-            return Ok(());
-        }
+        _ => Err(err(
+            at,
+            "an Add that does not follow a product has no crank layer",
+        )),
+    }
+}
+
+fn batch_norm(g: &Graph<'_>, at: &str, node: &NodeProto, chain: &mut Chain) -> Result<()> {
+    if int_attribute(node, "training_mode", 0) != 0 {
+        return Err(err(at, "a BatchNormalization in training mode"));
+    }
+    let mut tensors = Vec::with_capacity(4);
+    for (k, what) in ["scale", "bias", "mean", "variance"]
+        .into_iter()
+        .enumerate()
+    {
+        let c = g.input(at, node, k + 1, what)?;
+        tensors.push(chain.vector(at, &c, what)?);
+    }
+    let spec = BatchNormSpec {
+        name: chain.name(node),
+        input_size: chain.width,
+        // ONNX's momentum weighs the running statistics, crank's (as PyTorch's) the batch.
+        momentum: 1.0 - float_attribute(node, "momentum", 0.9),
+        eps: float_attribute(node, "epsilon", 1e-5),
+    };
+    chain.push(LayerSpec::BatchNorm(spec), tensors);
+    Ok(())
+}
+
+fn layer_norm(g: &Graph<'_>, at: &str, node: &NodeProto, chain: &mut Chain) -> Result<()> {
+    if !matches!(int_attribute(node, "axis", -1), -1 | 1) {
+        return Err(err(at, "normalises over more than the last axis"));
+    }
+    let scale = chain.vector(at, &g.input(at, node, 1, "scale")?, "scale")?;
+    let bias = match node.input.get(2).filter(|n| !n.is_empty()) {
+        Some(_) => chain.vector(at, &g.input(at, node, 2, "bias")?, "bias")?,
+        None => vec![0.0; scale.len()],
+    };
+    let spec = LayerNormSpec {
+        name: chain.name(node),
+        input_size: chain.width,
+        eps: float_attribute(node, "epsilon", 1e-5),
+    };
+    chain.push(LayerSpec::LayerNorm(spec), vec![scale, bias]);
+    Ok(())
+}
+
+/// The crank activation of an activation node; an error for any other operator.
+fn activation(at: &str, node: &NodeProto, opset: i64) -> Result<Activation> {
+    Ok(match node.op_type.as_str() {
         "Relu" => Activation::Relu,
         "LeakyRelu" => Activation::LeakyRelu {
             alpha: float_attribute(node, "alpha", 0.01),
@@ -779,6 +815,7 @@ fn step(
             Activation::Gelu
         }
         "Softmax" => {
+            // Before opset 13, Softmax's axis defaulted to 1 (of rows flattened to 2-D).
             let axis = int_attribute(node, "axis", if opset >= 13 { -1 } else { 1 });
             if !matches!(axis, -1 | 1) {
                 return Err(err(
@@ -788,22 +825,8 @@ fn step(
             }
             Activation::Softmax
         }
-        other => {
-            return Err(err(at, format!("operator `{other}` has no crank layer")));
-        }
-    };
-    match chain.open_dense() {
-        Some((d, _)) if d.activation_function == Activation::Identity => {
-            d.activation_function = activation;
-            chain.open_dense = false;
-            Ok(())
-        }
-        _ => Err(err(
-            at,
-            "an activation that does not follow a Dense layer (Gemm or MatMul); crank's \
-             activations belong to Dense layers",
-        )),
-    }
+        other => return Err(err(at, format!("operator `{other}` has no crank layer"))),
+    })
 }
 
 /// When everything that reads `value` is a classifier's label post-processing (skl2onnx's
