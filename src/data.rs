@@ -362,7 +362,18 @@ impl Table {
     /// labels, as integers or any text; every other column must be numeric. A bad cell, a ragged
     /// row or an empty file is an error naming the file, line and column.
     pub fn from_csv(path: impl AsRef<Path>, label: Option<&str>) -> Result<Self> {
-        let path = path.as_ref();
+        Self::csv(path.as_ref(), Some(label))
+    }
+
+    /// Reads a CSV file with a header row whose every column is a feature, as data to predict
+    /// on: `labels` is empty, `label_name` empty and `label_column` 0.
+    pub fn from_csv_unlabelled(path: impl AsRef<Path>) -> Result<Self> {
+        Self::csv(path.as_ref(), None)
+    }
+
+    /// A CSV file; `label` is `None` for a file without a label column, else the label
+    /// column's name (`Some(None)`: the last column).
+    fn csv(path: &Path, label: Option<Option<&str>>) -> Result<Self> {
         let io = Error::io(path);
         let data_err = |line: u64, column: usize, reason: String| Error::Data {
             path: path.to_owned(),
@@ -378,25 +389,34 @@ impl Table {
             .headers()
             .map_err(|e| data_err(1, 1, e.to_string()))?
             .clone();
-        if header.len() < 2 {
+        if header.len() < 1 + usize::from(label.is_some()) {
             return Err(data_err(
                 1,
                 1,
-                "need a header with at least one feature column and a label column".into(),
+                match label {
+                    Some(_) => "need a header with at least one feature column and a label column",
+                    None => "need a header with at least one feature column",
+                }
+                .into(),
             ));
         }
+        // Past the last column when there is no label column.
         let label_col = match label {
-            Some(name) => header
+            Some(Some(name)) => header
                 .iter()
                 .position(|h| h.trim() == name)
                 .ok_or_else(|| data_err(1, 1, format!("no column named {name:?}")))?,
-            None => header.len() - 1,
+            Some(None) => header.len() - 1,
+            None => header.len(),
         };
+        let width = header.len() - usize::from(label.is_some());
+        let mut rows = 0;
         let mut values = Vec::new();
         let mut labels = Vec::new();
         for (row, record) in reader.records().enumerate() {
             let line = row as u64 + 2;
             let record = record.map_err(|e| data_err(line, 1, e.to_string()))?;
+            rows += 1;
             for (col, cell) in record.iter().enumerate() {
                 let cell = cell.trim();
                 if col == label_col {
@@ -416,10 +436,10 @@ impl Table {
                 }
             }
         }
-        if labels.is_empty() {
+        if rows == 0 {
             return Err(data_err(2, 1, "the file has a header but no rows".into()));
         }
-        let features = Array2::from_shape_vec((labels.len(), header.len() - 1), values)
+        let features = Array2::from_shape_vec((rows, width), values)
             .map_err(|e| data_err(1, 1, e.to_string()))?;
         Ok(Table {
             features,
@@ -430,8 +450,8 @@ impl Table {
                 .filter(|(i, _)| *i != label_col)
                 .map(|(_, h)| h.to_string())
                 .collect(),
-            label_name: header[label_col].to_string(),
-            label_column: label_col + 1,
+            label_name: header.get(label_col).unwrap_or_default().to_string(),
+            label_column: if label.is_some() { label_col + 1 } else { 0 },
         })
     }
 
@@ -650,6 +670,32 @@ fn npz_labels<R: std::io::Read + std::io::Seek>(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_csv_without_a_label_column_reads_as_features() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.csv");
+        std::fs::write(&path, "a,b\n1,2\n3,4.5\n").unwrap();
+        let t = Table::from_csv_unlabelled(&path).unwrap();
+        assert_eq!(t.features, ndarray::array![[1.0, 2.0], [3.0, 4.5]]);
+        assert!(t.labels.is_empty());
+        assert_eq!((t.feature_names.len(), t.label_column), (2, 0));
+        // With a label column the last column is the label.
+        let t = Table::from_csv(&path, None).unwrap();
+        assert_eq!(
+            (t.features.ncols(), t.labels.clone()),
+            (1, vec!["2".to_string(), "4.5".into()])
+        );
+        std::fs::write(&path, "a,b\n1,x\n").unwrap();
+        let e = Table::from_csv_unlabelled(&path).unwrap_err().to_string();
+        assert!(
+            e.contains(":2:2") && e.contains("not a finite number"),
+            "{e}"
+        );
+        std::fs::write(&path, "a\n").unwrap();
+        let e = Table::from_csv_unlabelled(&path).unwrap_err().to_string();
+        assert!(e.contains("no rows"), "{e}");
+    }
+
     use super::*;
 
     #[test]

@@ -858,7 +858,13 @@ fn predicts_from_a_scikit_learn_onnx_file() {
         }
         csv.push_str("0\n");
     }
-    std::fs::write(d.join("x.csv"), csv).unwrap();
+    std::fs::write(d.join("x.csv"), &csv).unwrap();
+    // The same rows without a label column: every column a feature.
+    let unlabelled: String = csv
+        .lines()
+        .map(|l| format!("{}\n", l.rsplit_once(',').unwrap().0))
+        .collect();
+    std::fs::write(d.join("unlabelled.csv"), unlabelled).unwrap();
     let converted = d.join("model.crank");
     let said = stdout(crank().arg("convert").arg(&fixture).arg(&converted));
     assert!(said.contains("label post-processing"), "{said}");

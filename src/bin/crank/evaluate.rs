@@ -7,7 +7,7 @@ use crank::data::Table;
 use crank::spec::Preprocessing;
 use crank::{Activation, Sequential};
 use ndarray::{Array2, ArrayView2};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Print a model's loss and metrics on a data set.
 ///
@@ -71,7 +71,7 @@ pub(crate) fn predict(args: PredictArgs) -> Result<()> {
     let PredictArgs { model, data, out } = args;
     let m = model.load()?;
     let pre = preprocessing_of(&m);
-    let table = ctx(Table::read(&data, pre.label.as_deref()))?;
+    let table = read_features(&data, pre.label.as_deref(), m.input_size())?;
     let prepared = prepare(&table, &pre, &data, false)?;
     let outputs = ctx(m.predict(prepared.x.view()))?;
     let text = predictions_csv(&m, &pre, outputs.view())?;
@@ -87,6 +87,25 @@ pub(crate) fn predict(args: PredictArgs) -> Result<()> {
         None => to_stdout(&text)?,
     }
     Ok(())
+}
+
+/// The data to predict on: a file with a label column (ignored), or a CSV file whose columns
+/// are exactly the model's features.
+fn read_features(data: &Path, label: Option<&str>, inputs: usize) -> Result<Table> {
+    let labelled = Table::read(data, label);
+    match labelled {
+        Ok(t) if t.features.ncols() == inputs => Ok(t),
+        _ if data
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("csv")) =>
+        {
+            match Table::from_csv_unlabelled(data) {
+                Ok(t) if t.features.ncols() == inputs => Ok(t),
+                _ => ctx(labelled),
+            }
+        }
+        _ => ctx(labelled),
+    }
 }
 
 /// Predictions as CSV: `class` and `p_<class>` per class for classifiers (a binary
