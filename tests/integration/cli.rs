@@ -901,3 +901,28 @@ fn predicts_from_a_scikit_learn_onnx_file() {
         "ONNX file carries its own",
     );
 }
+
+/// A reader that closed standard output early (`crank train ... | true`) does not make a
+/// command panic: its status line is dropped, the model is saved, and it exits with success.
+#[test]
+fn status_lines_to_a_closed_pipe_are_not_a_panic() {
+    use std::process::{Command as Process, Stdio};
+    let d = dir("closed_pipe");
+    let out = d.join("model.crank");
+    let mut child = Process::new(env!("CARGO_BIN_EXE_crank"))
+        .args(["train", "--epochs", "1", "--data"])
+        .arg(root("data/digits.csv"))
+        .arg("--out")
+        .arg(&out)
+        .arg(root("examples/digits.yaml"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let result = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&result.stderr);
+    assert!(result.status.success(), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(out.exists());
+}

@@ -78,15 +78,14 @@ pub(crate) fn predict(args: PredictArgs) -> Result<()> {
     match out.as_deref().filter(|p| p.as_os_str() != "-") {
         Some(path) => {
             write(path, &text)?;
-            println!(
-                "wrote {} predictions to {}",
+            to_stdout(&format!(
+                "wrote {} predictions to {}\n",
                 outputs.nrows(),
                 path.display()
-            );
+            ))
         }
-        None => to_stdout(&text)?,
+        None => to_stdout(&text),
     }
-    Ok(())
 }
 
 /// The data to predict on: a file with a label column (ignored), or a CSV file whose columns

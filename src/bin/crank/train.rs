@@ -1,7 +1,7 @@
 //! `crank train` and `crank resume`.
 
 use crate::config::{Overrides, apply, read_config};
-use crate::files::{save, write};
+use crate::files::{save, to_stdout, write};
 use crate::prepare::{Kind, Prepared, fit_preprocessing, prepare, preprocessing_of, read_prepared};
 use crate::report::{Progress, last_metrics, plot};
 use crate::{Result, ctx};
@@ -133,13 +133,12 @@ pub(crate) fn train(args: TrainArgs) -> Result<()> {
     if let Some(p) = plot_path {
         plot(&h, &p)?;
     }
-    println!(
-        "trained {} epochs; {}; saved {}",
+    to_stdout(&format!(
+        "trained {} epochs; {}; saved {}\n",
         h.epochs.len(),
         last_metrics(&h),
         run.out.display()
-    );
-    Ok(())
+    ))
 }
 
 /// Continues a run from its checkpoint.
@@ -173,8 +172,9 @@ pub(crate) fn resume(args: ResumeArgs) -> Result<()> {
         None => fit.epochs,
     };
     if state.stopped() {
-        println!("the run stopped early after epoch {done} (early stopping); nothing to resume");
-        return Ok(());
+        return to_stdout(&format!(
+            "the run stopped early after epoch {done} (early stopping); nothing to resume\n"
+        ));
     }
     if fit.epochs <= done {
         return Err(format!(
@@ -195,16 +195,15 @@ pub(crate) fn resume(args: ResumeArgs) -> Result<()> {
         &mut state,
         &run,
     )?;
-    println!(
+    to_stdout(&format!(
         "resumed after epoch {done}; trained {} more epochs (to epoch {}, step {}); {}; \
-         saved {}",
+         saved {}\n",
         h.epochs.len(),
         state.epoch(),
         model.steps(),
         last_metrics(&h),
         run.out.display()
-    );
-    Ok(())
+    ))
 }
 
 /// Trains `model` on from `state` to `fit.epochs` epochs in all, validating on `run.val` (read
