@@ -15,7 +15,7 @@ use crate::{Activation, Error, Result, Scalar, Sequential};
 use prost::Message;
 
 /// The ONNX element type of `F`.
-pub(super) fn elem_type<F: Scalar>() -> DataType {
+fn elem_type<F: Scalar>() -> DataType {
     if F::NAME == "f32" {
         DataType::Float
     } else {
@@ -44,8 +44,9 @@ impl Writer {
         name
     }
 
-    /// Appends a node reading the current value (and `inputs`), writing `output`; `opset` is the
-    /// version of the operator set that has the operator as written.
+    /// Appends a node reading the current value (and `inputs`) and writing `<name>:out`, the
+    /// new current value; `opset` is the version of the operator set that has the operator as
+    /// written.
     fn node(
         &mut self,
         name: String,
