@@ -20,7 +20,9 @@
 //! field, or a size that does not chain is an error naming the layer (index and name) and the
 //! field. Trying another width is an edit to this file, not to code.
 
-pub use crate::layer::{BatchNormSpec, DenseSpec, DropoutSpec, LayerNormSpec, LayerSpec};
+pub use crate::layer::{
+    ActivationSpec, BatchNormSpec, DenseSpec, DropoutSpec, LayerNormSpec, LayerSpec,
+};
 use crate::{Error, Loss, Result};
 use serde::{Deserialize, Serialize};
 

@@ -4,7 +4,9 @@
 
 use arbitrary::Arbitrary;
 use crank::io::Format;
-use crank::spec::{BatchNormSpec, DenseSpec, DropoutSpec, LayerNormSpec, LayerSpec, ModelSpec};
+use crank::spec::{
+    ActivationSpec, BatchNormSpec, DenseSpec, DropoutSpec, LayerNormSpec, LayerSpec, ModelSpec,
+};
 use crank::{Activation, Scalar, Sequential};
 use libfuzzer_sys::fuzz_target;
 
@@ -80,7 +82,7 @@ fuzz_target!(|m: Model| {
         .map(|(i, l)| {
             let name = l.named.then(|| format!("layer {i} \u{e9}\""));
             let input_size = (i == 0).then_some(1 + m.input as usize % 24);
-            match l.kind % 4 {
+            match l.kind % 5 {
                 1 => LayerSpec::Dropout(DropoutSpec {
                     name,
                     input_size,
@@ -97,6 +99,11 @@ fuzz_target!(|m: Model| {
                     name,
                     input_size,
                     eps: 1e-5,
+                }),
+                4 => LayerSpec::Activation(ActivationSpec {
+                    name,
+                    input_size,
+                    activation_function: activation(l.activation, l.alpha),
                 }),
                 _ => LayerSpec::Dense(DenseSpec {
                     name,

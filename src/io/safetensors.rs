@@ -54,7 +54,7 @@ fn torch_tensors(layer: &LayerSpec) -> &'static [(&'static str, bool)] {
             ("running_var", false),
         ],
         LayerSpec::LayerNorm(_) => &[("weight", false), ("bias", false)],
-        LayerSpec::Dropout(_) => &[],
+        LayerSpec::Dropout(_) | LayerSpec::Activation(_) => &[],
     }
 }
 

@@ -16,10 +16,12 @@
 //! Buffers grow to the largest batch seen and are reused: forward and backward of a batch no
 //! larger than an earlier one allocate nothing.
 
+mod activation;
 mod dense;
 mod dropout;
 mod norm;
 
+pub use activation::{ActivationLayer, ActivationSpec};
 pub use dense::{Dense, DenseSpec};
 pub use dropout::{Dropout, DropoutSpec};
 pub use norm::{BatchNorm, BatchNormSpec, LayerNorm, LayerNormSpec};
@@ -251,6 +253,8 @@ layer_kinds! {
     BatchNorm(BatchNormSpec),
     /// Layer normalisation over each sample's features ([`LayerNorm`]).
     LayerNorm(LayerNormSpec),
+    /// An activation on its own, after a layer other than Dense ([`ActivationLayer`]).
+    Activation(ActivationSpec),
 }
 
 /// Whether a forward pass is part of training. Layers such as dropout behave differently in

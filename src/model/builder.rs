@@ -79,6 +79,17 @@ impl<F: Scalar> SequentialBuilder<F> {
         }))
     }
 
+    /// Appends an activation as a layer of its own
+    /// ([`ActivationLayer`](crate::layer::ActivationLayer)), for one that follows a layer other
+    /// than Dense (Dense layers carry their own).
+    pub fn activation(self, activation: Activation) -> Self {
+        self.layer(LayerSpec::Activation(ActivationSpec {
+            name: None,
+            input_size: None,
+            activation_function: activation,
+        }))
+    }
+
     /// Appends any layer by its description.
     pub fn layer(mut self, spec: LayerSpec) -> Self {
         self.layers.push(spec);

@@ -14,7 +14,8 @@ use crate::loss::{Loss, Target};
 use crate::metrics::argmax;
 use crate::optim::Optimizer;
 use crate::spec::{
-    BatchNormSpec, DenseSpec, DropoutSpec, LayerNormSpec, LayerSpec, ModelSpec, Preprocessing,
+    ActivationSpec, BatchNormSpec, DenseSpec, DropoutSpec, LayerNormSpec, LayerSpec, ModelSpec,
+    Preprocessing,
 };
 use crate::{Activation, Error, Result, Scalar, gemm, kernels, threads};
 use ndarray::{Array2, ArrayView2};

@@ -201,6 +201,11 @@ pub(super) fn encode<F: Scalar>(model: &Sequential<F>) -> Result<Vec<u8>> {
                 let attributes = vec![int_attribute("axis", -1), float_attribute("epsilon", l.eps)];
                 w.node(name.clone(), "LayerNormalization", inputs, attributes, 17);
             }
+            LayerSpec::Activation(a) => {
+                if let Some((op, attributes, opset)) = activation(a.activation_function) {
+                    w.node(name.clone(), op, vec![], attributes, opset);
+                }
+            }
             // An inference graph: dropout is the identity.
             LayerSpec::Dropout(_) => {}
         }

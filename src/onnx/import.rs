@@ -10,7 +10,8 @@ use super::proto::{
 };
 use super::{FORMAT, MAX_NODES, META_CLASSES, META_LABEL, META_LOSS, META_STANDARDIZATION};
 use crate::spec::{
-    BatchNormSpec, DenseSpec, LayerNormSpec, LayerSpec, Limits, ModelSpec, Preprocessing,
+    ActivationSpec, BatchNormSpec, DenseSpec, LayerNormSpec, LayerSpec, Limits, ModelSpec,
+    Preprocessing,
 };
 use crate::{Activation, Error, Loss, Result, Scalar, Sequential};
 use prost::Message;
@@ -615,17 +616,22 @@ fn step(
         _ => {
             let activation = activation(at, node, opset)?;
             match chain.open_dense() {
+                // After a product: the Dense layer's own activation.
                 Some((d, _)) if d.activation_function == Activation::Identity => {
                     d.activation_function = activation;
                     chain.open_dense = false;
-                    Ok(())
                 }
-                _ => Err(err(
-                    at,
-                    "an activation that does not follow a Dense layer (Gemm or MatMul); crank's \
-                     activations belong to Dense layers",
-                )),
+                // After anything else: a layer of its own.
+                _ => {
+                    let spec = ActivationSpec {
+                        name: chain.name(node),
+                        input_size: chain.width,
+                        activation_function: activation,
+                    };
+                    chain.push(LayerSpec::Activation(spec), Vec::new());
+                }
             }
+            Ok(())
         }
     }
 }
@@ -934,6 +940,7 @@ fn finish<F: Scalar>(
         let outputs = chain.width.unwrap_or(0);
         let last = match chain.layers.last_mut() {
             Some(LayerSpec::Dense(d)) => Some(&mut d.activation_function),
+            Some(LayerSpec::Activation(a)) => Some(&mut a.activation_function),
             _ => None,
         };
         let kind = match last {

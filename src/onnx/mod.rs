@@ -10,6 +10,7 @@
 //! | `Dense` | `Gemm` (weights as `B`, `[input, output]`), then the activation's operator: `Relu`, `LeakyRelu`, `Sigmoid`, `Tanh`, `Softplus`, `Gelu`, `Softmax` (last axis) |
 //! | `BatchNorm` | `BatchNormalization` with the running statistics |
 //! | `LayerNorm` | `LayerNormalization` over the last axis |
+//! | `Activation` | the activation's operator |
 //! | `Dropout` | nothing (the identity at inference) |
 //!
 //! The input is `input` `[batch, features]` and the output `output` `[batch, outputs]`, in the
@@ -27,8 +28,8 @@
 //! skl2onnx for `MLPClassifier` and `MLPRegressor` (`Cast`, `MatMul` + `Add`; a classifier's
 //! label post-processing, `ArgMax`, `ArrayFeatureExtractor`, `ZipMap`, becomes the model's class
 //! names: crank's classifier then outputs logits, as one trained by crank does, and
-//! [`Import::notes`] says so). Activations must follow a product, as crank's belong to its
-//! Dense layers. A branch, an operator with no crank layer, or a weight computed by the graph
+//! [`Import::notes`] says so). An activation right after a product becomes its Dense layer's;
+//! after a normalisation, a layer of its own. A branch, an operator with no crank layer, or a weight computed by the graph
 //! is an error naming the node, its operator and why.
 //!
 //! ONNX files are untrusted input like every model file: at most 2 GiB (a protobuf message's

@@ -148,11 +148,21 @@ fn graphs_crank_does_not_import() {
     let mut m = valid();
     graph(&mut m).node[0].input[1] = "elsewhere".into();
     assert_error(&m, &["weight `elsewhere` is not a constant"]);
-    // An activation with no Dense layer before it.
+    // An Add after an activation.
     let mut m = valid();
-    graph(&mut m).node.insert(0, node("Relu", &["input"], "r"));
-    graph(&mut m).node[1].input[0] = "r".into();
-    assert_error(&m, &["node 0", "does not follow a Dense layer"]);
+    let bias = graph(&mut m).node[0].input.pop().unwrap();
+    graph(&mut m).node[0].output[0] = "product".into();
+    graph(&mut m)
+        .node
+        .insert(1, node("Relu", &["product"], "r"));
+    let mut add = node("Add", &["r", &bias], "dense_0:out");
+    add.name = "late_bias".into();
+    graph(&mut m).node.insert(2, add);
+    graph(&mut m).node[3].input[0] = "dense_0:out".into();
+    assert_error(
+        &m,
+        &["node 2 (`late_bias`, Add)", "does not follow a product"],
+    );
     // A Gemm that scales.
     let mut m = valid();
     graph(&mut m).node[0].attribute.push(AttributeProto {

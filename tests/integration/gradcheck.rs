@@ -1,7 +1,7 @@
 //! Finite-difference gradient checks (f64) for Dense under every activation, for every loss, and
 //! for a whole model, over random shapes.
 
-use crank::layer::{BatchNorm, Dropout, Layer, LayerNorm, Mode};
+use crank::layer::{ActivationLayer, BatchNorm, Dropout, Layer, LayerNorm, Mode};
 use crank::{Activation, Dense, Loss, Sequential, Target};
 use ndarray::{Array1, Array2};
 use proptest::prelude::*;
@@ -243,7 +243,8 @@ fn check_layer(
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(32))]
 
-    /// BatchNorm (batch statistics), LayerNorm and Dropout (a fixed mask for a fixed step).
+    /// BatchNorm (batch statistics), LayerNorm, Dropout (a fixed mask for a fixed step) and an
+    /// activation as a layer of its own.
     #[test]
     fn normalisation_and_dropout_gradients_match_finite_differences(
         batch in 2usize..6, n in 1usize..6, seed: u64,
@@ -261,6 +262,18 @@ proptest! {
         check_layer(&mut ln, &x, &c)?;
         let mut dropout = Dropout::new("dropout", n, 0.4, seed).unwrap();
         check_layer(&mut dropout, &x, &c)?;
+        for activation in [
+            Activation::Relu,
+            Activation::LeakyRelu { alpha: 0.2 },
+            Activation::Sigmoid,
+            Activation::Tanh,
+            Activation::Gelu,
+            Activation::Softplus,
+            Activation::Softmax,
+        ] {
+            let mut layer = ActivationLayer::new(activation.to_string(), n, activation);
+            check_layer(&mut layer, &x, &c)?;
+        }
     }
 }
 

@@ -422,6 +422,7 @@ fn every_layer_kind_round_trips_with_its_statistics() {
     let mut m = Sequential::<f64>::builder(5)
         .dense(8, Activation::Relu)
         .batch_norm()
+        .activation(Activation::LeakyRelu { alpha: 0.2 })
         .dropout(0.25)
         .dense(6, Activation::Gelu)
         .layer_norm()
@@ -452,8 +453,12 @@ fn every_layer_kind_round_trips_with_its_statistics() {
         layer.visit_tensors(&mut |t| values += t.data.len());
     }
     assert_eq!(m.to_spec().tensor_values().unwrap(), values as u64);
-    // PyTorch's names: Linear, ReLU, BatchNorm1d, Dropout, Linear, GELU, LayerNorm, Linear.
-    assert_eq!(crank::io::torch_names(&m.to_spec()), vec![0, 2, 3, 4, 6, 7]);
+    // PyTorch's names: Linear, ReLU, BatchNorm1d, LeakyReLU, Dropout, Linear, GELU, LayerNorm,
+    // Linear.
+    assert_eq!(
+        crank::io::torch_names(&m.to_spec()),
+        vec![0, 2, 3, 4, 5, 7, 8]
+    );
     let doc: serde_json::Value =
         serde_json::from_slice(&m.to_bytes(Format::Json).unwrap()).unwrap();
     let bn = &doc["layers"][1];
@@ -466,7 +471,8 @@ fn every_layer_kind_round_trips_with_its_statistics() {
             .iter()
             .any(|v| v.as_f64() != Some(0.0))
     );
-    assert_eq!(doc["layers"][2]["rate"], 0.25);
+    assert_eq!(doc["layers"][2]["type"], "Activation");
+    assert_eq!(doc["layers"][3]["rate"], 0.25);
 }
 
 #[test]
@@ -474,6 +480,7 @@ fn every_layer_kind_is_rebuilt_from_its_own_spec() {
     let model = Sequential::<f64>::builder(5)
         .dense(6, Activation::Tanh)
         .batch_norm()
+        .activation(Activation::Softplus)
         .dropout(0.25)
         .layer_norm()
         .dense(2, Activation::Identity)

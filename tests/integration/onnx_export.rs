@@ -36,6 +36,7 @@ fn every_kind<F: Scalar>() -> Sequential<F> {
         .dense(12, Activation::LeakyRelu { alpha: 0.1 })
         .dense(10, Activation::Sigmoid)
         .batch_norm()
+        .activation(Activation::Relu)
         .dense(8, Activation::Tanh)
         .dropout(0.3)
         .dense(8, Activation::Softplus)
@@ -75,8 +76,9 @@ fn train<F: Scalar>(model: &mut Sequential<F>) {
 /// ONNX Runtime runs in double precision too.
 fn plain<F: Scalar>() -> Sequential<F> {
     let mut model = Sequential::<F>::builder(5)
-        .dense(7, Activation::Relu)
+        .dense(7, Activation::Identity)
         .batch_norm()
+        .activation(Activation::Relu)
         .dense(6, Activation::Sigmoid)
         .dense(4, Activation::Tanh)
         .dense(3, Activation::Softmax)

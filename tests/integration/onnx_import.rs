@@ -78,7 +78,7 @@ fn check<F: Scalar>(name: &str, entry: &serde_json::Value, tolerance: f64) {
 #[test]
 fn pytorch_and_sklearn_exports_predict_what_onnxruntime_does() {
     let expected = expected();
-    assert_eq!(expected.len(), 6);
+    assert_eq!(expected.len(), 7);
     for (name, entry) in &expected {
         check::<f32>(name, entry, 1e-5);
         // Read into f64, the same weights predict the same within f32's rounding of ONNX
@@ -96,6 +96,21 @@ fn imported_models_have_the_exporters_architecture() {
     let spec = load("torch_dynamo.onnx").to_spec();
     let kinds: Vec<&str> = spec.layers.iter().map(|l| l.kind()).collect();
     assert_eq!(kinds, ["Dense", "LayerNorm", "Dense", "Dense"]);
+    // Activations after normalisation are layers of their own.
+    let spec = load("torch_bn_relu.onnx").to_spec();
+    let kinds: Vec<&str> = spec.layers.iter().map(|l| l.kind()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "Dense",
+            "BatchNorm",
+            "Activation",
+            "Dense",
+            "LayerNorm",
+            "Activation",
+            "Dense"
+        ]
+    );
     let binary = load("sklearn_binary.onnx");
     let p = binary.preprocessing().unwrap();
     assert_eq!(

@@ -11,6 +11,8 @@ none of these. Writes, in the folder:
                         Softmax), TorchScript exporter (Gemm with transB=1, Flatten, BN)
   torch_dynamo.onnx     nn.Sequential(Linear, GELU, LayerNorm, Linear, Tanh, Linear),
                         torch.export-based exporter (opset 20+: Gemm, Gelu, LayerNormalization)
+  torch_bn_relu.onnx    nn.Sequential(Linear, BatchNorm1d, ReLU, Linear, LayerNorm, LeakyReLU,
+                        Linear): activations after normalisation (TorchScript exporter)
   matmul_add.onnx       the MatMul + Add form some exporters write, with Identity and Dropout
                         (built with onnx.helper)
   sklearn_multiclass.onnx  MLPClassifier, 3 integer classes (ZipMap, ArgMax, ...)
@@ -74,6 +76,19 @@ def torch_models(folder, rng):
     if os.path.exists(path + ".data"):
         os.remove(path + ".data")
     files["torch_dynamo.onnx"] = 6
+
+    seq = torch.nn.Sequential(
+        torch.nn.Linear(4, 9), torch.nn.BatchNorm1d(9), torch.nn.ReLU(), torch.nn.Linear(9, 6),
+        torch.nn.LayerNorm(6), torch.nn.LeakyReLU(0.05), torch.nn.Linear(6, 3))
+    seq.train()
+    with torch.no_grad():
+        for _ in range(20):
+            seq(torch.randn(32, 4) * 3 - 1)
+    seq.eval()
+    path = os.path.join(folder, "torch_bn_relu.onnx")
+    torch.onnx.export(seq, (torch.randn(2, 4),), path, dynamo=False, input_names=["x"],
+                      output_names=["y"], dynamic_axes={"x": {0: "batch"}}, opset_version=17)
+    files["torch_bn_relu.onnx"] = 4
     return files
 
 
