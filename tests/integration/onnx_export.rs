@@ -6,6 +6,7 @@
 //! (`.ci/run` installs them). Without them that part says so and passes, except under CI (`CI`
 //! set), where it fails.
 
+use crate::helpers::{python_has, run_python};
 use crank::data::Standardizer;
 use crank::optim::Sgd;
 use crank::spec::Preprocessing;
@@ -13,14 +14,6 @@ use crank::{Activation, Loss, Scalar, Sequential};
 use ndarray::Array2;
 use serde_json::json;
 use std::path::Path;
-use std::process::Command;
-
-fn python_ready() -> bool {
-    Command::new("python3")
-        .args(["-c", "import onnx, onnxruntime, numpy"])
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
 
 fn inputs<F: Scalar>(rows: usize, cols: usize) -> Array2<F> {
     Array2::from_shape_fn((rows, cols), |(i, j)| {
@@ -182,12 +175,7 @@ fn exports_read_back_as_the_same_model() {
 
 #[test]
 fn exports_pass_onnx_checker_and_onnxruntime_agrees() {
-    if !python_ready() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must have python3 with onnx and onnxruntime"
-        );
-        eprintln!("skipped: python3 with onnx and onnxruntime is not installed");
+    if !python_has("onnx, onnxruntime, numpy") {
         return;
     }
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("onnx_export");
@@ -203,21 +191,7 @@ fn exports_pass_onnx_checker_and_onnxruntime_agrees() {
         "layer_norm_f32.onnx": case(&dir, "layer_norm_f32.onnx", &layer_norm(), 17, ORT),
     });
     std::fs::write(dir.join("cases.json"), cases.to_string()).unwrap();
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/python/onnx_runtime_check.py"
-    );
-    let out = Command::new("python3")
-        .arg(script)
-        .arg(&dir)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "{text}");
+    let text = run_python("onnx_runtime_check.py", &dir);
     assert_eq!(text.matches(" agrees ").count(), 5, "{text}");
     assert_eq!(text.matches("onnxruntime 1.").count(), 4, "{text}");
 }

@@ -4,20 +4,13 @@
 //! Needs `python3` with the `safetensors` and `numpy` packages (`.ci/run` installs them). Without
 //! them the test says so and passes, except under CI (`CI` set), where it fails.
 
+use crate::helpers::{python_has, run_python};
 use crank::io::Format;
 use crank::spec::ModelSpec;
 use crank::{Activation, Sequential};
 use ndarray::Array2;
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use std::path::Path;
-use std::process::Command;
-
-fn python_ready() -> bool {
-    Command::new("python3")
-        .args(["-c", "import safetensors, numpy"])
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
 
 fn write_arrays(path: &Path, arrays: &[(&str, &Array2<f32>)]) {
     let bytes: Vec<Vec<u8>> = arrays
@@ -46,12 +39,7 @@ fn read_array(bytes: &[u8], name: &str) -> Array2<f32> {
 
 #[test]
 fn safetensors_agree_with_numpy_both_ways() {
-    if !python_ready() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must have python3 with safetensors and numpy"
-        );
-        eprintln!("skipped: python3 with safetensors and numpy is not installed");
+    if !python_has("safetensors, numpy") {
         return;
     }
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("python_interop");
@@ -74,21 +62,7 @@ fn safetensors_agree_with_numpy_both_ways() {
         &[("x", &x), ("y", &model.predict(x.view()).unwrap())],
     );
 
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/python/safetensors_interop.py"
-    );
-    let out = Command::new("python3")
-        .arg(script)
-        .arg(&dir)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "{text}");
+    let text = run_python("safetensors_interop.py", &dir);
     assert!(text.contains("crank -> numpy"), "{text}");
 
     let spec = ModelSpec::from_yaml(
