@@ -22,7 +22,7 @@
 //! imports back as the same model. The graph standardises in the model's precision, where
 //! `crank predict` does so in f64: an f32 graph's outputs agree with it to f32 rounding.
 //!
-//! **Import** ([`Sequential::from_onnx`], [`Sequential::load_onnx`], [`import`]) reads a graph
+//! **Import** ([`Sequential::from_onnx`], [`Sequential::load_onnx`], [`import()`]) reads a graph
 //! that is a chain from one input, as `torch.onnx.export` writes for an `nn.Sequential` MLP
 //! (`Gemm` with `transB = 1`, or `MatMul` + `Add`; `Flatten`, `Identity`, `Dropout`) and
 //! skl2onnx for `MLPClassifier` and `MLPRegressor` (`Cast`, `MatMul` + `Add`; a classifier's
