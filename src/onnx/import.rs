@@ -26,6 +26,12 @@ pub struct Import<F: Scalar> {
     /// `Identity`, `Flatten`, casts), and a classifier's label post-processing (`ArgMax`,
     /// `ZipMap`, ...), which crank's classifiers do themselves from the class names.
     pub notes: Vec<String>,
+    /// The file's version of the default operator set.
+    pub opset: i64,
+    /// The file's IR version.
+    pub ir_version: i64,
+    /// The program that wrote the file, and its version, as the file says.
+    pub producer: String,
 }
 
 fn err(at: impl Into<String>, reason: impl std::fmt::Display) -> Error {
@@ -550,7 +556,13 @@ pub(super) fn decode<F: Scalar>(bytes: &[u8]) -> Result<Import<F>> {
             .first()
             .ok_or_else(|| err(node_at(index, node), "has no output"))?;
     }
-    finish(chain, classes, &metadata)
+    let mut import = finish(chain, classes, &metadata)?;
+    import.opset = opset;
+    import.ir_version = model.ir_version;
+    import.producer = format!("{} {}", model.producer_name, model.producer_version)
+        .trim()
+        .to_string();
+    Ok(import)
 }
 
 /// The feature count of the graph input's type, `[batch, features...]`, when it is known.
@@ -997,5 +1009,8 @@ fn finish<F: Scalar>(
     Ok(Import {
         model,
         notes: chain.notes,
+        opset: 0,
+        ir_version: 0,
+        producer: String::new(),
     })
 }

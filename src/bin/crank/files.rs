@@ -26,7 +26,8 @@ impl ModelArgs {
         Ok(self.load_noting()?.0)
     }
 
-    /// The model, and what an ONNX import passed over (one line each).
+    /// The model, and for an ONNX file what it is and what the import passed over (one line
+    /// each).
     pub(crate) fn load_noting(&self) -> Result<(Sequential<f32>, Vec<String>)> {
         if is_onnx(&self.model) {
             if self.spec.is_some() {
@@ -40,7 +41,23 @@ impl ModelArgs {
             let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
             let import = ctx(crank::onnx::import::<f32>(&bytes))
                 .map_err(|e| format!("{}: {e}", path.display()))?;
-            return Ok((import.model, import.notes));
+            let mut notes = vec![format!(
+                "ONNX opset {}, IR version {}, written by {}",
+                import.opset,
+                import.ir_version,
+                if import.producer.is_empty() {
+                    "an unnamed producer"
+                } else {
+                    &import.producer
+                }
+            )];
+            notes.extend(
+                import
+                    .notes
+                    .into_iter()
+                    .map(|n| format!("passed over: {n}")),
+            );
+            return Ok((import.model, notes));
         }
         Ok((load(&self.model, self.spec.as_deref())?, Vec::new()))
     }

@@ -31,7 +31,7 @@ pub(crate) fn inspect(args: InspectArgs) -> Result<()> {
     let m = if is_onnx(path) {
         let (m, notes) = args.model.load_noting()?;
         lines.push("format: ONNX".into());
-        lines.extend(notes.into_iter().map(|n| format!("passed over: {n}")));
+        lines.extend(notes);
         m
     } else if bytes.starts_with(b"CRANKCKP") {
         let ckpt = ctx(Checkpoint::<f32>::from_bytes(&bytes))?;
@@ -105,7 +105,7 @@ pub(crate) fn convert(args: ConvertArgs) -> Result<()> {
         input.model.display(),
         output.display()
     )];
-    lines.extend(notes.into_iter().map(|n| format!("passed over: {n}")));
+    lines.extend(notes);
     lines.push(String::new());
     to_stdout(&lines.join("\n"))
 }
