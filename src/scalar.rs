@@ -20,8 +20,6 @@ pub trait Scalar:
     + sealed::Sealed
     + std::iter::Sum
     + bytemuck::Pod
-    + crate::gemm::SmallKernel
-    + crate::gemm::Backend
 {
     /// `"f32"` or `"f64"`.
     const NAME: &'static str;

@@ -14,8 +14,8 @@
 
 use ndarray::{ArrayView2, ArrayViewMut2};
 
-/// The element types the backend multiplies: `f32` and `f64`, sealed through
-/// [`Scalar`](crate::Scalar).
+/// The element types the backend multiplies: `f32` and `f64`. Generic code reaches it through
+/// `dispatch::product`.
 pub trait Backend: Sized {
     /// `c = alpha · a · b + beta · c` on the calling thread; `c` is not read when `beta` is 0.
     /// Shapes are the caller's invariant (`a: (m, k)`, `b: (k, n)`, `c: (m, n)`).

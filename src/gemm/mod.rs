@@ -23,13 +23,13 @@
 //! kernels, on an Intel Xeon, gave bitwise the same result).
 
 mod backend;
+mod dispatch;
 mod small;
 
-pub(crate) use backend::Backend;
 pub use backend::backend;
 #[cfg(test)]
 pub(crate) use backend::faer_kernels;
-pub(crate) use small::SmallKernel;
+pub(crate) use dispatch::transpose;
 
 use crate::{Scalar, kernels};
 use ndarray::{ArrayView2, ArrayViewMut2, Axis};
@@ -122,7 +122,7 @@ pub(crate) fn affine<F: Scalar>(
 
 /// Whether `xᵀ·b`, with `x` a row-major `(k, m)` array and `b` `(k, n)`, runs faster as a
 /// product of a row-major copy of `xᵀ` than of the transposed view, so that a caller that owns
-/// a buffer for the copy should make it (with [`SmallKernel::transpose`]). Only where the backend is faer on
+/// a buffer for the copy should make it (with [`transpose`]). Only where the backend is faer on
 /// its x86 kernels, for products it takes (past [`SMALL_GEMM`]), and where `x`'s rows are a
 /// multiple of 4 KiB long: faer reads such a view far slower than a row-major operand (cache
 /// sets alias), while OpenBLAS and other row lengths show no such loss (BENCHMARKS.md).
@@ -165,7 +165,7 @@ fn backend_gemm<F: Scalar>(
     beta: F,
     c: &mut ArrayViewMut2<'_, F>,
 ) {
-    F::product(alpha, a, b, beta, c);
+    dispatch::product(alpha, a, b, beta, c);
 }
 
 #[cfg(test)]

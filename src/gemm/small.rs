@@ -13,6 +13,7 @@
 //! rows the batch has (a larger batch may cross [`SMALL_GEMM`](super::SMALL_GEMM) and go to the
 //! backend, which sums differently).
 
+use super::dispatch;
 use crate::Scalar;
 use ndarray::{ArrayView2, ArrayViewMut2};
 use std::ops::Range;
@@ -108,7 +109,7 @@ fn transposed<F: Scalar, const LEN: usize>(
     for j0 in (0..n).step_by(block) {
         let width = block.min(n - j0);
         let rows = &mut rows[..k * width];
-        F::transpose(&bt[j0 * k..(j0 + width) * k], k, rows);
+        dispatch::transpose(&bt[j0 * k..(j0 + width) * k], k, rows);
         run(Product {
             alpha,
             a,
@@ -162,8 +163,8 @@ impl<F> Product<'_, '_, F> {
     }
 }
 
-/// The vector kernel of one element type: sealed through [`Scalar`], implemented for `f32` and
-/// `f64`.
+/// The vector kernel of one element type, implemented for `f32` and `f64`. Generic code
+/// reaches it through `dispatch::vector_product` and `dispatch::transpose`.
 pub trait SmallKernel: Sized {
     /// Runs the product with vector code and returns `true`, or returns `false` (nothing
     /// written) when the processor lacks the instructions.
@@ -237,7 +238,7 @@ fn run<F: Scalar>(mut p: Product<'_, '_, F>) {
         return;
     }
     assert!(p.in_bounds(), "small product operands out of bounds");
-    if !F::vector_product(&mut p) {
+    if !dispatch::vector_product(&mut p) {
         tiles(&mut p);
     }
 }
@@ -733,7 +734,7 @@ mod tests {
                                 };
                                 assert!(p.in_bounds());
                                 if vector {
-                                    if !F::vector_product(&mut p) {
+                                    if !dispatch::vector_product(&mut p) {
                                         continue; // no vector kernel on this processor
                                     }
                                 } else {
@@ -771,12 +772,12 @@ mod tests {
     fn transpose_turns_rows_into_columns() {
         fn check<F: Scalar>() {
             // Nothing to do, and no division by zero, when the rows are empty.
-            F::transpose(&[], 0, &mut []);
+            dispatch::transpose::<F>(&[], 0, &mut []);
             for k in [1, 3, 4, 5, 8, 9, 16, 17] {
                 for width in [1, 3, 4, 7, 8, 9, 16, 20] {
                     let cols: Vec<F> = (0..width * k).map(|v| F::of(v as f64)).collect();
                     let mut rows = vec![F::nan(); k * width];
-                    F::transpose(&cols, k, &mut rows);
+                    dispatch::transpose(&cols, k, &mut rows);
                     for j in 0..width {
                         for p in 0..k {
                             assert_eq!(

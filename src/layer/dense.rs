@@ -361,7 +361,7 @@ fn input_transposed<'a, F: Scalar>(
     match input.as_slice() {
         Some(x) if gemm::transposed_copy_pays::<F>(batch, n_in, n_out) => {
             buffer.resize(n_in, batch);
-            F::transpose(x, n_in, buffer.as_mut_slice());
+            gemm::transpose(x, n_in, buffer.as_mut_slice());
             buffer.view()
         }
         _ => input.t(),

@@ -868,7 +868,10 @@ fn predicts_from_a_scikit_learn_onnx_file() {
     let converted = d.join("model.crank");
     let said = stdout(crank().arg("convert").arg(&fixture).arg(&converted));
     assert!(said.contains("label post-processing"), "{said}");
-    assert!(said.contains("ONNX opset 21, IR version 10, written by skl2onnx"), "{said}");
+    assert!(
+        said.contains("ONNX opset 21, IR version 10, written by skl2onnx"),
+        "{said}"
+    );
     for model in [&fixture, &converted] {
         let out = stdout(
             crank()

@@ -103,7 +103,11 @@ fn imported_models_have_the_exporters_architecture() {
     let bytes = std::fs::read(fixtures().join("torch_bn_relu.onnx")).unwrap();
     let import = crank::onnx::import::<f32>(&bytes).unwrap();
     assert_eq!((import.opset, import.ir_version), (17, 8));
-    assert!(import.producer.starts_with("pytorch 2."), "{}", import.producer);
+    assert!(
+        import.producer.starts_with("pytorch 2."),
+        "{}",
+        import.producer
+    );
     // Activations after normalisation are layers of their own.
     let spec = load("torch_bn_relu.onnx").to_spec();
     let kinds: Vec<&str> = spec.layers.iter().map(|l| l.kind()).collect();
