@@ -249,7 +249,7 @@ impl<F: Scalar> FitState<F> {
             .map(|b| &b.weights)
             .filter(|w| !w.is_empty());
         for weights in kept.chain(&self.last) {
-            Sequential::<F>::from_tensors(&spec, weights.clone())?;
+            crate::model::check_tensors(&spec, weights)?;
         }
         Ok(())
     }
@@ -632,6 +632,53 @@ impl<F: Scalar> Sequential<F> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A fit state's kept weights must fit the model they resume: the right ones pass; another
+    /// architecture's, a short tensor or a NaN are errors naming the layer.
+    #[test]
+    fn kept_weights_are_checked_against_the_model() {
+        let model = Sequential::<f32>::builder(3)
+            .dense(4, crate::Activation::Relu)
+            .dense(2, crate::Activation::Identity)
+            .build()
+            .unwrap();
+        let mut state = FitState::<f32>::new(&FitOptions::default());
+        state.last = Some(model.tensors());
+        state.check(&model).unwrap();
+        let other = Sequential::<f32>::builder(3)
+            .dense(5, crate::Activation::Relu)
+            .build()
+            .unwrap();
+        state.last = Some(other.tensors());
+        assert!(
+            state
+                .check(&model)
+                .unwrap_err()
+                .to_string()
+                .contains("layers described")
+        );
+        let mut short = model.tensors();
+        short[1][0].pop();
+        state.last = Some(short);
+        let e = state.check(&model).unwrap_err().to_string();
+        assert!(
+            e.contains("layer 1 (dense_1)") && e.contains("weights hold 7 values"),
+            "{e}"
+        );
+        let mut nan = model.tensors();
+        nan[0][1][2] = f32::NAN;
+        state.last = None;
+        state.best = Some(Best {
+            value: 0.5,
+            epoch: 1,
+            weights: nan,
+        });
+        let e = state.check(&model).unwrap_err().to_string();
+        assert!(
+            e.contains("layer 0 (dense_0)") && e.contains("biases value 2 is not finite"),
+            "{e}"
+        );
+    }
 
     #[test]
     fn early_stopping_waits_patience_epochs_without_improvement() {

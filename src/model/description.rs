@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::layer::Build;
+use crate::spec::Resolved;
 
 impl<F: Scalar> Sequential<F> {
     /// A model from its description, with fresh weights drawn from a `Xoshiro256PlusPlus`
@@ -34,44 +35,12 @@ impl<F: Scalar> Sequential<F> {
     /// the `k`-th tensor of [`LayerSpec::tensor_shapes`], row-major. Lengths are checked
     /// against the description before any layer is made.
     pub(crate) fn from_tensors(spec: &ModelSpec, tensors: LayerTensors<F>) -> Result<Self> {
-        let resolved = spec.resolve()?;
-        if tensors.len() != resolved.layers.len() {
-            return Err(Error::spec(
-                "model",
-                format!(
-                    "{} layers described but tensors for {}",
-                    resolved.layers.len(),
-                    tensors.len()
-                ),
-            ));
-        }
+        let resolved = check_tensors(spec, &tensors)?;
+        let seed = spec.seed.unwrap_or(DEFAULT_SEED);
         let mut layers: Vec<Box<dyn Layer<F>>> = Vec::with_capacity(tensors.len());
         for (i, ((name, input, layer), values)) in
             resolved.layers.into_iter().zip(tensors).enumerate()
         {
-            let shapes = layer.tensor_shapes(input);
-            let bad = |reason: String| Error::spec(format!("layer {i} ({name})"), reason);
-            if values.len() != shapes.len() {
-                return Err(bad(format!(
-                    "{} tensors given, {} expected",
-                    values.len(),
-                    shapes.len()
-                )));
-            }
-            for ((tensor, shape), v) in shapes.iter().zip(&values) {
-                let want: usize = shape.iter().product();
-                if v.len() != want {
-                    return Err(bad(format!(
-                        "{tensor} hold {} values, shape {shape:?} needs {want}",
-                        v.len()
-                    )));
-                }
-                if !kernels::all_finite(v) {
-                    let p = v.iter().position(|x| !x.is_finite()).unwrap_or(0);
-                    return Err(bad(format!("{tensor} value {p} is not finite")));
-                }
-            }
-            let seed = spec.seed.unwrap_or(DEFAULT_SEED);
             let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
             layers.push(layer.build(Build {
                 index: i,
@@ -140,4 +109,49 @@ impl<F: Scalar> Sequential<F> {
             })
             .collect()
     }
+}
+
+/// Checks saved tensors against a description, as [`Sequential::from_tensors`] needs them: one
+/// list per layer, each tensor the length its shape needs and every value finite. Returns the
+/// resolved description.
+pub(crate) fn check_tensors<F: Scalar>(
+    spec: &ModelSpec,
+    tensors: &LayerTensors<F>,
+) -> Result<Resolved> {
+    let resolved = spec.resolve()?;
+    if tensors.len() != resolved.layers.len() {
+        return Err(Error::spec(
+            "model",
+            format!(
+                "{} layers described but tensors for {}",
+                resolved.layers.len(),
+                tensors.len()
+            ),
+        ));
+    }
+    for (i, ((name, input, layer), values)) in resolved.layers.iter().zip(tensors).enumerate() {
+        let shapes = layer.tensor_shapes(*input);
+        let bad = |reason: String| Error::spec(format!("layer {i} ({name})"), reason);
+        if values.len() != shapes.len() {
+            return Err(bad(format!(
+                "{} tensors given, {} expected",
+                values.len(),
+                shapes.len()
+            )));
+        }
+        for ((tensor, shape), v) in shapes.iter().zip(values) {
+            let want: usize = shape.iter().product();
+            if v.len() != want {
+                return Err(bad(format!(
+                    "{tensor} hold {} values, shape {shape:?} needs {want}",
+                    v.len()
+                )));
+            }
+            if !kernels::all_finite(v) {
+                let p = v.iter().position(|x| !x.is_finite()).unwrap_or(0);
+                return Err(bad(format!("{tensor} value {p} is not finite")));
+            }
+        }
+    }
+    Ok(resolved)
 }

@@ -2,6 +2,7 @@
 
 mod builder;
 mod description;
+pub(crate) use description::check_tensors;
 mod predict;
 mod step;
 
