@@ -24,7 +24,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "compare"))
-from peers import CRANK_ENV, cpu_model, peers_at_their_best  # noqa: E402
+from peers import CRANK_ENV, PEER_HANDICAPS, cpu_model, peers_at_their_best  # noqa: E402
 
 peers_at_their_best()
 
@@ -68,7 +68,10 @@ def main():
     args = parser.parse_args()
     if args.ort_only:
         folder, threads, rounds = args.ort_only
-        print(json.dumps(ort_rates(folder, int(threads), int(rounds))))
+        rates = ort_rates(folder, int(threads), int(rounds))
+        # What this very process had in its environment, for the header.
+        rates["_handicaps"] = [v for v in PEER_HANDICAPS if v in os.environ]
+        print(json.dumps(rates))
         return
 
     subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=HERE, check=True)
@@ -86,10 +89,8 @@ def main():
     tract = next(p for p in lock if 'name = "tract-onnx"' in p).split('version = "')[1].split('"')[0]
     print(f"onnxruntime {onnxruntime.__version__} (CPU provider, its MLAS kernels), tract-onnx {tract}, "
           f"onnx {onnx.__version__}; crank's default build (faer's GEMM)")
-    print(f"peers' environment: no OPENBLAS_CORETYPE or OPENBLAS_L2_SIZE; rounds {args.rounds} x repeats {args.repeats}")
-    print()
-    print("| network | batch | threads | crank | onnxruntime | tract (1 thread) | crank / onnxruntime | crank / tract |")
-    print("|---|---|---|---|---|---|---|---|")
+    rows = []
+    handicaps = set()
     for threads in (1, 2):
         cores = "1" if threads == 1 else "0,1"
         best = {}
@@ -104,11 +105,20 @@ def main():
             out = subprocess.run(["taskset", "-c", cores, sys.executable, __file__, "--ort-only", folder,
                                   str(threads), str(args.rounds)], check=True, capture_output=True,
                                  text=True).stdout
-            for name, rate in json.loads(out).items():
+            rates = json.loads(out)
+            handicaps.update(rates.pop("_handicaps"))
+            for name, rate in rates.items():
                 best[(name, "onnxruntime")] = max(best.get((name, "onnxruntime"), 0.0), rate)
         for name, _, batch in NETWORKS:
             c, o, t = (best[(name, k)] for k in ("crank", "onnxruntime", "tract"))
-            print(f"| {name} | {batch} | {threads} | {c:,.0f} | {o:,.0f} | {t:,.0f} | {c / o:.2f}x | {c / t:.2f}x |")
+            rows.append(f"| {name} | {batch} | {threads} | {c:,.0f} | {o:,.0f} | {t:,.0f} | {c / o:.2f}x | {c / t:.2f}x |")
+    print("onnxruntime's processes: " + (f"still had {sorted(handicaps)}" if handicaps
+                                         else f"no {' or '.join(PEER_HANDICAPS)} in their environment")
+          + f"; rounds {args.rounds} x repeats {args.repeats}")
+    print()
+    print("| network | batch | threads | crank | onnxruntime | tract (1 thread) | crank / onnxruntime | crank / tract |")
+    print("|---|---|---|---|---|---|---|---|")
+    print("\n".join(rows))
 
 
 if __name__ == "__main__":
