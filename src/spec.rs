@@ -23,7 +23,7 @@
 pub use crate::layer::{
     ActivationSpec, BatchNormSpec, DenseSpec, DropoutSpec, LayerNormSpec, LayerSpec,
 };
-use crate::{Error, Loss, Result};
+use crate::{Error, Loss, Result, Scalar};
 use serde::{Deserialize, Serialize};
 
 /// Limits that untrusted model files are held to. Every decoder checks them, and every length it
@@ -293,6 +293,34 @@ fn tensor_values(
 }
 
 impl Preprocessing {
+    /// Standardises raw inputs in place as the model's training data was: `(x − mean) / std`
+    /// per feature, computed in f64 and rounded once to `F`, as `crank predict` does. An error
+    /// if `x` does not have one column per feature.
+    ///
+    /// ```
+    /// use crank::spec::Preprocessing;
+    /// let p = Preprocessing { mean: vec![1.0, 10.0], std: vec![2.0, 5.0], classes: None, label: None, loss: None };
+    /// let mut x = ndarray::array![[3.0f32, 0.0]];
+    /// p.standardize(&mut x)?;
+    /// assert_eq!(x, ndarray::array![[1.0f32, -2.0]]);
+    /// # Ok::<(), crank::Error>(())
+    /// ```
+    pub fn standardize<F: Scalar>(&self, x: &mut ndarray::Array2<F>) -> Result<()> {
+        if x.ncols() != self.mean.len() {
+            return Err(Error::shape(
+                "standardisation input",
+                format!("(samples, {})", self.mean.len()),
+                format!("{:?}", x.dim()),
+            ));
+        }
+        for mut row in x.rows_mut() {
+            for ((v, m), s) in row.iter_mut().zip(&self.mean).zip(&self.std) {
+                *v = F::of((v.as_f64() - m) / s);
+            }
+        }
+        Ok(())
+    }
+
     /// Checks the standardisation against the model's `inputs` and the class names against
     /// its `outputs` (one logit per class, or a binary classifier's one logit for two).
     fn check(&self, inputs: usize, outputs: usize) -> std::result::Result<(), String> {

@@ -501,9 +501,14 @@ pub(super) fn decode<F: Scalar>(bytes: &[u8]) -> Result<Import<F>> {
             ));
         }
         let (index, node) = g.nodes[readers[0]];
+        // The default domain's operators, and scikit-learn's standardisation (`Scaler`, of
+        // the ONNX-ML domain, as skl2onnx writes a `StandardScaler`).
+        let known_domain = node.domain.is_empty()
+            || node.domain == "ai.onnx"
+            || (node.domain == "ai.onnx.ml" && node.op_type == "Scaler");
         let chained = readers.len() == 1
             && !ends
-            && (node.domain.is_empty() || node.domain == "ai.onnx")
+            && known_domain
             && !POST_PROCESSING[..3].contains(&node.op_type.as_str());
         if !chained {
             if let Some(found) = label_post_processing(&g, value, &mut chain)? {
@@ -621,6 +626,7 @@ fn step(
             Ok(())
         }
         "Sub" | "Div" if chain.layers.is_empty() => standardization(g, at, node, chain),
+        "Scaler" if chain.layers.is_empty() => scaler(at, node, chain),
         "Gemm" | "MatMul" => product(g, at, node, chain),
         "Add" => bias(g, at, node, usize::from(reads(0)), chain),
         "BatchNormalization" => batch_norm(g, at, node, chain),
@@ -710,6 +716,31 @@ fn standardization(g: &Graph<'_>, at: &str, node: &NodeProto, chain: &mut Chain)
             "crank standardises inputs once: subtract, then divide",
         ));
     }
+    Ok(())
+}
+
+/// ONNX-ML's `Scaler`, `y = (x − offset) · scale`, before any layer: the standardisation, with
+/// the deviations `1 / scale`.
+fn scaler(at: &str, node: &NodeProto, chain: &mut Chain) -> Result<()> {
+    if chain.mean.is_some() || chain.std.is_some() {
+        return Err(err(at, "crank standardises inputs once"));
+    }
+    let floats = |name: &str| {
+        let values: Vec<f64> = attribute(node, name)
+            .map(|a| a.floats.iter().map(|&v| f64::from(v)).collect())
+            .unwrap_or_default();
+        Const {
+            dims: vec![values.len()],
+            values: Values::Float(values),
+        }
+    };
+    let offset = chain.vector(at, &floats("offset"), "an offset")?;
+    let scale = chain.vector(at, &floats("scale"), "a scale")?;
+    if scale.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
+        return Err(err(at, "scales by a value that is not finite and positive"));
+    }
+    chain.mean = Some(offset);
+    chain.std = Some(scale.iter().map(|s| 1.0 / s).collect());
     Ok(())
 }
 

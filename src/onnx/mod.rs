@@ -25,7 +25,10 @@
 //! **Import** ([`Sequential::from_onnx`], [`Sequential::load_onnx`], [`import()`]) reads a graph
 //! that is a chain from one input, as `torch.onnx.export` writes for an `nn.Sequential` MLP
 //! (`Gemm` with `transB = 1`, or `MatMul` + `Add`; `Flatten`, `Identity`, `Dropout`) and
-//! skl2onnx for `MLPClassifier` and `MLPRegressor` (`Cast`, `MatMul` + `Add`; a classifier's
+//! skl2onnx for `MLPClassifier` and `MLPRegressor`, alone or after a `StandardScaler` (ONNX-ML's
+//! `Scaler`, which becomes the model's standardisation; apply it with
+//! [`Preprocessing::standardize`](crate::spec::Preprocessing::standardize) before
+//! [`Sequential::predict`], as `crank predict` does) (`Cast`, `MatMul` + `Add`; a classifier's
 //! label post-processing, `ArgMax`, `ArrayFeatureExtractor`, `ZipMap`, becomes the model's class
 //! names: crank's classifier then outputs logits, as one trained by crank does, and
 //! [`Import::notes`] says so). An activation right after a product becomes its Dense layer's;

@@ -7,7 +7,6 @@
 //! set), where it fails.
 
 use crate::helpers::{python_has, run_python};
-use crank::data::Standardizer;
 use crank::optim::Sgd;
 use crank::spec::Preprocessing;
 use crank::{Activation, Loss, Scalar, Sequential};
@@ -106,12 +105,7 @@ fn case<F: Scalar>(
     // The graph takes raw features, as `crank predict` does: standardised here for the library.
     let mut standardized = x.clone();
     if let Some(p) = model.preprocessing() {
-        let of = |v: &[f64]| v.iter().map(|&s| F::of(s)).collect();
-        let scaler = Standardizer {
-            mean: of(&p.mean),
-            std: of(&p.std),
-        };
-        scaler.transform(&mut standardized).unwrap();
+        p.standardize(&mut standardized).unwrap();
     }
     let y = model.predict(standardized.view()).unwrap();
     let metadata: Vec<&str> = match model.preprocessing() {

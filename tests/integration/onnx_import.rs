@@ -44,7 +44,11 @@ fn check<F: Scalar>(name: &str, entry: &serde_json::Value, tolerance: f64) {
     let bytes = std::fs::read(fixtures().join(name)).unwrap();
     let import = crank::onnx::import::<F>(&bytes).unwrap_or_else(|e| panic!("{name}: {e}"));
     let model = import.model;
-    let x = matrix::<F>(&entry["x"]);
+    let mut x = matrix::<F>(&entry["x"]);
+    // The graph takes raw features: the model keeps its standardisation (a pipeline's scaler).
+    if let Some(p) = model.preprocessing() {
+        p.standardize(&mut x).unwrap();
+    }
     let want = matrix::<f64>(&entry["y"]);
     let mut got = model.predict(x.view()).unwrap();
     if let Some(labels) = entry.get("labels") {
@@ -78,7 +82,7 @@ fn check<F: Scalar>(name: &str, entry: &serde_json::Value, tolerance: f64) {
 #[test]
 fn pytorch_and_sklearn_exports_predict_what_onnxruntime_does() {
     let expected = expected();
-    assert_eq!(expected.len(), 7);
+    assert_eq!(expected.len(), 8);
     for (name, entry) in &expected {
         check::<f32>(name, entry, 1e-5);
         // Read into f64, the same weights predict the same within f32's rounding of ONNX
@@ -136,4 +140,13 @@ fn imported_models_have_the_exporters_architecture() {
     assert_eq!(p.classes.as_ref().unwrap(), &["0", "1", "2"]);
     assert_eq!(p.loss, Some(crank::Loss::SoftmaxCrossEntropy));
     assert!(load("sklearn_regressor.onnx").preprocessing().is_none());
+    // A StandardScaler in the pipeline becomes the model's standardisation.
+    let pipeline = load("sklearn_pipeline.onnx");
+    let p = pipeline.preprocessing().unwrap();
+    assert!(
+        p.mean.iter().all(|&m| (m - 7.0).abs() < 5.0),
+        "{:?}",
+        p.mean
+    );
+    assert!(p.std[3] > 10.0 && p.std[1] < 1.0, "{:?}", p.std);
 }

@@ -18,6 +18,8 @@ none of these. Writes, in the folder:
   sklearn_multiclass.onnx  MLPClassifier, 3 integer classes (ZipMap, ArgMax, ...)
   sklearn_binary.onnx      MLPClassifier, 2 string classes (Sigmoid, then Sub/Concat)
   sklearn_regressor.onnx   MLPRegressor (logistic hidden layer, Reshape at the end)
+  sklearn_pipeline.onnx    make_pipeline(StandardScaler, MLPClassifier): ONNX-ML's Scaler
+                           first, on features far from unit scale
   expected.json         per file: the input rows "x", onnxruntime's outputs "y" (the
                         probabilities for classifiers) and "labels" for classifiers
 """
@@ -140,6 +142,16 @@ def sklearn_models(folder, rng):
         model = to_onnx(estimator, x[:1])
         onnx.save(model, os.path.join(folder, name))
         files[name] = 4
+
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    wide = x * np.array([10.0, 0.1, 3.0, 50.0], dtype=np.float32) + np.float32(7.0)
+    pipeline = make_pipeline(StandardScaler(), MLPClassifier(hidden_layer_sizes=(8,), max_iter=300,
+                                                             random_state=0))
+    pipeline.fit(wide, (x[:, 0] + x[:, 3] > 0).astype(int))
+    onnx.save(to_onnx(pipeline, wide[:1]), os.path.join(folder, "sklearn_pipeline.onnx"))
+    files["sklearn_pipeline.onnx"] = 4
     return files
 
 
@@ -155,6 +167,8 @@ def main(folder):
         path = os.path.join(folder, name)
         onnx.checker.check_model(onnx.load(path), full_check=True)
         x = rng.normal(size=(6, width)).astype(np.float32)
+        if name == "sklearn_pipeline.onnx":
+            x = x * np.array([10.0, 0.1, 3.0, 50.0], dtype=np.float32) + np.float32(7.0)
         outputs = run(path, x)
         entry = {"x": x.tolist()}
         if name.startswith("sklearn") and "regressor" not in name:

@@ -93,12 +93,8 @@ pub(crate) fn prepare(
             pre.mean.len()
         ));
     }
-    let scaler = Standardizer {
-        mean: pre.mean.iter().copied().collect(),
-        std: pre.std.iter().copied().collect(),
-    };
     let mut features = table.features.clone();
-    ctx(scaler.transform(&mut features))?;
+    ctx(pre.standardize(&mut features))?;
     let x = features.mapv(|v| v as f32);
     let (mut classes, mut values) = (Vec::new(), Array2::zeros((0, 1)));
     if with_labels {
