@@ -198,6 +198,8 @@ struct Chain {
     std: Option<Vec<f64>>,
     names: HashSet<String>,
     notes: Vec<String>,
+    /// The `LogSoftmax` node the network ended in, if any: a classifier's log-probabilities.
+    log_softmax: Option<String>,
 }
 
 impl Chain {
@@ -483,6 +485,7 @@ pub(super) fn decode<F: Scalar>(bytes: &[u8]) -> Result<Import<F>> {
         std: None,
         names: HashSet::new(),
         notes: Vec::new(),
+        log_softmax: None,
     };
     let outputs: HashSet<&str> = graph.output.iter().map(|o| o.name.as_str()).collect();
     let mut classes: Option<Vec<String>> = None;
@@ -542,6 +545,14 @@ pub(super) fn decode<F: Scalar>(bytes: &[u8]) -> Result<Import<F>> {
                     format!("operator of domain `{}` has no crank layer", node.domain),
                 )
             });
+        }
+        if let Some(last) = &chain.log_softmax {
+            return Err(err(
+                node_at(index, node),
+                format!(
+                    "follows {last}; crank reads a LogSoftmax only as a classifier's last node"
+                ),
+            ));
         }
         steps += 1;
         if steps > g.nodes.len() {
@@ -631,6 +642,15 @@ fn step(
         "Add" => bias(g, at, node, usize::from(reads(0)), chain),
         "BatchNormalization" => batch_norm(g, at, node, chain),
         "LayerNormalization" => layer_norm(g, at, node, chain),
+        "LogSoftmax" => {
+            // Before opset 13, the axis defaulted to 1 (of rows flattened to 2-D).
+            let axis = int_attribute(node, "axis", if opset >= 13 { -1 } else { 1 });
+            if !matches!(axis, -1 | 1) {
+                return Err(err(at, format!("a LogSoftmax over axis {axis}")));
+            }
+            chain.log_softmax = Some(at.to_string());
+            Ok(())
+        }
         _ => {
             let activation = activation(at, node, opset)?;
             match chain.open_dense() {
@@ -977,10 +997,29 @@ fn finish<F: Scalar>(
             (chain.mean, chain.std) = (Some(exact.mean), Some(exact.std));
         }
     }
-    if let Some(names) = found {
+    let outputs = chain.width.unwrap_or(0);
+    if let Some(at) = chain.log_softmax.take() {
+        // PyTorch's classifiers trained with NLLLoss end in LogSoftmax: crank's classifier
+        // outputs the logits instead, whose softmax is the same probabilities.
+        let names = found.unwrap_or_else(|| (0..outputs).map(|i| i.to_string()).collect());
+        if outputs < 2 || names.len() != outputs {
+            return Err(err(
+                at,
+                format!(
+                    "a LogSoftmax over {outputs} outputs with {} class names",
+                    names.len()
+                ),
+            ));
+        }
+        chain.notes.push(format!(
+            "{at}: a classifier's log-probabilities; the model outputs its logits (the same up to \
+             a constant per row), and its probabilities are their softmax"
+        ));
+        classes = classes.or(Some(names));
+        loss = loss.or(Some(Loss::SoftmaxCrossEntropy));
+    } else if let Some(names) = found {
         // A classifier's graph ends in its probabilities; crank's ends in the logits, and turns
         // them into probabilities with the class names.
-        let outputs = chain.width.unwrap_or(0);
         let last = match chain.layers.last_mut() {
             Some(LayerSpec::Dense(d)) => Some(&mut d.activation_function),
             Some(LayerSpec::Activation(a)) => Some(&mut a.activation_function),

@@ -32,8 +32,9 @@
 //! label post-processing, `ArgMax`, `ArrayFeatureExtractor`, `ZipMap`, becomes the model's class
 //! names: crank's classifier then outputs logits, as one trained by crank does, and
 //! [`Import::notes`] says so). An activation right after a product becomes its Dense layer's;
-//! after a normalisation, a layer of its own. A branch, an operator with no crank layer, or a
-//! weight computed by the graph is an error naming the node, its operator and why.
+//! after a normalisation, a layer of its own. A final `LogSoftmax` (a classifier for `NLLLoss`)
+//! makes the model a classifier that outputs the logits. A branch, an operator with no crank
+//! layer, or a weight computed by the graph is an error naming the node, its operator and why.
 //!
 //! ONNX files are untrusted input like every model file: at most 2 GiB (a protobuf message's
 //! limit), [`MAX_NODES`] nodes, each tensor within [`Limits`](crate::spec::Limits), its data

@@ -172,6 +172,24 @@ fn graphs_crank_does_not_import() {
         ..Default::default()
     });
     assert_error(&m, &["alpha"]);
+    // A LogSoftmax is read only as a classifier's last node.
+    let mut m = valid();
+    let last = graph(&mut m).node.len() - 1;
+    graph(&mut m).node[last].output[0] = "logits".into();
+    graph(&mut m)
+        .node
+        .push(node("LogSoftmax", &["logits"], "log_p"));
+    graph(&mut m)
+        .node
+        .push(node("Identity", &["log_p"], "output"));
+    assert_error(
+        &m,
+        &[
+            "(`Identity_output`, Identity)",
+            "follows node",
+            "LogSoftmax",
+        ],
+    );
     // Control flow.
     let mut m = valid();
     graph(&mut m).node[1].attribute.push(AttributeProto {

@@ -13,6 +13,8 @@ none of these. Writes, in the folder:
                         torch.export-based exporter (opset 20+: Gemm, Gelu, LayerNormalization)
   torch_bn_relu.onnx    nn.Sequential(Linear, BatchNorm1d, ReLU, Linear, LayerNorm, LeakyReLU,
                         Linear): activations after normalisation (TorchScript exporter)
+  torch_log_softmax.onnx  nn.Sequential(Flatten, Linear, BatchNorm1d, ReLU, Dropout, Linear,
+                        LogSoftmax) at opset 11 (a classifier for NLLLoss; older defaults)
   matmul_add.onnx       the MatMul + Add form some exporters write, with Identity and Dropout
                         (built with onnx.helper)
   sklearn_multiclass.onnx  MLPClassifier, 3 integer classes (ZipMap, ArgMax, ...)
@@ -91,6 +93,19 @@ def torch_models(folder, rng):
     torch.onnx.export(seq, (torch.randn(2, 4),), path, dynamo=False, input_names=["x"],
                       output_names=["y"], dynamic_axes={"x": {0: "batch"}}, opset_version=17)
     files["torch_bn_relu.onnx"] = 4
+
+    seq = torch.nn.Sequential(
+        torch.nn.Flatten(), torch.nn.Linear(5, 7), torch.nn.BatchNorm1d(7), torch.nn.ReLU(),
+        torch.nn.Dropout(0.1), torch.nn.Linear(7, 4), torch.nn.LogSoftmax(dim=1))
+    seq.train()
+    with torch.no_grad():
+        for _ in range(20):
+            seq(torch.randn(32, 5) * 2)
+    seq.eval()
+    path = os.path.join(folder, "torch_log_softmax.onnx")
+    torch.onnx.export(seq, (torch.randn(2, 5),), path, dynamo=False, input_names=["x"],
+                      output_names=["y"], dynamic_axes={"x": {0: "batch"}}, opset_version=11)
+    files["torch_log_softmax.onnx"] = 5
     return files
 
 
@@ -176,6 +191,11 @@ def main(folder):
             classes = sorted(probabilities[0].keys())
             entry["labels"] = [str(label) for label in labels]
             entry["y"] = [[float(p[c]) for c in classes] for p in probabilities]
+        elif name == "torch_log_softmax.onnx":
+            # crank reads it as a classifier: its probabilities, and the classes 0, 1, ...
+            log_p = np.asarray(outputs[0], dtype=np.float64)
+            entry["labels"] = [str(c) for c in log_p.argmax(axis=1)]
+            entry["y"] = np.exp(log_p).tolist()
         else:
             entry["y"] = np.asarray(outputs[0], dtype=np.float64).reshape(6, -1).tolist()
         expected[name] = entry
