@@ -572,13 +572,16 @@ pub(super) fn decode<F: Scalar>(bytes: &[u8]) -> Result<Import<F>> {
             .first()
             .ok_or_else(|| err(node_at(index, node), "has no output"))?;
     }
-    let mut import = finish(chain, classes, &metadata)?;
-    import.opset = opset;
-    import.ir_version = model.ir_version;
-    import.producer = format!("{} {}", model.producer_name, model.producer_version)
-        .trim()
-        .to_string();
-    Ok(import)
+    let (built, notes) = finish(chain, classes, &metadata)?;
+    Ok(Import {
+        model: built,
+        notes,
+        opset,
+        ir_version: model.ir_version,
+        producer: format!("{} {}", model.producer_name, model.producer_version)
+            .trim()
+            .to_string(),
+    })
 }
 
 /// The feature count of the graph input's type, `[batch, features...]`, when it is known.
@@ -955,12 +958,13 @@ fn label_post_processing(
     Ok(Some(classes))
 }
 
-/// The model from the layers read, the standardisation, the class names and the metadata.
+/// The model from the layers read, the standardisation, the class names and the metadata,
+/// with the import's notes.
 fn finish<F: Scalar>(
     mut chain: Chain,
     found: Option<Vec<String>>,
     metadata: &HashMap<&str, &str>,
-) -> Result<Import<F>> {
+) -> Result<(Sequential<F>, Vec<String>)> {
     if chain.layers.is_empty() {
         return Err(err(
             "graph",
@@ -1076,11 +1080,5 @@ fn finish<F: Scalar>(
         Error::Spec { at, reason } => err(at, reason),
         other => other,
     })?;
-    Ok(Import {
-        model,
-        notes: chain.notes,
-        opset: 0,
-        ir_version: 0,
-        producer: String::new(),
-    })
+    Ok((model, chain.notes))
 }
