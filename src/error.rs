@@ -78,6 +78,17 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// Another rank of a data-parallel run failed, so this one stopped too (see
+    /// [`collective::agree`](crate::collective::agree)); the failing rank's own error says why.
+    #[error("rank {rank} of {size} {reason}")]
+    Rank {
+        /// The first rank that failed.
+        rank: usize,
+        /// The number of ranks.
+        size: usize,
+        /// What happened there, as far as this rank knows.
+        reason: String,
+    },
     /// A data file has a value crank cannot use.
     #[error("{}:{line}:{column}: {reason}", path.display())]
     Data {

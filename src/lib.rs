@@ -45,6 +45,7 @@ extern crate blas_src;
 
 pub mod activation;
 mod buffer;
+pub mod collective;
 pub mod data;
 mod error;
 pub mod gemm;
