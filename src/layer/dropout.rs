@@ -59,8 +59,10 @@ impl LayerConfig for DropoutSpec {
 /// Inverted dropout: in training each element is zeroed with probability `rate` and the rest are
 /// scaled by `1 / (1 − rate)`; in evaluation it is the identity.
 ///
-/// The masks come from a `Xoshiro256PlusPlus` seeded with the layer's seed and the model's step
-/// count, so they are reproducible and a resumed checkpoint draws the same masks.
+/// Each row's mask comes from a `Xoshiro256PlusPlus` seeded with the layer's seed, the model's
+/// step count and the row's place in the step's batch, so masks are reproducible, a resumed
+/// checkpoint draws the same ones, and a data-parallel run draws for each sample the mask one
+/// process would have drawn for it, however many ranks share the batch.
 #[derive(Debug, Clone)]
 pub struct Dropout<F: Scalar> {
     name: String,
@@ -68,6 +70,8 @@ pub struct Dropout<F: Scalar> {
     rate: f64,
     seed: u64,
     step: u64,
+    /// The place of the batch's first row in the step's global batch.
+    first_row: u64,
     /// `0` or `1 / (1 − rate)` per element of the latest training batch.
     mask: Buffer<F>,
     y: Buffer<F>,
@@ -90,6 +94,7 @@ impl<F: Scalar> Dropout<F> {
             rate,
             seed,
             step: 0,
+            first_row: 0,
             mask: Buffer::default(),
             y: Buffer::default(),
             dx: Buffer::default(),
@@ -123,8 +128,9 @@ impl<F: Scalar> Layer<F> for Dropout<F> {
         format!("rate {}", self.rate)
     }
 
-    fn set_step(&mut self, step: u64) {
+    fn set_step(&mut self, step: u64, first_row: u64) {
         self.step = step;
+        self.first_row = first_row;
     }
 
     fn forward(&mut self, input: ArrayView2<'_, F>, mode: Mode) -> Result<()> {
@@ -134,17 +140,26 @@ impl<F: Scalar> Layer<F> for Dropout<F> {
         self.y.view_mut().assign(&input);
         self.masked = mode == Mode::Train && self.rate > 0.0;
         if self.masked {
-            let mut rng = Xoshiro256PlusPlus::seed_from_u64(
-                self.seed ^ self.step.wrapping_mul(0x9E37_79B9_7F4A_7C15),
-            );
+            let step_seed = self.seed ^ self.step.wrapping_mul(0x9E37_79B9_7F4A_7C15);
             let (keep, scale) = (1.0 - self.rate, F::of(1.0 / (1.0 - self.rate)));
             self.mask.resize(batch, n);
-            for m in self.mask.as_mut_slice() {
-                *m = if rng.random::<f64>() < keep {
-                    scale
-                } else {
-                    F::zero()
-                };
+            for (i, row) in self
+                .mask
+                .as_mut_slice()
+                .chunks_exact_mut(n.max(1))
+                .enumerate()
+            {
+                let place = self.first_row.wrapping_add(i as u64);
+                let mut rng = Xoshiro256PlusPlus::seed_from_u64(
+                    step_seed ^ place.wrapping_mul(0xD6E8_FEB8_6659_FD93),
+                );
+                for m in row {
+                    *m = if rng.random::<f64>() < keep {
+                        scale
+                    } else {
+                        F::zero()
+                    };
+                }
             }
             kernels::zip_inplace(self.y.as_mut_slice(), self.mask.as_slice(), |y, m| y * m);
         }

@@ -312,9 +312,11 @@ pub trait Layer<F: Scalar>: Send + Sync + Debug {
         String::new()
     }
 
-    /// Tells the layer the model's step count before a training forward (dropout seeds its
-    /// masks from it).
-    fn set_step(&mut self, _step: u64) {}
+    /// Tells the layer, before a training forward, the model's step count and the place of the
+    /// batch's first row in the step's global batch (0 unless a data-parallel run split that
+    /// batch among ranks). Dropout seeds each row's mask from both, so a sample's mask is the
+    /// same whichever rank computes it.
+    fn set_step(&mut self, _step: u64, _first_row: u64) {}
 
     /// Runs the layer on a batch `(batch, input_size)` and keeps the result in its own buffer.
     /// The caller guarantees the input's width; `input` must stay the same until `backward`.
@@ -383,6 +385,11 @@ pub trait Layer<F: Scalar>: Send + Sync + Debug {
 
     /// Calls `f` on each parameter's gradient, mutably (for clipping).
     fn visit_grads_mut(&mut self, f: &mut dyn FnMut(&mut [F]));
+
+    /// Calls `f` on each tensor that training changes other than through gradients
+    /// (BatchNorm's running statistics), mutably, in a fixed order: a data-parallel run averages
+    /// them over the ranks. The default has none.
+    fn visit_statistics_mut(&mut self, _f: &mut dyn FnMut(&mut [F])) {}
 
     /// The layer's description, with its name and input size filled in (the numpy design's `to_dict`).
     fn to_spec(&self) -> LayerSpec;

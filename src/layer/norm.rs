@@ -398,6 +398,11 @@ impl<F: Scalar> Layer<F> for BatchNorm<F> {
         f(self.affine.grad_beta.as_slice_mut().expect("contiguous"));
     }
 
+    fn visit_statistics_mut(&mut self, f: &mut dyn FnMut(&mut [F])) {
+        f(self.running_mean.as_slice_mut().expect("contiguous"));
+        f(self.running_var.as_slice_mut().expect("contiguous"));
+    }
+
     fn to_spec(&self) -> LayerSpec {
         LayerSpec::BatchNorm(BatchNormSpec {
             name: Some(self.name.clone()),

@@ -23,20 +23,23 @@ impl<F: Scalar> Sequential<F> {
     ) -> Result<F> {
         let y = y.into();
         let parallel = self.forks(x.nrows());
-        threads::on_pool(parallel, || self.gradients(x, y, loss))
+        threads::on_pool(parallel, || self.gradients(x, y, loss, 0))
     }
 
-    /// [`compute_gradients`](Self::compute_gradients) on the calling thread.
-    pub(super) fn gradients(
+    /// [`compute_gradients`](Self::compute_gradients) on the calling thread, for a batch whose
+    /// first row is row `first_row` of the step's global batch (0 but in a data-parallel run).
+    pub(crate) fn gradients(
         &mut self,
         x: ArrayView2<'_, F>,
         y: Target<'_, F>,
         loss: &Loss,
+        first_row: u64,
     ) -> Result<F> {
-        self.backpropagate(x, y, loss, None)
+        self.backpropagate(x, y, loss, None, first_row)
     }
 
-    /// Forward, loss and backward. With `fold = Some(lr)` (plain SGD), each layer may fold its
+    /// Forward, loss and backward of a batch whose first row is row `first_row` of the step's
+    /// batch (dropout's masks depend on it). With `fold = Some(lr)` (plain SGD), each layer may fold its
     /// update into its weight-gradient product ([`Layer::backward_folding_sgd`]), which
     /// [`update`](Self::update) then runs; nothing is updated here either way.
     pub(super) fn backpropagate(
@@ -45,11 +48,12 @@ impl<F: Scalar> Sequential<F> {
         y: Target<'_, F>,
         loss: &Loss,
         fold: Option<F>,
+        first_row: u64,
     ) -> Result<F> {
         let step = Some(self.steps);
         let input_max = self.check_input(&x, step)?;
         for layer in &mut self.layers {
-            layer.set_step(self.steps);
+            layer.set_step(self.steps, first_row);
         }
         self.forward(x, Mode::Train)?;
 
@@ -123,7 +127,7 @@ impl<F: Scalar> Sequential<F> {
     /// `fold = Some(lr)` ([`backpropagate`](Self::backpropagate)), `folded` is the batch `x` and
     /// that `lr`: each layer applies the update it folded, if any ([`Layer::apply_folded_sgd`]),
     /// and the parameters of the others go through the optimizer. Counts a step.
-    pub(super) fn update<O: Optimizer + ?Sized>(
+    pub(crate) fn update<O: Optimizer + ?Sized>(
         &mut self,
         optimizer: &mut O,
         folded: Option<(ArrayView2<'_, F>, F)>,
@@ -150,6 +154,20 @@ impl<F: Scalar> Sequential<F> {
         }
         self.steps += 1;
         Ok(())
+    }
+
+    /// Calls `f` on every gradient and then on every running statistic of every layer, in
+    /// layer order: what the ranks of a data-parallel step reduce.
+    pub(crate) fn visit_reduced_mut(&mut self, f: &mut dyn FnMut(&mut [F])) {
+        for layer in &mut self.layers {
+            layer.visit_grads_mut(f);
+            layer.visit_statistics_mut(f);
+        }
+    }
+
+    /// The last layer's output from the latest training forward.
+    pub(crate) fn train_output(&self) -> ArrayView2<'_, F> {
+        self.layers.last().expect("a model has layers").output()
     }
 
     /// Scales all gradients so that their global L2 norm is at most `max_norm`, as PyTorch's
@@ -229,7 +247,7 @@ impl<F: Scalar> Sequential<F> {
     ) -> Result<F> {
         // With plain SGD, layers may fold their updates into their products.
         let fold = optimizer.plain_sgd().map(F::of);
-        let value = self.backpropagate(x, y, loss, fold)?;
+        let value = self.backpropagate(x, y, loss, fold, 0)?;
         self.update(optimizer, fold.map(|lr| (x, lr)))?;
         Ok(value)
     }

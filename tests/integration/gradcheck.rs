@@ -298,12 +298,19 @@ fn dropout_is_identity_in_eval_and_unbiased_in_training() {
     );
     // Another step draws another mask; the same step, the same one.
     let first = out.to_owned();
-    d.set_step(1);
+    d.set_step(1, 0);
     d.forward(x.view(), Mode::Train).unwrap();
     assert_ne!(d.output(), first);
-    d.set_step(0);
+    d.set_step(0, 0);
     d.forward(x.view(), Mode::Train).unwrap();
     assert_eq!(d.output(), first);
+    // A row's mask depends on its place in the step's batch, not on the rows around it: the
+    // second half of the batch, told where it starts, draws the second half's masks.
+    let half = x.nrows() / 2;
+    d.set_step(0, half as u64);
+    d.forward(x.slice(ndarray::s![half.., ..]), Mode::Train)
+        .unwrap();
+    assert_eq!(d.output(), first.slice(ndarray::s![half.., ..]));
 }
 
 #[test]
