@@ -171,6 +171,11 @@ impl<'a, F: Scalar> Dataset<'a, F> {
         Ok((train, Some(val)))
     }
 
+    /// The samples in `rows` (a range within the data set).
+    pub(crate) fn rows(self, rows: std::ops::Range<usize>) -> Self {
+        self.split_at(rows.end).0.split_at(rows.start).1
+    }
+
     pub(crate) fn split_at(self, at: usize) -> (Self, Self) {
         let (xa, xb) = self.x.split_at(Axis(0), at);
         let (ya, yb) = match self.y {

@@ -1,5 +1,6 @@
 //! Metrics computed over a data set, batch by batch: accuracy, top-k accuracy, MSE, MAE, R².
 
+use crate::collective::Communicator;
 use crate::loss::Target;
 use crate::{Error, Result, Scalar};
 use ndarray::{ArrayView1, ArrayView2};
@@ -143,6 +144,44 @@ impl Tally {
             }
             self.elements += b * k;
         }
+    }
+
+    /// Sums the tallies of every rank of a data-parallel run, so that each rank holds the
+    /// tally of the whole data; `outputs` is the model's output width.
+    pub fn reduce(&mut self, comm: &dyn Communicator, outputs: usize) -> Result<()> {
+        if comm.size() == 1 {
+            return Ok(());
+        }
+        // A rank that saw no value targets has no columns yet: every rank sends the same shape.
+        self.columns.resize(outputs, (0.0, 0.0, 0.0));
+        let mut sums = vec![
+            self.samples as f64,
+            self.correct as f64,
+            self.sq_err,
+            self.abs_err,
+            self.elements as f64,
+        ];
+        sums.extend(self.top_k.iter().map(|&(_, hits)| hits as f64));
+        sums.extend(self.columns.iter().flat_map(|&(a, b, c)| [a, b, c]));
+        comm.all_reduce_f64(&mut sums)?;
+        // Counts below 2^53 are exact in f64.
+        let mut it = sums.into_iter();
+        let mut next = || it.next().unwrap_or_default();
+        self.samples = next() as usize;
+        self.correct = next() as usize;
+        self.sq_err = next();
+        self.abs_err = next();
+        self.elements = next() as usize;
+        for (_, hits) in &mut self.top_k {
+            *hits = next() as usize;
+        }
+        for c in &mut self.columns {
+            *c = (next(), next(), next());
+        }
+        if self.elements == 0 {
+            self.columns.clear();
+        }
+        Ok(())
     }
 
     /// The value of `metric` over what was added.

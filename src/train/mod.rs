@@ -1,6 +1,9 @@
 //! The training loop: [`Sequential::fit`] with validation, metrics, schedules, clipping, early
 //! stopping, callbacks and a [`History`].
 
+mod distributed;
+
+use crate::collective::{Communicator, SingleProcess};
 use crate::data::Batcher;
 pub use crate::data::Dataset;
 use crate::loss::{Loss, Target};
@@ -375,27 +378,81 @@ impl<F: Scalar> Sequential<F> {
         callback: &mut dyn Callback,
         state: &mut FitState<F>,
     ) -> Result<History> {
+        self.fit_distributed(
+            &SingleProcess,
+            train,
+            validation,
+            loss,
+            optimizer,
+            options,
+            callback,
+            state,
+        )
+    }
+
+    /// [`fit_from`](Self::fit_from) as one rank of a data-parallel run over `comm` (Horovod's
+    /// and PyTorch DDP's scheme): every rank calls it with the same data, model description,
+    /// optimizer, options and state, and ends with the same weights and [`History`].
+    ///
+    /// - Rank 0's weights are broadcast to every rank first.
+    /// - The epoch's shuffle comes from the shared seed, so every rank knows the global batches.
+    ///   Each global batch of `options.batch_size` samples is split among the ranks in contiguous
+    ///   shares ([`collective::share`](crate::collective::share)); each rank computes the
+    ///   gradients of its share, and their sum, weighted by each share's size, is the gradient
+    ///   of the global batch's mean loss. Every rank then applies the same update. So a global
+    ///   batch holds the same samples whatever the number of ranks, and the weights agree with
+    ///   one process's to rounding (the sums are taken in another order).
+    /// - Dropout draws each sample's mask from its place in the global batch: the same masks as
+    ///   one process. BatchNorm normalises each share with the share's own statistics (PyTorch
+    ///   DDP without `SyncBatchNorm`); the running statistics are averaged over the ranks after
+    ///   every step, weighted by share, so they stay identical on every rank.
+    /// - The loss, metrics and validation (split among the ranks) are summed over the ranks, so
+    ///   early stopping and schedules decide the same everywhere. After every epoch the ranks
+    ///   check that their weights are still bitwise identical.
+    /// - An error on one rank (a non-finite loss, say) ends the run on every rank: that rank
+    ///   returns its error, the others [`Error::Rank`] naming it.
+    ///
+    /// With one rank this is `fit_from` (plain SGD folds its update into the products there;
+    /// with several ranks the gradients are reduced first, so it cannot).
+    #[allow(clippy::too_many_arguments)]
+    pub fn fit_distributed(
+        &mut self,
+        comm: &dyn Communicator,
+        train: Dataset<'_, F>,
+        validation: Option<Dataset<'_, F>>,
+        loss: &Loss,
+        optimizer: &mut dyn Optimizer,
+        options: &FitOptions,
+        callback: &mut dyn Callback,
+        state: &mut FitState<F>,
+    ) -> Result<History> {
         let n = train.x.nrows();
-        if n == 0 || options.batch_size == 0 {
-            return Err(Error::Config(
+        let usable = if n == 0 || options.batch_size == 0 {
+            Err(Error::Config(
                 "fit needs at least one sample and a batch size of at least 1".into(),
-            ));
-        }
-        if let Some(es) = &options.early_stopping
-            && es.monitor.starts_with("val_")
-            && validation.is_none()
-        {
-            return Err(Error::Config(format!(
-                "early stopping monitors {} but there is no validation set",
-                es.monitor
-            )));
-        }
+            ))
+        } else {
+            match &options.early_stopping {
+                Some(es) if es.monitor.starts_with("val_") && validation.is_none() => {
+                    Err(Error::Config(format!(
+                        "early stopping monitors {} but there is no validation set",
+                        es.monitor
+                    )))
+                }
+                _ => Ok(()),
+            }
+        };
+        // Every rank stops here if one cannot start.
+        crate::collective::agree(comm, usable)?;
         if state.stopped {
             return Ok(History::default());
         }
         if let Some(last) = state.last.take() {
             // The model holds the best epoch's weights; the run goes on from the last ones.
             self.restore_tensors(last)?;
+        }
+        if comm.size() > 1 {
+            self.join_ranks(comm, &train, validation.as_ref())?;
         }
         let same_schedule = match (&state.scheduler, &options.schedule) {
             (Some(s), Some(o)) => s.schedule() == o,
@@ -428,24 +485,41 @@ impl<F: Scalar> Sequential<F> {
             if options.shuffle {
                 batcher.shuffle();
             }
-            let (mean_loss, tally) = self.train_epoch(
-                &train,
-                &mut batcher,
-                loss,
-                optimizer,
-                options,
-                epoch,
-                callback,
-            )?;
+            let (mean_loss, tally) = if comm.size() == 1 {
+                self.train_epoch(
+                    &train,
+                    &mut batcher,
+                    loss,
+                    optimizer,
+                    options,
+                    epoch,
+                    callback,
+                )?
+            } else {
+                self.train_epoch_shared(
+                    comm,
+                    &train,
+                    &mut batcher,
+                    loss,
+                    optimizer,
+                    options,
+                    epoch,
+                    callback,
+                )?
+            };
             state.rng = batcher.rng().clone();
             let metrics = self.epoch_metrics(
+                comm,
                 mean_loss,
-                &tally,
+                tally,
                 validation.as_ref(),
                 loss,
                 options,
                 &mut ws,
             )?;
+            if comm.size() > 1 {
+                self.check_same_weights(comm, epoch)?;
+            }
             let record = Epoch {
                 epoch,
                 lr,
@@ -566,22 +640,33 @@ impl<F: Scalar> Sequential<F> {
 
     /// An epoch's history columns: `loss` and the metrics on the training batches, `val_loss`
     /// and `val_<metric>` on the validation set.
+    ///
+    /// In a data-parallel run, the training tally is summed over the ranks and each rank
+    /// evaluates its share of the validation set.
+    #[allow(clippy::too_many_arguments)]
     fn epoch_metrics(
         &self,
+        comm: &dyn Communicator,
         mean_loss: f64,
-        tally: &Tally,
+        mut tally: Tally,
         validation: Option<&Dataset<'_, F>>,
         loss: &Loss,
         options: &FitOptions,
         ws: &mut Workspace<F>,
     ) -> Result<BTreeMap<String, f64>> {
+        let outputs = self.output_size();
+        tally.reduce(comm, outputs)?;
         let mut metrics = BTreeMap::new();
         metrics.insert("loss".to_string(), mean_loss);
         for m in &options.metrics {
             metrics.insert(m.name(), tally.value(m)?);
         }
         if let Some(val) = validation {
-            let (val_loss, tally) = self.evaluate_tally(val, loss, &options.metrics, ws)?;
+            let (val_loss, tally) = if comm.size() == 1 {
+                self.evaluate_tally(val, loss, &options.metrics, ws)?
+            } else {
+                self.evaluate_shared(comm, val, loss, &options.metrics, ws)?
+            };
             metrics.insert("val_loss".to_string(), val_loss);
             for m in &options.metrics {
                 metrics.insert(format!("val_{}", m.name()), tally.value(m)?);

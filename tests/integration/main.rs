@@ -9,6 +9,7 @@ mod checkpoint;
 mod cli;
 mod concurrency;
 mod determinism;
+mod distributed;
 mod fit;
 mod gradcheck;
 mod helpers;

@@ -1,0 +1,210 @@
+//! The data-parallel parts of [`Sequential::fit_distributed`]: joining the ranks, a step over
+//! shares of a global batch, validation over shares, and the check that the ranks' weights agree.
+
+use super::{Callback, FitOptions};
+use crate::collective::{self, Communicator, agree, all_reduce, share};
+use crate::data::{Batcher, Dataset};
+use crate::loss::Loss;
+use crate::metrics::{Metric, Tally};
+use crate::model::Workspace;
+use crate::optim::Optimizer;
+use crate::{Error, Result, Scalar, Sequential, kernels, threads};
+use std::hash::{Hash, Hasher};
+
+impl<F: Scalar> Sequential<F> {
+    /// Starts a data-parallel run: checks that every rank holds data of the same size and
+    /// gives every rank rank 0's weights and step count.
+    pub(super) fn join_ranks(
+        &mut self,
+        comm: &dyn Communicator,
+        train: &Dataset<'_, F>,
+        validation: Option<&Dataset<'_, F>>,
+    ) -> Result<()> {
+        let mut weights: Vec<F> = self.tensors().into_iter().flatten().flatten().collect();
+        let mine = [
+            train.x.nrows() as u64,
+            train.x.ncols() as u64,
+            validation.map_or(0, |v| v.x.nrows() as u64),
+            weights.len() as u64,
+            self.steps(),
+        ];
+        let mut root = mine;
+        collective::broadcast(comm, &mut root, 0)?;
+        let same = if mine[..4] == root[..4] {
+            Ok(())
+        } else {
+            Err(Error::Config(format!(
+                "rank {} holds {} training samples of {} features, {} validation samples and \
+                 {} weights; rank 0 holds {}, {}, {} and {}: every rank must read the same data \
+                 and model",
+                comm.rank(),
+                mine[0],
+                mine[1],
+                mine[2],
+                mine[3],
+                root[0],
+                root[1],
+                root[2],
+                root[3]
+            )))
+        };
+        agree(comm, same)?;
+        collective::broadcast(comm, &mut weights, 0)?;
+        if comm.rank() != 0 {
+            let mut values = weights.into_iter();
+            let tensors = self
+                .tensors()
+                .into_iter()
+                .map(|layer| {
+                    layer
+                        .into_iter()
+                        .map(|t| values.by_ref().take(t.len()).collect())
+                        .collect()
+                })
+                .collect();
+            self.restore_tensors(tensors)?;
+            self.set_steps(root[4]);
+        }
+        Ok(())
+    }
+
+    /// One epoch of a data-parallel run: each global batch split among the ranks, the
+    /// gradients summed over them, the same update on every rank. Returns the epoch's mean loss
+    /// over every sample and this rank's tally.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn train_epoch_shared(
+        &mut self,
+        comm: &dyn Communicator,
+        train: &Dataset<'_, F>,
+        batcher: &mut Batcher<F>,
+        loss: &Loss,
+        optimizer: &mut dyn Optimizer,
+        options: &FitOptions,
+        epoch: usize,
+        callback: &mut dyn Callback,
+    ) -> Result<(f64, Tally)> {
+        let (rank, size) = (comm.rank(), comm.size());
+        let n_batches = batcher.batches();
+        let mut tally = Tally::new(&options.metrics);
+        let mut loss_sum = 0.0;
+        // [this rank's loss sum, then one failure flag per rank], summed over the ranks.
+        let mut status = vec![0.0f64; 1 + size];
+        for b in 0..n_batches {
+            let (x, y) = batcher.gather(train, b)?;
+            let rows = x.nrows();
+            let part = share(rows, rank, size);
+            let local = Dataset { x, y }.rows(part.clone());
+            let outcome = if part.is_empty() {
+                // A last batch smaller than the number of ranks leaves some with nothing to do.
+                // Its gradients count for nothing; its statistics are weighed by 0 below.
+                self.visit_reduced_mut(&mut |g| g.fill(F::zero()));
+                Ok(0.0)
+            } else {
+                let parallel = self.forks(part.len());
+                threads::on_pool(parallel, || {
+                    let value = self.gradients(local.x, local.y, loss, part.start as u64)?;
+                    tally.add(self.train_output(), &local.y);
+                    Ok(value.as_f64())
+                })
+            };
+            status.fill(0.0);
+            match &outcome {
+                Ok(v) => status[0] = v * part.len() as f64,
+                Err(_) => status[1 + rank] = 1.0,
+            }
+            comm.all_reduce_f64(&mut status)?;
+            if let Err(e) = outcome {
+                return Err(match e {
+                    e @ Error::NonFinite { .. } => Error::Diverged {
+                        epoch,
+                        batch: b + 1,
+                        source: Box::new(e),
+                    },
+                    other => other,
+                });
+            }
+            if let Some(failed) = status[1..].iter().position(|&f| f != 0.0) {
+                return Err(Error::Rank {
+                    rank: failed,
+                    size,
+                    reason: format!("failed at epoch {epoch}, batch {}", b + 1),
+                });
+            }
+            self.reduce_gradients(comm, part.len() as f64 / rows as f64)?;
+            let parallel = self.forks(0);
+            threads::on_pool(parallel, || {
+                if let Some(c) = options.clip_value {
+                    self.clip_grad_value(c)?;
+                }
+                if let Some(c) = options.clip_norm {
+                    self.clip_grad_norm(c)?;
+                }
+                self.update(optimizer, None)
+            })?;
+            let value = status[0] / rows as f64;
+            loss_sum += status[0];
+            callback.on_batch_end(epoch, b + 1, n_batches, value);
+        }
+        Ok((loss_sum / train.x.nrows() as f64, tally))
+    }
+
+    /// Weighs this rank's gradients and running statistics by its share of the global batch
+    /// and sums them over the ranks: the gradient of the global batch's mean loss, and the
+    /// share-weighted mean of the ranks' running statistics.
+    fn reduce_gradients(&mut self, comm: &dyn Communicator, weight: f64) -> Result<()> {
+        let w = F::of(weight);
+        let mut result = Ok(());
+        let mut reduce = |t: &mut [F]| {
+            if result.is_ok() {
+                kernels::map_inplace(t, |v| v * w);
+                result = all_reduce(comm, t);
+            }
+        };
+        self.visit_reduced_mut(&mut reduce);
+        result
+    }
+
+    /// The mean loss and the tally over a validation set that the ranks share: each evaluates
+    /// its share, and the sums are reduced.
+    pub(super) fn evaluate_shared(
+        &self,
+        comm: &dyn Communicator,
+        data: &Dataset<'_, F>,
+        loss: &Loss,
+        metrics: &[Metric],
+        ws: &mut Workspace<F>,
+    ) -> Result<(f64, Tally)> {
+        let n = data.x.nrows();
+        let part = share(n, comm.rank(), comm.size());
+        let local = data.rows(part.clone());
+        let outcome = self.evaluate_tally(&local, loss, metrics, ws);
+        let (mean, mut tally) = agree(comm, outcome)?;
+        let mut sum = [mean * part.len() as f64];
+        comm.all_reduce_f64(&mut sum)?;
+        tally.reduce(comm, self.output_size())?;
+        Ok((sum[0] / n.max(1) as f64, tally))
+    }
+
+    /// Checks that every rank's weights are bitwise rank 0's, as they must be after every step
+    /// of a data-parallel run (an MPI whose sums differed between ranks would break that).
+    pub(super) fn check_same_weights(&self, comm: &dyn Communicator, epoch: usize) -> Result<()> {
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        for layer in self.tensor_views() {
+            for t in layer {
+                bytemuck::cast_slice::<F, u8>(t.data).hash(&mut hasher);
+            }
+        }
+        let mine = [hasher.finish()];
+        let mut root = mine;
+        collective::broadcast(comm, &mut root, 0)?;
+        let outcome = if mine == root {
+            Ok(())
+        } else {
+            Err(Error::Config(format!(
+                "after epoch {epoch}, the weights on rank {} differ from rank 0's",
+                comm.rank()
+            )))
+        };
+        agree(comm, outcome)
+    }
+}

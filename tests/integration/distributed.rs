@@ -1,0 +1,353 @@
+//! Data-parallel training (`fit_distributed`) with ranks as threads (`ThreadGroup`): the
+//! algorithm without MPI. The same code runs under `mpirun` in `tests/mpi.rs`.
+
+use crank::collective::{Communicator, ThreadGroup};
+use crank::io::Checkpoint;
+use crank::metrics::Metric;
+use crank::train::{Dataset, EarlyStopping, FitOptions, FitState, History};
+use crank::{Activation, Adam, Error, Loss, Optimizer, Sequential, Sgd};
+use ndarray::Array2;
+
+/// Runs `f` on every rank of a group of `size` threads; what each rank returned, rank 0 first.
+fn on_ranks<T: Send>(size: usize, f: impl Fn(&dyn Communicator) -> T + Sync) -> Vec<T> {
+    std::thread::scope(|s| {
+        let handles: Vec<_> = ThreadGroup::new(size)
+            .unwrap()
+            .into_iter()
+            .map(|c| {
+                let f = &f;
+                s.spawn(move || f(&c))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    })
+}
+
+/// 97 samples of 10 features in 3 classes: with batches of 16, the last batch holds 1 sample.
+fn data() -> (Array2<f64>, Vec<usize>) {
+    let x = Array2::from_shape_fn((97, 10), |(i, j)| {
+        ((i * 31 + j * 17) % 23) as f64 / 11.0 - 1.0 + (j as f64 * 0.1)
+    });
+    let y = x
+        .rows()
+        .into_iter()
+        .map(|r| ((r[0] + r[3] - r[7]).abs() * 2.0) as usize % 3)
+        .collect();
+    (x, y)
+}
+
+fn model(seed: u64, batchnorm: bool) -> Sequential<f64> {
+    let b = Sequential::<f64>::builder(10).dense(24, Activation::Relu);
+    let b = if batchnorm { b.batch_norm() } else { b };
+    b.dropout(0.2)
+        .dense(16, Activation::Tanh)
+        .dense(3, Activation::Identity)
+        .seed(seed)
+        .build()
+        .unwrap()
+}
+
+fn options(epochs: usize) -> FitOptions {
+    FitOptions {
+        epochs,
+        batch_size: 16,
+        seed: 5,
+        metrics: vec![Metric::Accuracy],
+        ..Default::default()
+    }
+}
+
+/// Every tensor a saved model holds (weights, biases, running statistics), in order.
+fn weights(model: &Sequential<f64>) -> Vec<f64> {
+    let mut out = Vec::new();
+    for layer in model.layers() {
+        layer.visit_tensors(&mut |t| out.extend_from_slice(t.data));
+    }
+    out
+}
+
+/// Trains `model(seed)` with Adam on `size` ranks (or one process without a group) and returns
+/// every rank's weights and history.
+fn train(size: usize, epochs: usize, batchnorm: bool) -> Vec<(Vec<f64>, History)> {
+    let (x, y) = data();
+    let run = |comm: Option<&dyn Communicator>| {
+        let mut m = model(1, batchnorm);
+        let mut opt = Adam::new(0.01).unwrap();
+        let (train, val) = Dataset::new(x.view(), &y[..])
+            .unwrap()
+            .holdout(0.25)
+            .unwrap();
+        let o = options(epochs);
+        let history = match comm {
+            None => m.fit_with(
+                train,
+                val,
+                &Loss::SoftmaxCrossEntropy,
+                &mut opt,
+                &o,
+                &mut (),
+            ),
+            Some(c) => m.fit_distributed(
+                c,
+                train,
+                val,
+                &Loss::SoftmaxCrossEntropy,
+                &mut opt,
+                &o,
+                &mut (),
+                &mut FitState::new(&o),
+            ),
+        }
+        .unwrap();
+        (weights(&m), history)
+    };
+    if size == 0 {
+        vec![run(None)]
+    } else {
+        on_ranks(size, |c| run(Some(c)))
+    }
+}
+
+fn max_rel_diff(a: &[f64], b: &[f64]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs() / x.abs().max(y.abs()).max(1e-3))
+        .fold(0.0, f64::max)
+}
+
+/// 2 and 3 ranks against one process, 8 epochs of 5 batches (40 steps of Adam, with dropout and
+/// a last batch of 1 sample, which leaves ranks without a share): the same weights to rounding
+/// (≤ 1e-12 relative in f64), the same history, and bitwise the same weights on every rank.
+#[test]
+fn ranks_train_what_one_process_trains() {
+    let (one, one_history) = train(0, 8, false).remove(0);
+    for size in [2, 3] {
+        let ranks = train(size, 8, false);
+        for (rank, (w, h)) in ranks.iter().enumerate() {
+            assert_eq!(
+                w, &ranks[0].0,
+                "{size} ranks: rank {rank} differs from rank 0"
+            );
+            let metrics = |h: &History| {
+                h.epochs
+                    .iter()
+                    .map(|e| e.metrics.clone())
+                    .collect::<Vec<_>>()
+            };
+            assert_eq!(metrics(h), metrics(&ranks[0].1));
+        }
+        let (w, h) = &ranks[0];
+        let d = max_rel_diff(w, &one);
+        assert!(d <= 1e-12, "{size} ranks against one process: {d:e}");
+        assert_eq!(h.epochs.len(), 8);
+        for (a, b) in h.epochs.iter().zip(&one_history.epochs) {
+            for (k, v) in &b.metrics {
+                let got = a.metrics[k];
+                assert!(
+                    (got - v).abs() <= 1e-12 * v.abs().max(1.0),
+                    "{k}: {got} vs {v}"
+                );
+            }
+        }
+        assert!(h.epochs[7].metrics["val_accuracy"] > 0.0);
+    }
+}
+
+/// The same seed and number of ranks give bitwise the same weights, run after run.
+#[test]
+fn ranks_are_deterministic() {
+    let a = train(2, 3, true);
+    let b = train(2, 3, true);
+    assert_eq!(a[0].0, b[0].0);
+    assert_eq!(a[1].0, b[1].0);
+}
+
+/// BatchNorm normalises each rank's share with its own statistics; the running statistics are
+/// averaged after every step, so the ranks still end bitwise equal, and the model learns.
+#[test]
+fn batchnorm_statistics_stay_identical_on_every_rank() {
+    let ranks = train(3, 4, true);
+    assert_eq!(ranks[0].0, ranks[1].0);
+    assert_eq!(ranks[0].0, ranks[2].0);
+    let loss = ranks[0].1.column("val_loss");
+    assert!(loss[3] < loss[0], "{loss:?}");
+    // Not one process's weights: its batch statistics are over 16 samples, not 5 or 6.
+    let one = train(0, 4, true).remove(0).0;
+    assert!(max_rel_diff(&ranks[0].0, &one) > 1e-6);
+}
+
+/// A non-finite loss on one rank ends every rank: that rank returns its own error, the others
+/// say which rank failed. Nobody waits forever.
+#[test]
+fn an_error_on_one_rank_ends_every_rank() {
+    let (x, y) = data();
+    let errors = on_ranks(3, |comm| {
+        let mut x = x.clone();
+        if comm.rank() == 2 {
+            x[[40, 3]] = f64::INFINITY;
+        }
+        let mut m = model(1, false);
+        let o = options(3);
+        m.fit_distributed(
+            comm,
+            Dataset::new(x.view(), &y[..]).unwrap(),
+            None,
+            &Loss::SoftmaxCrossEntropy,
+            &mut Sgd::new(0.1).unwrap(),
+            &o,
+            &mut (),
+            &mut FitState::new(&o),
+        )
+        .unwrap_err()
+    });
+    assert!(
+        matches!(&errors[2], Error::Diverged { .. }),
+        "{}",
+        errors[2]
+    );
+    for e in &errors[..2] {
+        assert!(
+            matches!(
+                e,
+                Error::Rank {
+                    rank: 2,
+                    size: 3,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        assert!(
+            e.to_string().starts_with("rank 2 of 3 failed at epoch "),
+            "{e}"
+        );
+    }
+}
+
+/// Ranks that hold different data (a rank read another file) are told so before training.
+#[test]
+fn ranks_with_different_data_refuse_to_start() {
+    let (x, y) = data();
+    let errors = on_ranks(2, |comm| {
+        let rows = if comm.rank() == 1 { 90 } else { 97 };
+        let mut m = model(1, false);
+        let o = options(1);
+        m.fit_distributed(
+            comm,
+            Dataset::new(x.slice(ndarray::s![..rows, ..]), &y[..rows]).unwrap(),
+            None,
+            &Loss::SoftmaxCrossEntropy,
+            &mut Sgd::new(0.1).unwrap(),
+            &o,
+            &mut (),
+            &mut FitState::new(&o),
+        )
+        .unwrap_err()
+        .to_string()
+    });
+    assert!(
+        errors[1].contains("rank 1 holds 90 training samples")
+            && errors[1].contains("rank 0 holds 97"),
+        "{}",
+        errors[1]
+    );
+    assert_eq!(errors[0], "rank 1 of 2 failed (its own error says why)");
+}
+
+/// Rank 0's weights are everybody's: ranks built with other seeds train rank 0's model.
+#[test]
+fn every_rank_starts_from_rank_zeros_weights() {
+    let (x, y) = data();
+    let ranks = on_ranks(2, |comm| {
+        let mut m = model(comm.rank() as u64 + 1, false);
+        let o = options(1);
+        m.fit_distributed(
+            comm,
+            Dataset::new(x.view(), &y[..]).unwrap(),
+            None,
+            &Loss::SoftmaxCrossEntropy,
+            &mut Sgd::new(0.1).unwrap(),
+            &o,
+            &mut (),
+            &mut FitState::new(&o),
+        )
+        .unwrap();
+        weights(&m)
+    });
+    assert_eq!(ranks[0], ranks[1]);
+}
+
+/// A run checkpointed on 2 ranks after 3 epochs and resumed on 3 ranks to 6 continues with the
+/// batches the uninterrupted run used: its weights, history and early stopping match the
+/// uninterrupted 2-rank run's to rounding.
+#[test]
+fn a_checkpoint_resumes_on_another_number_of_ranks() {
+    let (x, y) = data();
+    let o = |epochs| FitOptions {
+        early_stopping: Some(EarlyStopping {
+            monitor: "val_loss".into(),
+            patience: 20,
+            ..Default::default()
+        }),
+        ..options(epochs)
+    };
+    let sets = || {
+        Dataset::new(x.view(), &y[..])
+            .unwrap()
+            .holdout(0.25)
+            .unwrap()
+    };
+    let fit = |comm: &dyn Communicator,
+               m: &mut Sequential<f64>,
+               opt: &mut Adam,
+               state: &mut FitState<f64>,
+               epochs| {
+        let (train, val) = sets();
+        m.fit_distributed(
+            comm,
+            train,
+            val,
+            &Loss::SoftmaxCrossEntropy,
+            opt,
+            &o(epochs),
+            &mut (),
+            state,
+        )
+        .unwrap()
+    };
+    let whole = on_ranks(2, |comm| {
+        let (mut m, mut opt) = (model(1, false), Adam::new(0.01).unwrap());
+        let h = fit(comm, &mut m, &mut opt, &mut FitState::new(&o(6)), 6);
+        (weights(&m), h)
+    });
+    let saved = on_ranks(2, |comm| {
+        let (mut m, mut opt) = (model(1, false), Adam::new(0.01).unwrap());
+        let mut state = FitState::new(&o(3));
+        fit(comm, &mut m, &mut opt, &mut state, 3);
+        Checkpoint::fit_to_bytes(&m, &opt, &state).unwrap()
+    });
+    assert_eq!(saved[0], saved[1], "the ranks' checkpoints differ");
+    let resumed = on_ranks(3, |comm| {
+        let ckpt = Checkpoint::<f64>::from_bytes(&saved[0]).unwrap();
+        let mut m = ckpt.model;
+        let mut opt = Adam::new(1.0).unwrap();
+        opt.load_state(&ckpt.optimizer).unwrap();
+        let mut state = ckpt.fit.unwrap();
+        let h = fit(comm, &mut m, &mut opt, &mut state, 6);
+        (weights(&m), h)
+    });
+    let (w, h) = &resumed[0];
+    assert!(resumed.iter().all(|r| &r.0 == w));
+    assert_eq!(
+        h.epochs.iter().map(|e| e.epoch).collect::<Vec<_>>(),
+        [4, 5, 6]
+    );
+    let d = max_rel_diff(w, &whole[0].0);
+    assert!(d <= 1e-12, "{d:e}");
+    for (a, b) in h.epochs.iter().zip(&whole[0].1.epochs[3..]) {
+        let (a, b) = (a.metrics["val_loss"], b.metrics["val_loss"]);
+        assert!((a - b).abs() <= 1e-12 * b.abs(), "{a} vs {b}");
+    }
+    assert_eq!(h.best_epoch, whole[0].1.best_epoch);
+}
