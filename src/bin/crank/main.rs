@@ -4,11 +4,13 @@ mod config;
 mod evaluate;
 mod files;
 mod inspect;
+mod job;
 mod prepare;
 mod report;
 mod train;
 
 use clap::{Parser, Subcommand};
+use crank::collective::Communicator;
 use std::process::ExitCode;
 
 #[derive(Parser)]
@@ -36,15 +38,19 @@ enum Command {
 /// A command's failure: one line for standard error.
 type Result<T> = std::result::Result<T, String>;
 
-/// A library error as the command's one line.
+/// A library error as the command's one line ([`job::ELSEWHERE`] when another rank of a
+/// data-parallel run failed and says why itself).
 fn ctx<T>(r: crank::Result<T>) -> Result<T> {
-    r.map_err(|e| e.to_string())
+    r.map_err(|e| match e {
+        crank::Error::Rank { .. } => job::ELSEWHERE.to_string(),
+        e => e.to_string(),
+    })
 }
 
-fn run(cli: Cli) -> Result<()> {
+fn run(cli: Cli, comm: &dyn Communicator) -> Result<()> {
     match cli.command {
-        Command::Train(args) => train::train(args),
-        Command::Resume(args) => train::resume(args),
+        Command::Train(args) => train::train(args, comm),
+        Command::Resume(args) => train::resume(args, comm),
         Command::Evaluate(args) => evaluate::evaluate(args),
         Command::Predict(args) => evaluate::predict(args),
         Command::Inspect(args) => inspect::inspect(args),
@@ -55,8 +61,20 @@ fn run(cli: Cli) -> Result<()> {
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let cli = Cli::parse();
-    match run(cli) {
+    let comm = match job::start() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match run(cli, comm.as_ref()) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e == job::ELSEWHERE => ExitCode::FAILURE,
+        Err(e) if comm.size() > 1 => {
+            eprintln!("error: rank {} of {}: {e}", comm.rank(), comm.size());
+            ExitCode::FAILURE
+        }
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::FAILURE

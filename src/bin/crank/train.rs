@@ -1,16 +1,17 @@
 //! `crank train` and `crank resume`.
 
-use crate::config::{Overrides, apply, read_config};
+use crate::config::{Overrides, Training, apply, read_config};
 use crate::files::{save, to_stdout, write};
 use crate::prepare::{Kind, Prepared, fit_preprocessing, prepare, preprocessing_of, read_prepared};
 use crate::report::{Progress, last_metrics, plot};
-use crate::{Result, ctx};
+use crate::{Result, ctx, job};
+use crank::collective::Communicator;
 use crank::data::Table;
 use crank::io::Checkpoint;
 use crank::metrics::Metric;
-use crank::train::{Dataset, FitOptions, FitState, History};
+use crank::train::{Callback, Dataset, FitOptions, FitState, History};
 use crank::{Loss, Sequential};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Train the model described in a YAML or JSON file.
 #[derive(clap::Args)]
@@ -69,15 +70,50 @@ pub struct RunArgs {
     pub overrides: Overrides,
 }
 
-/// Trains a model from its model file and saves it.
-pub(crate) fn train(args: TrainArgs) -> Result<()> {
+/// Trains a model from its model file and saves it; on every rank of an MPI job, each reading
+/// the data, with rank 0 alone writing and printing.
+pub(crate) fn train(args: TrainArgs, comm: &dyn Communicator) -> Result<()> {
     let TrainArgs {
         config,
         label,
         plot: plot_path,
         run,
     } = args;
-    let (mut spec, mut training) = read_config(&config)?;
+    let (mut model, training, train) = job::agree(comm, set_up(&config, label, &run))?;
+    let mut optimizer = ctx(training.optimizer.build())?;
+    let mut state = FitState::new(&training.fit);
+    let h = fit_and_save(
+        &mut model,
+        &training.loss,
+        &training.fit,
+        &train,
+        optimizer.as_mut(),
+        &mut state,
+        &run,
+        comm,
+    )?;
+    if comm.rank() != 0 {
+        return Ok(());
+    }
+    if let Some(p) = plot_path {
+        plot(&h, &p)?;
+    }
+    to_stdout(&format!(
+        "trained {} epochs; {}; saved {}\n",
+        h.epochs.len(),
+        last_metrics(&h),
+        run.out.display()
+    ))
+}
+
+/// Reads the model file and the data for `train`: the model with its preprocessing, the
+/// training settings and the prepared training data.
+fn set_up(
+    config: &Path,
+    label: Option<String>,
+    run: &RunArgs,
+) -> Result<(Sequential<f32>, Training, Prepared)> {
+    let (mut spec, mut training) = read_config(config)?;
     apply(&run.overrides, &mut spec, &mut training)?;
     if run.val_fraction.is_some() {
         training.fit.validation_fraction = run.val_fraction;
@@ -119,73 +155,28 @@ pub(crate) fn train(args: TrainArgs) -> Result<()> {
     }
     ctx(model.set_preprocessing(Some(pre.clone())))?;
     let train = prepare(&table, &pre, data, true)?;
-    let mut optimizer = ctx(training.optimizer.build())?;
-    let mut state = FitState::new(&training.fit);
-    let h = fit_and_save(
-        &mut model,
-        &training.loss,
-        &training.fit,
-        &train,
-        optimizer.as_mut(),
-        &mut state,
-        &run,
-    )?;
-    if let Some(p) = plot_path {
-        plot(&h, &p)?;
-    }
-    to_stdout(&format!(
-        "trained {} epochs; {}; saved {}\n",
-        h.epochs.len(),
-        last_metrics(&h),
-        run.out.display()
-    ))
+    Ok((model, training, train))
 }
 
-/// Continues a run from its checkpoint.
-pub(crate) fn resume(args: ResumeArgs) -> Result<()> {
+/// Continues a run from its checkpoint (on any number of ranks).
+pub(crate) fn resume(args: ResumeArgs, comm: &dyn Communicator) -> Result<()> {
     let ResumeArgs { from, config, run } = args;
-    let (mut spec, mut training) = read_config(&config)?;
-    apply(&run.overrides, &mut spec, &mut training)?;
-    if run.val_fraction.is_some() {
-        training.fit.validation_fraction = run.val_fraction;
-    }
-    let ckpt = ctx(Checkpoint::<f32>::load(&from))?;
-    let mut model = ckpt.model;
-    let mut state = ckpt.fit.ok_or_else(|| {
-        format!(
-            "{}: this checkpoint holds no training run to resume (it was not saved by \
-             `crank train --checkpoint`)",
-            from.display()
-        )
-    })?;
+    let set_up = job::agree(comm, set_up_resume(&from, &config, &run))?;
+    let (mut model, training, fit, mut state, train, ckpt_optimizer) = match set_up {
+        Ok(resumed) => resumed,
+        Err(_) if comm.rank() != 0 => return Ok(()),
+        Err(done) => {
+            return to_stdout(&format!(
+                "the run stopped early after epoch {done} (early stopping); nothing to resume\n"
+            ));
+        }
+    };
+    let done = state.epoch();
     let mut optimizer = ctx(training.optimizer.build())?;
-    ctx(optimizer.load_state(&ckpt.optimizer)).map_err(|e| format!("{}: {e}", from.display()))?;
+    ctx(optimizer.load_state(&ckpt_optimizer)).map_err(|e| format!("{}: {e}", from.display()))?;
     if let Some(lr) = run.overrides.lr {
         optimizer.set_learning_rate(lr);
     }
-    let done = state.epoch();
-    // `--epochs N` trains N more; without it, the run goes on to the model file's total.
-    let mut fit = training.fit.clone();
-    fit.epochs = match run.overrides.epochs {
-        Some(0) => return Err("--epochs 0: no epochs to train".into()),
-        Some(more) => done.saturating_add(more),
-        None => fit.epochs,
-    };
-    if state.stopped() {
-        return to_stdout(&format!(
-            "the run stopped early after epoch {done} (early stopping); nothing to resume\n"
-        ));
-    }
-    if fit.epochs <= done {
-        return Err(format!(
-            "{}: the run has done {done} epochs, all that {} asks for; pass --epochs N \
-             to train N more",
-            from.display(),
-            config.display()
-        ));
-    }
-    let pre = preprocessing_of(&model);
-    let train = read_prepared(&run.data, pre.label.as_deref(), &pre)?;
     let h = fit_and_save(
         &mut model,
         &training.loss,
@@ -194,7 +185,11 @@ pub(crate) fn resume(args: ResumeArgs) -> Result<()> {
         optimizer.as_mut(),
         &mut state,
         &run,
+        comm,
     )?;
+    if comm.rank() != 0 {
+        return Ok(());
+    }
     to_stdout(&format!(
         "resumed after epoch {done}; trained {} more epochs (to epoch {}, step {}); {}; \
          saved {}\n",
@@ -206,9 +201,65 @@ pub(crate) fn resume(args: ResumeArgs) -> Result<()> {
     ))
 }
 
+/// What `resume` trains from.
+type Resumed = (
+    Sequential<f32>,
+    Training,
+    FitOptions,
+    FitState<f32>,
+    Prepared,
+    crank::OptimizerState,
+);
+
+/// Reads the checkpoint, the model file and the data for `resume`; `Err(epochs)` when early
+/// stopping ended the run after that many epochs.
+fn set_up_resume(
+    from: &Path,
+    config: &Path,
+    run: &RunArgs,
+) -> Result<std::result::Result<Resumed, usize>> {
+    let (mut spec, mut training) = read_config(config)?;
+    apply(&run.overrides, &mut spec, &mut training)?;
+    if run.val_fraction.is_some() {
+        training.fit.validation_fraction = run.val_fraction;
+    }
+    let ckpt = ctx(Checkpoint::<f32>::load(from))?;
+    let model = ckpt.model;
+    let state = ckpt.fit.ok_or_else(|| {
+        format!(
+            "{}: this checkpoint holds no training run to resume (it was not saved by \
+             `crank train --checkpoint`)",
+            from.display()
+        )
+    })?;
+    let done = state.epoch();
+    // `--epochs N` trains N more; without it, the run goes on to the model file's total.
+    let mut fit = training.fit.clone();
+    fit.epochs = match run.overrides.epochs {
+        Some(0) => return Err("--epochs 0: no epochs to train".into()),
+        Some(more) => done.saturating_add(more),
+        None => fit.epochs,
+    };
+    if state.stopped() {
+        return Ok(Err(done));
+    }
+    if fit.epochs <= done {
+        return Err(format!(
+            "{}: the run has done {done} epochs, all that {} asks for; pass --epochs N \
+             to train N more",
+            from.display(),
+            config.display()
+        ));
+    }
+    let pre = preprocessing_of(&model);
+    let train = read_prepared(&run.data, pre.label.as_deref(), &pre)?;
+    Ok(Ok((model, training, fit, state, train, ckpt.optimizer)))
+}
+
 /// Trains `model` on from `state` to `fit.epochs` epochs in all, validating on `run.val` (read
-/// as the model's preprocessing says) or a held-out fraction, and saves the model, the
-/// checkpoint and the history `run` asks for.
+/// as the model's preprocessing says) or a held-out fraction, one epoch at a time so that rank 0
+/// saves the checkpoint `run` asks for after each; then rank 0 saves the model and the history.
+#[allow(clippy::too_many_arguments)]
 fn fit_and_save(
     model: &mut Sequential<f32>,
     loss: &Loss,
@@ -217,6 +268,7 @@ fn fit_and_save(
     optimizer: &mut dyn crank::Optimizer,
     state: &mut FitState<f32>,
     run: &RunArgs,
+    comm: &dyn Communicator,
 ) -> Result<History> {
     let pre = preprocessing_of(model);
     let kind = Kind::of(&pre, model.output_size());
@@ -224,7 +276,8 @@ fn fit_and_save(
         .val
         .as_deref()
         .map(|p| read_prepared(p, pre.label.as_deref(), &pre))
-        .transpose()?;
+        .transpose();
+    let val = job::agree(comm, val)?;
     let mut fit = fit.clone();
     if kind != Kind::Regression && fit.metrics.is_empty() {
         fit.metrics.push(Metric::Accuracy);
@@ -246,21 +299,34 @@ fn fit_and_save(
         es.monitor = es.monitor.trim_start_matches("val_").to_string();
     }
     let mut progress = Progress::new(fit.epochs, fit.batch_size);
-    let history = ctx(model.fit_from(
-        train_set,
-        val_set,
-        loss,
-        optimizer,
-        &fit,
-        &mut progress,
-        state,
-    ))?;
-    save(model, &run.out)?;
-    if let Some(p) = &run.checkpoint {
-        ctx(Checkpoint::save_fit(p, model, optimizer, state))?;
+    let callback: &mut dyn Callback = if comm.rank() == 0 {
+        &mut progress
+    } else {
+        &mut ()
+    };
+    let mut history = History::default();
+    // One epoch per call: `fit_distributed` continues from `state` bitwise as one call would.
+    while state.epoch() < fit.epochs && !state.stopped() {
+        let upto = FitOptions {
+            epochs: state.epoch() + 1,
+            ..fit.clone()
+        };
+        let h = ctx(model.fit_distributed(
+            comm, train_set, val_set, loss, optimizer, &upto, callback, state,
+        ))?;
+        history.epochs.extend(h.epochs);
+        history.best_epoch = h.best_epoch;
+        if comm.rank() == 0
+            && let Some(p) = &run.checkpoint
+        {
+            ctx(Checkpoint::save_fit(p, model, optimizer, state))?;
+        }
     }
-    if let Some(p) = &run.history {
-        write(p, &history.to_csv())?;
+    if comm.rank() == 0 {
+        save(model, &run.out)?;
+        if let Some(p) = &run.history {
+            write(p, &history.to_csv())?;
+        }
     }
     Ok(history)
 }
