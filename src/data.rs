@@ -306,6 +306,23 @@ impl<F: Scalar> Batcher<F> {
         data: &Dataset<'_, F>,
         index: usize,
     ) -> Result<(ArrayView2<'b, F>, Target<'b, F>)> {
+        self.gather_part(data, index, None)
+    }
+
+    /// The number of samples in batch number `index` (0 past the end of the epoch).
+    pub fn batch_len(&self, index: usize) -> usize {
+        let start = index.saturating_mul(self.batch_size).min(self.order.len());
+        (self.order.len() - start).min(self.batch_size)
+    }
+
+    /// Gathers the samples `part` of batch number `index` (a range within
+    /// [`batch_len`](Self::batch_len)), or all of them: a rank's share of a global batch.
+    pub(crate) fn gather_part<'b>(
+        &'b mut self,
+        data: &Dataset<'_, F>,
+        index: usize,
+        part: Option<std::ops::Range<usize>>,
+    ) -> Result<(ArrayView2<'b, F>, Target<'b, F>)> {
         if data.x.nrows() != self.order.len() {
             return Err(Error::shape(
                 "batcher data",
@@ -323,6 +340,15 @@ impl<F: Scalar> Batcher<F> {
                 self.order.len().div_ceil(self.batch_size)
             ))
         })?;
+        let rows = match part {
+            None => rows,
+            Some(p) => rows.get(p.clone()).ok_or_else(|| {
+                Error::Config(format!(
+                    "samples {p:?} of batch {index}, which holds {}",
+                    rows.len()
+                ))
+            })?,
+        };
         Ok(self.buffers.gather(data, rows))
     }
 }

@@ -6,7 +6,7 @@
 //!   uses).
 //! - [`ThreadGroup`]: ranks as threads of one process, for tests and experiments; it sums in rank
 //!   order, so every rank gets bitwise the same result.
-//! - [`Mpi`] (Cargo feature `mpi`): the ranks of an MPI job (Open MPI or MPICH, through the
+//! - `Mpi` (Cargo feature `mpi`): the ranks of an MPI job (Open MPI or MPICH, through the
 //!   [`mpi`](https://docs.rs/mpi) crate), started with `mpirun`.
 //!
 //! ```

@@ -5,6 +5,7 @@ mod description;
 pub(crate) use description::check_tensors;
 mod predict;
 mod step;
+pub(crate) use step::Share;
 
 pub use builder::SequentialBuilder;
 pub use predict::Workspace;

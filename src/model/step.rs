@@ -23,23 +23,23 @@ impl<F: Scalar> Sequential<F> {
     ) -> Result<F> {
         let y = y.into();
         let parallel = self.forks(x.nrows());
-        threads::on_pool(parallel, || self.gradients(x, y, loss, 0))
+        threads::on_pool(parallel, || self.gradients(x, y, loss, Share::whole()))
     }
 
-    /// [`compute_gradients`](Self::compute_gradients) on the calling thread, for a batch whose
-    /// first row is row `first_row` of the step's global batch (0 but in a data-parallel run).
+    /// [`compute_gradients`](Self::compute_gradients) on the calling thread, for a batch that
+    /// is `share` of the step's global batch ([`Share::whole`] but in a data-parallel run).
     pub(crate) fn gradients(
         &mut self,
         x: ArrayView2<'_, F>,
         y: Target<'_, F>,
         loss: &Loss,
-        first_row: u64,
+        share: Share<F>,
     ) -> Result<F> {
-        self.backpropagate(x, y, loss, None, first_row)
+        self.backpropagate(x, y, loss, None, share)
     }
 
-    /// Forward, loss and backward of a batch whose first row is row `first_row` of the step's
-    /// batch (dropout's masks depend on it). With `fold = Some(lr)` (plain SGD), each layer may fold its
+    /// Forward, loss and backward of a batch that is `share` of the step's batch. With
+    /// `fold = Some(lr)` (plain SGD), each layer may fold its
     /// update into its weight-gradient product ([`Layer::backward_folding_sgd`]), which
     /// [`update`](Self::update) then runs; nothing is updated here either way.
     pub(super) fn backpropagate(
@@ -48,12 +48,12 @@ impl<F: Scalar> Sequential<F> {
         y: Target<'_, F>,
         loss: &Loss,
         fold: Option<F>,
-        first_row: u64,
+        share: Share<F>,
     ) -> Result<F> {
         let step = Some(self.steps);
         let input_max = self.check_input(&x, step)?;
         for layer in &mut self.layers {
-            layer.set_step(self.steps, first_row);
+            layer.set_step(self.steps, share.first_row);
         }
         self.forward(x, Mode::Train)?;
 
@@ -71,6 +71,11 @@ impl<F: Scalar> Sequential<F> {
                 None => format!("{loss} loss"),
             };
             return Err(Error::NonFinite { what, step });
+        }
+        if share.weight != F::one() {
+            // Every gradient is linear in the loss's: weighing it weighs them all.
+            let w = share.weight;
+            kernels::map_inplace(self.grad.as_mut_slice(), |g| g * w);
         }
 
         for i in (0..self.layers.len()).rev() {
@@ -156,12 +161,12 @@ impl<F: Scalar> Sequential<F> {
         Ok(())
     }
 
-    /// Calls `f` on every gradient and then on every running statistic of every layer, in
-    /// layer order: what the ranks of a data-parallel step reduce.
-    pub(crate) fn visit_reduced_mut(&mut self, f: &mut dyn FnMut(&mut [F])) {
+    /// Calls `f` on every gradient (with `false`) and every running statistic (with `true`) of
+    /// every layer, in layer order: what the ranks of a data-parallel step reduce.
+    pub(crate) fn visit_reduced_mut(&mut self, f: &mut dyn FnMut(&mut [F], bool)) {
         for layer in &mut self.layers {
-            layer.visit_grads_mut(f);
-            layer.visit_statistics_mut(f);
+            layer.visit_grads_mut(&mut |g| f(g, false));
+            layer.visit_statistics_mut(&mut |s| f(s, true));
         }
     }
 
@@ -247,7 +252,7 @@ impl<F: Scalar> Sequential<F> {
     ) -> Result<F> {
         // With plain SGD, layers may fold their updates into their products.
         let fold = optimizer.plain_sgd().map(F::of);
-        let value = self.backpropagate(x, y, loss, fold, 0)?;
+        let value = self.backpropagate(x, y, loss, fold, Share::whole())?;
         self.update(optimizer, fold.map(|lr| (x, lr)))?;
         Ok(value)
     }
@@ -267,4 +272,24 @@ fn in_chain<'a, F: Scalar>(
     let input = before.last().map_or(x, |l| l.output());
     let grad = after.first().map_or(loss_grad, |l| l.input_grad());
     (layer.as_mut(), input, grad)
+}
+
+/// Where a batch sits in a step's global batch, which a data-parallel run splits among ranks.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Share<F> {
+    /// The place of the batch's first row in the global batch (dropout's masks depend on it).
+    pub first_row: u64,
+    /// The batch's rows over the global batch's: the batch's gradients are weighed by it, so
+    /// that the ranks' sum is the gradient of the global batch's mean loss.
+    pub weight: F,
+}
+
+impl<F: Scalar> Share<F> {
+    /// The whole batch.
+    pub fn whole() -> Self {
+        Share {
+            first_row: 0,
+            weight: F::one(),
+        }
+    }
 }

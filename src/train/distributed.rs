@@ -6,7 +6,7 @@ use crate::collective::{self, Communicator, agree, all_reduce, share};
 use crate::data::{Batcher, Dataset};
 use crate::loss::Loss;
 use crate::metrics::{Metric, Tally};
-use crate::model::Workspace;
+use crate::model::{Share, Workspace};
 use crate::optim::Optimizer;
 use crate::{Error, Result, Scalar, Sequential, kernels, threads};
 use std::hash::{Hash, Hasher};
@@ -90,19 +90,24 @@ impl<F: Scalar> Sequential<F> {
         // [this rank's loss sum, then one failure flag per rank], summed over the ranks.
         let mut status = vec![0.0f64; 1 + size];
         for b in 0..n_batches {
-            let (x, y) = batcher.gather(train, b)?;
-            let rows = x.nrows();
+            let rows = batcher.batch_len(b);
             let part = share(rows, rank, size);
-            let local = Dataset { x, y }.rows(part.clone());
+            // Only this rank's share is gathered (possibly none of it).
+            let (x, y) = batcher.gather_part(train, b, Some(part.clone()))?;
+            let local = Dataset { x, y };
             let outcome = if part.is_empty() {
                 // A last batch smaller than the number of ranks leaves some with nothing to do.
-                // Its gradients count for nothing; its statistics are weighed by 0 below.
-                self.visit_reduced_mut(&mut |g| g.fill(F::zero()));
+                // It adds nothing to the sums.
+                self.visit_reduced_mut(&mut |t, _| t.fill(F::zero()));
                 Ok(0.0)
             } else {
                 let parallel = self.forks(part.len());
                 threads::on_pool(parallel, || {
-                    let value = self.gradients(local.x, local.y, loss, part.start as u64)?;
+                    let share = Share {
+                        first_row: part.start as u64,
+                        weight: F::of(part.len() as f64 / rows as f64),
+                    };
+                    let value = self.gradients(local.x, local.y, loss, share)?;
                     tally.add(self.train_output(), &local.y);
                     Ok(value.as_f64())
                 })
@@ -148,15 +153,17 @@ impl<F: Scalar> Sequential<F> {
         Ok((loss_sum / train.x.nrows() as f64, tally))
     }
 
-    /// Weighs this rank's gradients and running statistics by its share of the global batch
-    /// and sums them over the ranks: the gradient of the global batch's mean loss, and the
-    /// share-weighted mean of the ranks' running statistics.
+    /// Sums this rank's gradients (already weighed by its share of the global batch) and its
+    /// running statistics, weighed here, over the ranks: the gradient of the global batch's
+    /// mean loss, and the share-weighted mean of the ranks' running statistics.
     fn reduce_gradients(&mut self, comm: &dyn Communicator, weight: f64) -> Result<()> {
         let w = F::of(weight);
         let mut result = Ok(());
-        let mut reduce = |t: &mut [F]| {
+        let mut reduce = |t: &mut [F], statistic: bool| {
             if result.is_ok() {
-                kernels::map_inplace(t, |v| v * w);
+                if statistic {
+                    kernels::map_inplace(t, |v| v * w);
+                }
                 result = all_reduce(comm, t);
             }
         };
