@@ -318,6 +318,12 @@ pub trait Layer<F: Scalar>: Send + Sync + Debug {
     /// same whichever rank computes it.
     fn set_step(&mut self, _step: u64, _first_row: u64) {}
 
+    /// The fewest samples a training batch may hold (BatchNorm needs 2 for a variance). A
+    /// data-parallel step gives no rank a smaller share than this.
+    fn min_train_batch(&self) -> usize {
+        1
+    }
+
     /// Runs the layer on a batch `(batch, input_size)` and keeps the result in its own buffer.
     /// The caller guarantees the input's width; `input` must stay the same until `backward`.
     fn forward(&mut self, input: ArrayView2<'_, F>, mode: Mode) -> Result<()>;

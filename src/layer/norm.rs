@@ -292,7 +292,7 @@ impl<F: Scalar> Layer<F> for BatchNorm<F> {
         self.inv_std.resize(n, F::zero());
         let eps = F::of(self.eps);
         if self.batch_stats {
-            if batch < 2 {
+            if batch < Layer::<F>::min_train_batch(self) {
                 return Err(Error::shape(
                     format!("layer {} (BatchNorm) training batch", self.name),
                     "at least 2 samples",
@@ -396,6 +396,10 @@ impl<F: Scalar> Layer<F> for BatchNorm<F> {
     fn visit_grads_mut(&mut self, f: &mut dyn FnMut(&mut [F])) {
         f(self.affine.grad_gamma.as_slice_mut().expect("contiguous"));
         f(self.affine.grad_beta.as_slice_mut().expect("contiguous"));
+    }
+
+    fn min_train_batch(&self) -> usize {
+        2
     }
 
     fn visit_statistics_mut(&mut self, f: &mut dyn FnMut(&mut [F])) {

@@ -170,6 +170,15 @@ impl<F: Scalar> Sequential<F> {
         }
     }
 
+    /// The fewest samples a training batch may hold, as the layers say.
+    pub(crate) fn min_train_batch(&self) -> usize {
+        self.layers
+            .iter()
+            .map(|l| l.min_train_batch())
+            .max()
+            .unwrap_or(1)
+    }
+
     /// The last layer's output from the latest training forward.
     pub(crate) fn train_output(&self) -> ArrayView2<'_, F> {
         self.layers.last().expect("a model has layers").output()

@@ -87,11 +87,19 @@ impl<F: Scalar> Sequential<F> {
         let n_batches = batcher.batches();
         let mut tally = Tally::new(&options.metrics);
         let mut loss_sum = 0.0;
+        let min_share = self.min_train_batch();
         // [this rank's loss sum, then one failure flag per rank], summed over the ranks.
         let mut status = vec![0.0f64; 1 + size];
         for b in 0..n_batches {
             let rows = batcher.batch_len(b);
-            let part = share(rows, rank, size);
+            // A small last batch goes to as many ranks as can take a share the layers accept
+            // (two samples with BatchNorm); the others add nothing.
+            let active = size.min((rows / min_share).max(1));
+            let part = if rank < active {
+                share(rows, rank, active)
+            } else {
+                rows..rows
+            };
             // Only this rank's share is gathered (possibly none of it).
             let (x, y) = batcher.gather_part(train, b, Some(part.clone()))?;
             let local = Dataset { x, y };
