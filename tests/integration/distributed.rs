@@ -379,3 +379,53 @@ fn a_checkpoint_resumes_on_another_number_of_ranks() {
     }
     assert_eq!(h.best_epoch, whole[0].1.best_epoch);
 }
+
+/// Regression with value targets: MSE, MAE and R² on the training batches and the validation
+/// set are summed over the ranks as one process sums them (to rounding), 3 ranks and a
+/// validation set of 27 samples shared 9, 9, 9.
+#[test]
+fn regression_metrics_are_reduced_over_the_ranks() {
+    let (x, _) = data();
+    let y = Array2::from_shape_fn((x.nrows(), 2), |(i, j)| {
+        x[[i, 0]] * (j as f64 + 1.0) - x[[i, 5]] + 0.1 * j as f64
+    });
+    let o = FitOptions {
+        epochs: 3,
+        batch_size: 16,
+        metrics: vec![Metric::Mse, Metric::Mae, Metric::R2],
+        ..Default::default()
+    };
+    let run = |comm: &dyn Communicator| {
+        let mut m = Sequential::<f64>::builder(10)
+            .dense(12, Activation::Tanh)
+            .dense(2, Activation::Identity)
+            .seed(4)
+            .build()
+            .unwrap();
+        let (train, val) = Dataset::new(x.view(), &y).unwrap().holdout(0.25).unwrap();
+        m.fit_distributed(
+            comm,
+            train,
+            val,
+            &Loss::Mse,
+            &mut Adam::new(0.01).unwrap(),
+            &o,
+            &mut (),
+            &mut FitState::new(&o),
+        )
+        .unwrap()
+    };
+    let one = run(&crank::collective::SingleProcess);
+    let ranks = on_ranks(3, run);
+    for (a, b) in ranks[0].epochs.iter().zip(&one.epochs) {
+        assert_eq!(a.metrics.len(), 8, "{:?}", a.metrics.keys());
+        for (k, v) in &b.metrics {
+            let got = a.metrics[k];
+            assert!(
+                (got - v).abs() <= 1e-12 * v.abs().max(1.0),
+                "{k}: {got} vs {v}"
+            );
+        }
+    }
+    assert!(ranks[0].epochs[2].metrics["val_r2"] > 0.0);
+}
