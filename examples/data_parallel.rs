@@ -7,23 +7,32 @@
 //! ```
 //!
 //! Arguments: the workload (`M`: 784-512-512-10, `L`: 1024-1024-1024-1024-10; ReLU, softmax
-//! cross-entropy, SGD), the global batch, and optionally the epochs to time (default 3) of 32
-//! batches each. One rank is plain `fit` (its products fold the SGD update); more ranks reduce
-//! their gradients first. Prints one JSON line from rank 0. `bench/mpi/scaling.py` runs it on 1
-//! and 2 ranks.
+//! cross-entropy), the global batch, the optimizer (`sgd`, the default, or `adam`), and the
+//! epochs to time (default 3) of 32 batches each. With SGD, one rank is plain `fit` (its
+//! products fold the update); more ranks reduce their gradients first. Prints one JSON line from
+//! rank 0. `bench/mpi/scaling.py` runs it on 1 and 2 ranks.
 
 #[cfg(feature = "mpi")]
 fn main() -> crank::Result<()> {
     use crank::collective::{Communicator, Mpi};
     use crank::train::{Dataset, FitOptions, FitState};
-    use crank::{Activation, Loss, Sequential, Sgd};
+    use crank::{Activation, Adam, Loss, Optimizer, Sequential, Sgd};
     use ndarray::Array2;
     use std::time::Instant;
 
     let args: Vec<String> = std::env::args().collect();
     let workload = args.get(1).map_or("M", String::as_str);
     let batch: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(256);
-    let epochs: usize = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(3);
+    let adam = match args.get(3).map_or("sgd", String::as_str) {
+        "sgd" => false,
+        "adam" => true,
+        other => {
+            return Err(crank::Error::Config(format!(
+                "optimizer {other}: sgd or adam"
+            )));
+        }
+    };
+    let epochs: usize = args.get(4).and_then(|s| s.parse().ok()).unwrap_or(3);
     let widths: &[usize] = match workload {
         "M" => &[784, 512, 512, 10],
         "L" => &[1024, 1024, 1024, 1024, 10],
@@ -56,7 +65,11 @@ fn main() -> crank::Result<()> {
     });
     let y: Vec<usize> = (0..n).map(|i| (i * 7) % 10).collect();
     let data = Dataset::new(x.view(), &y[..])?;
-    let mut sgd = Sgd::new(1e-3)?;
+    let mut optimizer: Box<dyn Optimizer> = if adam {
+        Box::new(Adam::new(1e-4)?)
+    } else {
+        Box::new(Sgd::new(1e-3)?)
+    };
     let options = |epochs| FitOptions {
         epochs,
         batch_size: batch,
@@ -64,31 +77,35 @@ fn main() -> crank::Result<()> {
     };
     let mut state = FitState::new(&options(1));
     // One epoch to warm up (buffers, caches), then the timed ones.
-    let fit = |model: &mut Sequential<f32>, state: &mut FitState<f32>, sgd: &mut Sgd, e| {
+    let fit = |model: &mut Sequential<f32>,
+               state: &mut FitState<f32>,
+               optimizer: &mut dyn Optimizer,
+               e| {
         model.fit_distributed(
             &comm,
             data,
             None,
             &Loss::SoftmaxCrossEntropy,
-            sgd,
+            optimizer,
             &options(e),
             &mut (),
             state,
         )
     };
-    fit(&mut model, &mut state, &mut sgd, 1)?;
+    fit(&mut model, &mut state, optimizer.as_mut(), 1)?;
     comm.seconds.set(0.0);
     comm.calls.set(0);
     let start = Instant::now();
-    let history = fit(&mut model, &mut state, &mut sgd, 1 + epochs)?;
+    let history = fit(&mut model, &mut state, optimizer.as_mut(), 1 + epochs)?;
     let seconds = start.elapsed().as_secs_f64();
     let steps = (epochs * 32) as f64;
     if mpi.rank() == 0 {
         println!(
-            "{{\"workload\": \"{workload}\", \"global_batch\": {batch}, \"ranks\": {}, \
+            "{{\"workload\": \"{workload}\", \"global_batch\": {batch}, \"optimizer\": \"{}\", \"ranks\": {}, \
              \"threads_per_rank\": {}, \"samples_per_s\": {:.0}, \"step_ms\": {:.3}, \
              \"allreduce_ms_per_step\": {:.3}, \"allreduce_calls_per_step\": {:.1}, \
              \"loss\": {:.5}}}",
+            if adam { "adam" } else { "sgd" },
             mpi.size(),
             rayon::current_num_threads(),
             (epochs * n) as f64 / seconds,
