@@ -930,3 +930,22 @@ fn status_lines_to_a_closed_pipe_are_not_a_panic() {
     assert!(!err.contains("panicked"), "{err}");
     assert!(out.exists());
 }
+
+/// Started by mpirun (which sets `OMPI_COMM_WORLD_SIZE`) without the `mpi` feature, every copy
+/// would train alone and write the same files: the command refuses, saying how to build it.
+#[cfg(not(feature = "mpi"))]
+#[test]
+fn mpirun_without_the_mpi_feature_is_refused() {
+    let d = dir("no_mpi");
+    let mut cmd = train_cmd(
+        root("examples/digits.yaml"),
+        root("data/digits.csv"),
+        d.join("m.crank"),
+    );
+    cmd.env("OMPI_COMM_WORLD_SIZE", "2");
+    fails(
+        cmd,
+        "mpirun started 2 copies of a crank built without the `mpi` feature",
+    );
+    assert!(!d.join("m.crank").exists());
+}
