@@ -127,14 +127,7 @@ impl<F: Scalar> Sequential<F> {
             }
             comm.all_reduce_f64(&mut status)?;
             if let Err(e) = outcome {
-                return Err(match e {
-                    e @ Error::NonFinite { .. } => Error::Diverged {
-                        epoch,
-                        batch: b + 1,
-                        source: Box::new(e),
-                    },
-                    other => other,
-                });
+                return Err(super::diverged(e, epoch, b + 1));
             }
             if let Some(failed) = status[1..].iter().position(|&f| f != 0.0) {
                 return Err(Error::Rank {
@@ -145,15 +138,7 @@ impl<F: Scalar> Sequential<F> {
             }
             self.reduce_gradients(comm, part.len() as f64 / rows as f64)?;
             let parallel = self.forks(0);
-            threads::on_pool(parallel, || {
-                if let Some(c) = options.clip_value {
-                    self.clip_grad_value(c)?;
-                }
-                if let Some(c) = options.clip_norm {
-                    self.clip_grad_norm(c)?;
-                }
-                self.update(optimizer, None)
-            })?;
+            threads::on_pool(parallel, || self.clip_and_update(options, optimizer))?;
             let value = status[0] / rows as f64;
             loss_sum += status[0];
             callback.on_batch_end(epoch, b + 1, n_batches, value);

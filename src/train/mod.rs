@@ -608,13 +608,7 @@ impl<F: Scalar> Sequential<F> {
                     self.step(x, y, loss, optimizer)?
                 } else {
                     let value = self.compute_gradients(x, y, loss)?;
-                    if let Some(c) = options.clip_value {
-                        self.clip_grad_value(c)?;
-                    }
-                    if let Some(c) = options.clip_norm {
-                        self.clip_grad_norm(c)?;
-                    }
-                    self.apply_gradients(optimizer)?;
+                    self.clip_and_update(options, optimizer)?;
                     value
                 };
                 // The outputs are the forward pass's: an update does not change them.
@@ -624,18 +618,27 @@ impl<F: Scalar> Sequential<F> {
                 );
                 Ok(value)
             });
-            let value: F = step.map_err(|e| match e {
-                e @ Error::NonFinite { .. } => Error::Diverged {
-                    epoch,
-                    batch: b + 1,
-                    source: Box::new(e),
-                },
-                other => other,
-            })?;
+            let value: F = step.map_err(|e| diverged(e, epoch, b + 1))?;
             loss_sum += value.as_f64() * rows as f64;
             callback.on_batch_end(epoch, b + 1, n_batches, value.as_f64());
         }
         Ok((loss_sum / train.x.nrows() as f64, tally))
+    }
+
+    /// Clips the gradients as `options` say and applies them with `optimizer`, on the calling
+    /// thread.
+    fn clip_and_update(
+        &mut self,
+        options: &FitOptions,
+        optimizer: &mut dyn Optimizer,
+    ) -> Result<()> {
+        if let Some(c) = options.clip_value {
+            self.clip_grad_value(c)?;
+        }
+        if let Some(c) = options.clip_norm {
+            self.clip_grad_norm(c)?;
+        }
+        self.update(optimizer, None)
     }
 
     /// An epoch's history columns: `loss` and the metrics on the training batches, `val_loss`
@@ -711,6 +714,19 @@ impl<F: Scalar> Sequential<F> {
             out.insert(m.name(), tally.value(m)?);
         }
         Ok(out)
+    }
+}
+
+/// A training step's error as `fit` reports it: a non-finite value becomes
+/// [`Error::Diverged`] naming the epoch and the 1-based batch.
+fn diverged(e: Error, epoch: usize, batch: usize) -> Error {
+    match e {
+        e @ Error::NonFinite { .. } => Error::Diverged {
+            epoch,
+            batch,
+            source: Box::new(e),
+        },
+        other => other,
     }
 }
 
