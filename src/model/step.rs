@@ -170,6 +170,16 @@ impl<F: Scalar> Sequential<F> {
         }
     }
 
+    /// Calls `f` on every parameter's values and every running statistic of every layer, in
+    /// layer order: every tensor a saved model holds, which a data-parallel run gives every rank
+    /// from rank 0.
+    pub(crate) fn visit_state_mut(&mut self, f: &mut dyn FnMut(&mut [F])) {
+        for layer in &mut self.layers {
+            layer.visit_params(&mut |p| f(p.value));
+            layer.visit_statistics_mut(f);
+        }
+    }
+
     /// The fewest samples a training batch may hold, as the layers say.
     pub(crate) fn min_train_batch(&self) -> usize {
         self.layers

@@ -12,20 +12,21 @@ use crate::{Error, Result, Scalar, Sequential, kernels, threads};
 use std::hash::{Hash, Hasher};
 
 impl<F: Scalar> Sequential<F> {
-    /// Starts a data-parallel run: checks that every rank holds data of the same size and
-    /// gives every rank rank 0's weights and step count.
+    /// Starts a data-parallel run: checks that every rank holds data of the same size and a
+    /// model of the same size, and gives every rank rank 0's weights, statistics and step count.
     pub(super) fn join_ranks(
         &mut self,
         comm: &dyn Communicator,
         train: &Dataset<'_, F>,
         validation: Option<&Dataset<'_, F>>,
     ) -> Result<()> {
-        let mut weights: Vec<F> = self.tensors().into_iter().flatten().flatten().collect();
+        let mut values = 0;
+        self.visit_state_mut(&mut |t| values += t.len());
         let mine = [
             train.x.nrows() as u64,
             train.x.ncols() as u64,
             validation.map_or(0, |v| v.x.nrows() as u64),
-            weights.len() as u64,
+            values as u64,
             self.steps(),
         ];
         let mut root = mine;
@@ -49,22 +50,15 @@ impl<F: Scalar> Sequential<F> {
             )))
         };
         agree(comm, same)?;
-        collective::broadcast(comm, &mut weights, 0)?;
-        if comm.rank() != 0 {
-            let mut values = weights.into_iter();
-            let tensors = self
-                .tensors()
-                .into_iter()
-                .map(|layer| {
-                    layer
-                        .into_iter()
-                        .map(|t| values.by_ref().take(t.len()).collect())
-                        .collect()
-                })
-                .collect();
-            self.restore_tensors(tensors)?;
-            self.set_steps(root[4]);
-        }
+        // Same sizes everywhere: each tensor goes from rank 0 straight into every rank's.
+        let mut result = Ok(());
+        self.visit_state_mut(&mut |t| {
+            if result.is_ok() {
+                result = collective::broadcast(comm, t, 0);
+            }
+        });
+        result?;
+        self.set_steps(root[4]);
         Ok(())
     }
 
