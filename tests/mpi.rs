@@ -48,6 +48,34 @@ fn train_args(dir: &Path, out: &str, epochs: usize) -> Vec<String> {
     .to_vec()
 }
 
+/// The arguments of `crank resume` from `ckpt` with the model file `config` for `epochs` more
+/// epochs on the digits data, saving `out`.
+fn resume_args(ckpt: &Path, config: &Path, out: &Path, epochs: usize) -> Vec<String> {
+    [
+        "resume",
+        ckpt.to_str().unwrap(),
+        "--config",
+        config.to_str().unwrap(),
+        "--data",
+        root("data/digits.csv").to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--epochs",
+        &epochs.to_string(),
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+/// The largest relative difference between two models' weights (relative to 1e-2 at least).
+fn worst_rel_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(a, b)| (a - b).abs() / a.abs().max(b.abs()).max(1e-2))
+        .fold(0.0, f32::max)
+}
+
 fn crank() -> &'static str {
     env!("CARGO_BIN_EXE_crank")
 }
@@ -89,11 +117,7 @@ fn ranks_train_what_one_process_trains() {
                 .args(train_args(&d, &format!("r{ranks}.crank"), 4)));
         assert_eq!(out.matches("trained 4 epochs").count(), 1, "{out}");
         let w = weights(&d.join(format!("r{ranks}.crank")));
-        let worst = w
-            .iter()
-            .zip(&one)
-            .map(|(a, b)| (a - b).abs() / a.abs().max(b.abs()).max(1e-2))
-            .fold(0.0f32, f32::max);
+        let worst = worst_rel_diff(&w, &one);
         assert!(worst < 1e-3, "{ranks} ranks: {worst}");
     }
     ok(mpirun(2)
@@ -116,18 +140,12 @@ fn a_checkpoint_from_two_ranks_resumes_on_three() {
         .args(train_args(&d, "first.crank", 3))
         .arg("--checkpoint")
         .arg(&ckpt));
-    let out = ok(mpirun(3).arg(crank()).args([
-        "resume",
-        ckpt.to_str().unwrap(),
-        "--config",
-        root("examples/digits.yaml").to_str().unwrap(),
-        "--data",
-        root("data/digits.csv").to_str().unwrap(),
-        "--out",
-        d.join("resumed.crank").to_str().unwrap(),
-        "--epochs",
-        "2",
-    ]));
+    let out = ok(mpirun(3).arg(crank()).args(resume_args(
+        &ckpt,
+        &root("examples/digits.yaml"),
+        &d.join("resumed.crank"),
+        2,
+    )));
     assert!(out.contains("resumed after epoch 3; trained 2 more epochs (to epoch 5"));
     ok(mpirun(2)
         .arg(crank())
@@ -136,11 +154,7 @@ fn a_checkpoint_from_two_ranks_resumes_on_three() {
         weights(&d.join("resumed.crank")),
         weights(&d.join("whole.crank")),
     );
-    let worst = a
-        .iter()
-        .zip(&b)
-        .map(|(a, b)| (a - b).abs() / a.abs().max(b.abs()).max(1e-2))
-        .fold(0.0f32, f32::max);
+    let worst = worst_rel_diff(&a, &b);
     assert!(worst < 1e-3, "{worst}");
 }
 
@@ -249,18 +263,10 @@ fn a_killed_rank_ends_the_job_and_the_checkpoint_resumes() {
     let ckpt_model = crank::io::Checkpoint::<f32>::load(&ckpt).unwrap();
     let done = ckpt_model.fit.unwrap().epoch();
     assert!(done >= 1);
-    let out = ok(mpirun(2).arg(crank()).args([
-        "resume",
-        ckpt.to_str().unwrap(),
-        "--config",
-        config.to_str().unwrap(),
-        "--data",
-        root("data/digits.csv").to_str().unwrap(),
-        "--out",
-        d.join("resumed.crank").to_str().unwrap(),
-        "--epochs",
-        "1",
-    ]));
+    let out =
+        ok(mpirun(2)
+            .arg(crank())
+            .args(resume_args(&ckpt, &config, &d.join("resumed.crank"), 1)));
     assert!(
         out.contains(&format!(
             "resumed after epoch {done}; trained 1 more epochs"

@@ -67,6 +67,26 @@ fn options(epochs: usize) -> FitOptions {
     }
 }
 
+/// `fit_distributed` of `m` on `data` for `epochs`, SGD, no validation.
+fn fit_sgd(
+    comm: &dyn Communicator,
+    m: &mut Sequential<f64>,
+    data: Dataset<'_, f64>,
+    epochs: usize,
+) -> crank::Result<History> {
+    let o = options(epochs);
+    m.fit_distributed(
+        comm,
+        data,
+        None,
+        &Loss::SoftmaxCrossEntropy,
+        &mut Sgd::new(0.1).unwrap(),
+        &o,
+        &mut (),
+        &mut FitState::new(&o),
+    )
+}
+
 /// Every tensor a saved model holds (weights, biases, running statistics), in order.
 fn weights(model: &Sequential<f64>) -> Vec<f64> {
     let mut out = Vec::new();
@@ -212,18 +232,7 @@ fn an_error_on_one_rank_ends_every_rank() {
             x.column_mut(3).fill(f64::INFINITY);
         }
         let mut m = model(1, false);
-        let o = options(3);
-        m.fit_distributed(
-            comm,
-            Dataset::new(x.view(), &y[..]).unwrap(),
-            None,
-            &Loss::SoftmaxCrossEntropy,
-            &mut Sgd::new(0.1).unwrap(),
-            &o,
-            &mut (),
-            &mut FitState::new(&o),
-        )
-        .unwrap_err()
+        fit_sgd(comm, &mut m, Dataset::new(x.view(), &y[..]).unwrap(), 3).unwrap_err()
     });
     assert!(
         matches!(
@@ -260,16 +269,11 @@ fn ranks_with_different_data_refuse_to_start() {
     let errors = on_ranks(2, |comm| {
         let rows = if comm.rank() == 1 { 90 } else { 108 };
         let mut m = model(1, false);
-        let o = options(1);
-        m.fit_distributed(
+        fit_sgd(
             comm,
+            &mut m,
             Dataset::new(x.slice(ndarray::s![..rows, ..]), &y[..rows]).unwrap(),
-            None,
-            &Loss::SoftmaxCrossEntropy,
-            &mut Sgd::new(0.1).unwrap(),
-            &o,
-            &mut (),
-            &mut FitState::new(&o),
+            1,
         )
         .unwrap_err()
         .to_string()
@@ -289,18 +293,7 @@ fn every_rank_starts_from_rank_zeros_weights() {
     let (x, y) = data();
     let ranks = on_ranks(2, |comm| {
         let mut m = model(comm.rank() as u64 + 1, false);
-        let o = options(1);
-        m.fit_distributed(
-            comm,
-            Dataset::new(x.view(), &y[..]).unwrap(),
-            None,
-            &Loss::SoftmaxCrossEntropy,
-            &mut Sgd::new(0.1).unwrap(),
-            &o,
-            &mut (),
-            &mut FitState::new(&o),
-        )
-        .unwrap();
+        fit_sgd(comm, &mut m, Dataset::new(x.view(), &y[..]).unwrap(), 1).unwrap();
         weights(&m)
     });
     assert_eq!(ranks[0], ranks[1]);
