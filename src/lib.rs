@@ -59,6 +59,7 @@ pub mod model;
 #[cfg(feature = "onnx")]
 pub mod onnx;
 pub mod optim;
+pub mod quant;
 mod scalar;
 pub mod spec;
 mod threads;

@@ -2,6 +2,7 @@
 //! crank's training step (or inference) on it, and the same step's GEMMs alone.
 
 use crank::gemm::{gemm, splits};
+use crank::quant::Precision;
 use crank::{Activation, Loss, Scalar, Sequential, Sgd, Workspace};
 use ndarray::Array2;
 use std::hint::black_box;
@@ -18,6 +19,8 @@ pub struct Workload {
     pub inference: bool,
     /// In `f64` rather than `f32`.
     pub f64: bool,
+    /// Inference on the model quantized to this precision ([`Sequential::quantize`]).
+    pub precision: Option<Precision>,
 }
 
 pub const WORKLOADS: &[Workload] = &[
@@ -27,6 +30,7 @@ pub const WORKLOADS: &[Workload] = &[
         batch: 64,
         inference: false,
         f64: false,
+        precision: None,
     },
     Workload {
         name: "M b128",
@@ -34,6 +38,7 @@ pub const WORKLOADS: &[Workload] = &[
         batch: 128,
         inference: false,
         f64: false,
+        precision: None,
     },
     Workload {
         name: "M b256",
@@ -41,6 +46,7 @@ pub const WORKLOADS: &[Workload] = &[
         batch: 256,
         inference: false,
         f64: false,
+        precision: None,
     },
     Workload {
         name: "M b256 f64",
@@ -48,6 +54,7 @@ pub const WORKLOADS: &[Workload] = &[
         batch: 256,
         inference: false,
         f64: true,
+        precision: None,
     },
     Workload {
         name: "L b256",
@@ -55,6 +62,7 @@ pub const WORKLOADS: &[Workload] = &[
         batch: 256,
         inference: false,
         f64: false,
+        precision: None,
     },
     Workload {
         name: "M infer b1024",
@@ -62,6 +70,7 @@ pub const WORKLOADS: &[Workload] = &[
         batch: 1024,
         inference: true,
         f64: false,
+        precision: None,
     },
     Workload {
         name: "tiny b32",
@@ -69,6 +78,7 @@ pub const WORKLOADS: &[Workload] = &[
         batch: 32,
         inference: false,
         f64: false,
+        precision: None,
     },
     Workload {
         name: "tiny infer b1",
@@ -76,6 +86,63 @@ pub const WORKLOADS: &[Workload] = &[
         batch: 1,
         inference: true,
         f64: false,
+        precision: None,
+    },
+    Workload {
+        name: "M infer int8 b1024",
+        sizes: &[784, 512, 512, 10],
+        batch: 1024,
+        inference: true,
+        f64: false,
+        precision: Some(Precision::Int8),
+    },
+    Workload {
+        name: "M infer bf16 b1024",
+        sizes: &[784, 512, 512, 10],
+        batch: 1024,
+        inference: true,
+        f64: false,
+        precision: Some(Precision::Bf16),
+    },
+    Workload {
+        name: "S infer b64",
+        sizes: &[784, 128, 10],
+        batch: 64,
+        inference: true,
+        f64: false,
+        precision: None,
+    },
+    Workload {
+        name: "S infer int8 b64",
+        sizes: &[784, 128, 10],
+        batch: 64,
+        inference: true,
+        f64: false,
+        precision: Some(Precision::Int8),
+    },
+    Workload {
+        name: "S infer bf16 b64",
+        sizes: &[784, 128, 10],
+        batch: 64,
+        inference: true,
+        f64: false,
+        precision: Some(Precision::Bf16),
+    },
+    Workload {
+        name: "tiny infer int8 b1",
+        sizes: &[6, 64, 8, 4],
+        batch: 1,
+        inference: true,
+        f64: false,
+        precision: Some(Precision::Int8),
+    },
+    Workload {
+        name: "tiny infer bf16 b1",
+        sizes: &[6, 64, 8, 4],
+        batch: 1,
+        inference: true,
+        f64: false,
+        precision: Some(Precision::Bf16),
     },
 ];
 
@@ -188,6 +255,9 @@ fn crank_step<'a, F: Scalar>(w: &'a Workload) -> Runner<'a> {
         );
     }
     let mut model = builder.seed(1).build().unwrap();
+    if let Some(p) = w.precision {
+        model = model.quantize(p).unwrap();
+    }
     let x = data::<F>(w.batch, w.sizes[0], 7);
     let classes = *w.sizes.last().unwrap();
     let y: Vec<usize> = (0..w.batch).map(|i| i % classes).collect();

@@ -11,6 +11,8 @@
 //! against it before allocating.
 
 use super::FORMAT_VERSION;
+use crate::layer::TensorData;
+use crate::quant::{Precision, bf16_to_f32};
 use crate::spec::ModelSpec;
 use crate::{Error, Result, Scalar, Sequential};
 use bincode::Options;
@@ -79,10 +81,33 @@ pub(crate) fn le_bytes<F: Scalar>(values: &[F]) -> Cow<'_, [u8]> {
     }
 }
 
-/// Values of type `F` from little-endian bytes of `dtype` (`"f32"` or `"f64"`); `None` when
-/// the length is not a whole number of values. Bytes of `F` itself are copied in bulk.
+/// A tensor's bytes as files hold them: little-endian values of the model's type, int8 codes,
+/// or little-endian bfloat16 bits.
+fn tensor_bytes<'a, F: Scalar>(data: &TensorData<'a, F>) -> Cow<'a, [u8]> {
+    match *data {
+        TensorData::Float(v) => le_bytes(v),
+        TensorData::Int8(v) => Cow::Borrowed(bytemuck::cast_slice(v)),
+        TensorData::Bf16(v) if cfg!(target_endian = "little") => {
+            Cow::Borrowed(bytemuck::cast_slice(v))
+        }
+        TensorData::Bf16(v) => Cow::Owned(v.iter().flat_map(|b| b.to_le_bytes()).collect()),
+    }
+}
+
+/// Values of type `F` from little-endian bytes of `dtype` (`"f32"`, `"f64"`, `"int8"` or
+/// `"bf16"`); `None` when the length is not a whole number of values. Bytes of `F` itself are
+/// copied in bulk.
 pub(crate) fn from_le_bytes<F: Scalar>(bytes: &[u8], dtype: &str) -> Option<Vec<F>> {
     let width = match dtype {
+        "int8" => return Some(bytes.iter().map(|&b| F::of(f64::from(b as i8))).collect()),
+        "bf16" => {
+            return bytes.len().is_multiple_of(2).then(|| {
+                bytes
+                    .chunks_exact(2)
+                    .map(|c| F::of(f64::from(bf16_to_f32(u16::from_le_bytes([c[0], c[1]])))))
+                    .collect()
+            });
+        }
         "f32" => 4,
         "f64" => 8,
         _ => return None,
@@ -110,13 +135,17 @@ pub(crate) fn from_le_bytes<F: Scalar>(bytes: &[u8], dtype: &str) -> Option<Vec<
 
 pub(super) fn encode<F: Scalar>(model: &Sequential<F>) -> Result<Vec<u8>> {
     let views = model.tensor_views();
-    let bytes: Vec<Cow<'_, [u8]>> = views.iter().flatten().map(|t| le_bytes(t.data)).collect();
+    let bytes: Vec<Cow<'_, [u8]>> = views
+        .iter()
+        .flatten()
+        .map(|t| tensor_bytes(&t.data))
+        .collect();
     let doc = BinModelOut {
         dtype: F::NAME,
         spec: model.to_spec().to_json(),
         tensors: bytes.iter().map(|b| Bytes::new(b)).collect(),
     };
-    framed(MAGIC, FORMAT_VERSION, &doc).map_err(|e| err("output", e.to_string()))
+    framed(MAGIC, super::version_of(model), &doc).map_err(|e| err("output", e.to_string()))
 }
 
 /// `magic`, `version` (u32 LE), then the bincode of `doc`.
@@ -267,19 +296,22 @@ pub(super) fn decode<F: Scalar>(bytes: &[u8]) -> Result<Sequential<F>> {
             let at = format!("layer {i} ({name}) {tensor}");
             let raw = stored.next().ok_or_else(|| err(&at, "missing"))?;
             let want = shape.iter().product::<usize>();
+            let (dtype, width) = match layer.stored(tensor) {
+                Some(Precision::Int8) => ("int8", 1),
+                Some(Precision::Bf16) => ("bf16", 2),
+                None => (doc.dtype.as_str(), width),
+            };
             if raw.len() != want * width {
                 return Err(err(
                     &at,
                     format!(
-                        "{} bytes, but shape {shape:?} of {} needs {}",
+                        "{} bytes, but shape {shape:?} of {dtype} needs {}",
                         raw.len(),
-                        doc.dtype,
                         want * width
                     ),
                 ));
             }
-            layer_tensors
-                .push(from_le_bytes(raw, &doc.dtype).ok_or_else(|| err(&at, "bad length"))?);
+            layer_tensors.push(from_le_bytes(raw, dtype).ok_or_else(|| err(&at, "bad length"))?);
         }
         tensors.push(layer_tensors);
     }

@@ -104,7 +104,7 @@ pub(super) fn encode<F: Scalar>(model: &Sequential<F>) -> Result<Vec<u8>> {
     }
     let doc = ModelOut {
         format: "crank",
-        version: FORMAT_VERSION,
+        version: super::version_of(model),
         dtype: F::NAME,
         layers,
         preprocessing: spec.preprocessing.clone(),

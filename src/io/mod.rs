@@ -28,8 +28,30 @@ use crate::{Error, Result, Scalar, Sequential};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-/// The version of the JSON and bincode model formats this crank writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+/// The newest version of the JSON and bincode model formats, the one this crank reads up to.
+/// Version 2 added int8 and bf16 layers; a model without them is written as version 1, which
+/// older cranks read too.
+pub const FORMAT_VERSION: u32 = 2;
+
+/// The version a file of `model` is written with: the oldest that holds its layers.
+pub(crate) fn version_of<F: Scalar>(model: &Sequential<F>) -> u32 {
+    if reduced_precision(model).is_some() {
+        2
+    } else {
+        1
+    }
+}
+
+/// The reduced precision of a model's quantized layers, if it has any.
+pub(crate) fn reduced_precision<F: Scalar>(
+    model: &Sequential<F>,
+) -> Option<crate::quant::Precision> {
+    let mut found = None;
+    for layer in model.layers() {
+        layer.visit_tensors(&mut |t| found = found.or(t.data.precision()));
+    }
+    found
+}
 
 /// A model file format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -54,7 +54,11 @@ fn torch_tensors(layer: &LayerSpec) -> &'static [(&'static str, bool)] {
             ("running_var", false),
         ],
         LayerSpec::LayerNorm(_) => &[("weight", false), ("bias", false)],
-        LayerSpec::Dropout(_) | LayerSpec::Activation(_) => &[],
+        // Refused before naming (a state dict has no int8 or bf16 Linear).
+        LayerSpec::Dropout(_)
+        | LayerSpec::Activation(_)
+        | LayerSpec::Int8Dense(_)
+        | LayerSpec::Bf16Dense(_) => &[],
     }
 }
 
@@ -87,6 +91,15 @@ pub(super) fn encode<F: Scalar>(model: &Sequential<F>) -> Result<Vec<u8>> {
         Dtype::F64
     };
     let resolved = spec.resolve()?;
+    if let Some(p) = super::reduced_precision(model) {
+        return Err(err(
+            "output",
+            format!(
+                "a safetensors file holds a PyTorch state dict of f32 or f64 tensors; save this \
+                 {p} model as .crank or .json"
+            ),
+        ));
+    }
     let steps = model.steps().to_le_bytes();
     // Transposed weights are the only copies; everything else is borrowed from the layers.
     let mut floats: Vec<(String, Vec<usize>, Cow<'_, [F]>)> = Vec::new();
@@ -102,9 +115,9 @@ pub(super) fn encode<F: Scalar>(model: &Sequential<F>) -> Result<Vec<u8>> {
                 (true, &[rows, cols]) => (
                     name,
                     vec![cols, rows],
-                    Cow::Owned(transpose(tensor.data, rows, cols)),
+                    Cow::Owned(transpose(&tensor.data.values(), rows, cols)),
                 ),
-                _ => (name, tensor.shape.to_vec(), Cow::Borrowed(tensor.data)),
+                _ => (name, tensor.shape.to_vec(), tensor.data.values()),
             });
         }
         if let LayerSpec::BatchNorm(_) = layer {

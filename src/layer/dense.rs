@@ -1,7 +1,8 @@
 //! The fully connected layer: `z = x·W + b`, `y = f(z)`.
 
 use super::{
-    Build, Layer, LayerConfig, LayerSpec, Mode, Param, Tensor, check_width, declared_name_and_input,
+    Build, Layer, LayerConfig, LayerSpec, Mode, Param, Tensor, TensorData, check_width,
+    declared_name_and_input,
 };
 use crate::buffer::Buffer;
 use crate::gemm::{self, gemm};
@@ -575,12 +576,12 @@ impl<F: Scalar> Layer<F> for Dense<F> {
         f(Tensor {
             name: "weights",
             shape: self.weights.shape(),
-            data: self.weights.as_slice().expect(contiguous),
+            data: TensorData::Float(self.weights.as_slice().expect(contiguous)),
         });
         f(Tensor {
             name: "biases",
             shape: self.biases.shape(),
-            data: self.biases.as_slice().expect(contiguous),
+            data: TensorData::Float(self.biases.as_slice().expect(contiguous)),
         });
     }
 

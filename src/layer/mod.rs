@@ -20,17 +20,22 @@ mod activation;
 mod dense;
 mod dropout;
 mod norm;
+mod quantized;
 
 pub use activation::{ActivationLayer, ActivationSpec};
 pub use dense::{Dense, DenseSpec};
 pub use dropout::{Dropout, DropoutSpec};
 pub use norm::{BatchNorm, BatchNormSpec, LayerNorm, LayerNormSpec};
+pub(crate) use quantized::quantized_tensors;
+pub use quantized::{Bf16DenseSpec, Int8DenseSpec, QuantizedDense};
 
+use crate::quant::Precision;
 use crate::{Error, Result, Scalar};
 use ndarray::{ArrayView2, ArrayViewMut2};
 use rand::SeedableRng;
 use rand_xoshiro::Xoshiro256PlusPlus;
 use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 use std::fmt::Debug;
 
 /// Checks that a batch has the `size` features layer `name` takes; `what` names the batch in
@@ -135,6 +140,11 @@ pub(crate) trait LayerConfig {
     fn check(&self) -> std::result::Result<(), String> {
         Ok(())
     }
+    /// How files store tensor `tensor`: `None` (the default) in the model's type, or in a
+    /// reduced precision.
+    fn stored(&self, _tensor: &str) -> Option<Precision> {
+        None
+    }
     /// The layer: from `build.tensors` when given, else fresh from `build.rng`.
     fn build<F: Scalar>(&self, build: Build<'_, F>) -> Result<Box<dyn Layer<F>>>;
 }
@@ -227,6 +237,14 @@ macro_rules! layer_kinds {
                 }
             }
 
+            /// How files store the layer's tensor `tensor`: `None` in the model's type, or in
+            /// a reduced precision.
+            pub fn stored(&self, tensor: &str) -> Option<Precision> {
+                match self {
+                    $(LayerSpec::$kind(s) => s.stored(tensor),)*
+                }
+            }
+
             /// Checks the layer's own settings (rates, epsilons).
             pub(crate) fn check(&self) -> std::result::Result<(), String> {
                 match self {
@@ -255,6 +273,10 @@ layer_kinds! {
     LayerNorm(LayerNormSpec),
     /// An activation on its own, after a layer other than Dense ([`ActivationLayer`]).
     Activation(ActivationSpec),
+    /// A Dense layer in int8, for inference ([`QuantizedDense`]).
+    Int8Dense(Int8DenseSpec),
+    /// A Dense layer in bf16, for inference ([`QuantizedDense`]).
+    Bf16Dense(Bf16DenseSpec),
 }
 
 /// Whether a forward pass is part of training. Layers such as dropout behave differently in
@@ -287,7 +309,58 @@ pub struct Tensor<'a, F> {
     /// Its shape.
     pub shape: &'a [usize],
     /// Its values, row-major.
-    pub data: &'a [F],
+    pub data: TensorData<'a, F>,
+}
+
+/// A saved tensor's values, in the model's type or in the reduced precision of a quantized
+/// layer ([`crate::quant`]).
+#[derive(Debug, Clone, Copy)]
+pub enum TensorData<'a, F> {
+    /// Values of the model's type.
+    Float(&'a [F]),
+    /// int8 codes.
+    Int8(&'a [i8]),
+    /// bfloat16 values, as their bits.
+    Bf16(&'a [u16]),
+}
+
+impl<'a, F: Scalar> TensorData<'a, F> {
+    /// The number of values.
+    pub fn len(&self) -> usize {
+        match self {
+            TensorData::Float(v) => v.len(),
+            TensorData::Int8(v) => v.len(),
+            TensorData::Bf16(v) => v.len(),
+        }
+    }
+
+    /// Whether there are no values.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// How the values are stored: `None` for the model's type.
+    pub fn precision(&self) -> Option<Precision> {
+        match self {
+            TensorData::Float(_) => None,
+            TensorData::Int8(_) => Some(Precision::Int8),
+            TensorData::Bf16(_) => Some(Precision::Bf16),
+        }
+    }
+
+    /// The values in the model's type (every int8 code and bfloat16 value is exact in it):
+    /// borrowed when they are stored that way.
+    pub fn values(&self) -> Cow<'a, [F]> {
+        match *self {
+            TensorData::Float(v) => Cow::Borrowed(v),
+            TensorData::Int8(v) => Cow::Owned(v.iter().map(|&c| F::of(f64::from(c))).collect()),
+            TensorData::Bf16(v) => Cow::Owned(
+                v.iter()
+                    .map(|&b| F::of(f64::from(crate::quant::bf16_to_f32(b))))
+                    .collect(),
+            ),
+        }
+    }
 }
 
 /// A differentiable layer. See the [module docs](self) for the contract.

@@ -172,7 +172,7 @@ fn tensor<'a, F>(name: &'static str, a: &'a Array1<F>) -> Tensor<'a, F> {
     Tensor {
         name,
         shape: a.shape(),
-        data: a.as_slice().expect("contiguous"),
+        data: super::TensorData::Float(a.as_slice().expect("contiguous")),
     }
 }
 

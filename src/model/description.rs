@@ -93,7 +93,12 @@ impl<F: Scalar> Sequential<F> {
     pub(crate) fn tensors(&self) -> LayerTensors<F> {
         self.tensor_views()
             .into_iter()
-            .map(|layer| layer.into_iter().map(|t| t.data.to_vec()).collect())
+            .map(|layer| {
+                layer
+                    .into_iter()
+                    .map(|t| t.data.values().into_owned())
+                    .collect()
+            })
             .collect()
     }
 

@@ -4,6 +4,7 @@ mod builder;
 mod description;
 pub(crate) use description::check_tensors;
 mod predict;
+mod quantize;
 mod step;
 pub(crate) use step::Share;
 

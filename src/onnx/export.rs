@@ -148,6 +148,12 @@ fn ir_version(opset: i64) -> i64 {
 pub(super) fn encode<F: Scalar>(model: &Sequential<F>) -> Result<Vec<u8>> {
     let spec = model.to_spec();
     let resolved = spec.resolve()?;
+    if let Some(p) = crate::io::reduced_precision(model) {
+        return Err(crate::Error::Config(format!(
+            "ONNX export takes f32 and f64 models; this one has {p} layers: export the float \
+             model it was quantized from"
+        )));
+    }
     let mut w = Writer {
         nodes: Vec::new(),
         initializers: Vec::new(),
@@ -178,7 +184,7 @@ pub(super) fn encode<F: Scalar>(model: &Sequential<F>) -> Result<Vec<u8>> {
     for ((name, _, layer), tensors) in resolved.layers.iter().zip(model.tensor_views()) {
         let mut inputs = Vec::with_capacity(tensors.len());
         for t in &tensors {
-            inputs.push(w.initializer(format!("{name}.{}", t.name), t.shape, t.data));
+            inputs.push(w.initializer(format!("{name}.{}", t.name), t.shape, &t.data.values()));
         }
         match layer {
             LayerSpec::Dense(d) => {
@@ -208,6 +214,8 @@ pub(super) fn encode<F: Scalar>(model: &Sequential<F>) -> Result<Vec<u8>> {
             }
             // An inference graph: dropout is the identity.
             LayerSpec::Dropout(_) => {}
+            // Refused above.
+            LayerSpec::Int8Dense(_) | LayerSpec::Bf16Dense(_) => {}
         }
     }
     // The graph's output is named `output`: rename the last node's (or pass the input through).

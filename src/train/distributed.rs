@@ -185,7 +185,7 @@ impl<F: Scalar> Sequential<F> {
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         for layer in self.tensor_views() {
             for t in layer {
-                bytemuck::cast_slice::<F, u8>(t.data).hash(&mut hasher);
+                bytemuck::cast_slice::<F, u8>(&t.data.values()).hash(&mut hasher);
             }
         }
         let mine = [hasher.finish()];

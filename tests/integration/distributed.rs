@@ -91,7 +91,7 @@ fn fit_sgd(
 fn weights(model: &Sequential<f64>) -> Vec<f64> {
     let mut out = Vec::new();
     for layer in model.layers() {
-        layer.visit_tensors(&mut |t| out.extend_from_slice(t.data));
+        layer.visit_tensors(&mut |t| out.extend_from_slice(&t.data.values()));
     }
     out
 }

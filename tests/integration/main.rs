@@ -20,5 +20,6 @@ mod onnx_export;
 mod onnx_import;
 mod optim_reference;
 mod python_interop;
+mod quantized;
 mod torch_reference;
 mod training;

@@ -1,0 +1,73 @@
+//! Reduced-precision inference: the products of [`Int8Dense`](crate::layer::Int8Dense) and
+//! [`Bf16Dense`](crate::layer::Bf16Dense) layers, which
+//! [`Sequential::quantize`](crate::Sequential::quantize) puts in place of a trained model's
+//! `Dense` layers.
+//!
+//! - **int8**: weights quantized once per output column (symmetric, codes in `-127..=127`),
+//!   activations per row at every call (asymmetric `u8`), `u8 × i8 → i32` products, dequantized
+//!   with the bias in the output pass. PyTorch's `quantize_dynamic` does the same with one scale
+//!   per batch; crank's per-row scales keep a sample's prediction independent of its batch.
+//! - **bf16**: weights rounded to bfloat16 once, activations rounded to bfloat16 as they enter a
+//!   product, `f32` sums.
+//!
+//! The kernels are chosen at run time from the CPU: int8 products use AVX-512 VNNI where it
+//! exists, otherwise AVX-512 or AVX2 with 7-bit activations (their `vpmaddubsw` sums pairs in
+//! 16 bits), otherwise portable code; bf16 products use AVX-512 BF16 `vdpbf16ps` where it
+//! exists and widen to `f32` otherwise.
+
+mod bf16;
+mod int8;
+#[cfg(test)]
+mod tests;
+
+pub(crate) use bf16::Bf16Weights;
+pub use bf16::{bf16_to_f32, f32_to_bf16};
+pub(crate) use int8::{Int8Weights, quantize_weights};
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// A reduced precision for inference.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// 8-bit integer weights and activations, 32-bit integer sums.
+    Int8,
+    /// bfloat16 weights and activations, `f32` sums.
+    Bf16,
+}
+
+impl Precision {
+    /// `"int8"` or `"bf16"`, as in files and on the command line.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Precision::Int8 => "int8",
+            Precision::Bf16 => "bf16",
+        }
+    }
+}
+
+impl fmt::Display for Precision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Precision {
+    type Err = crate::Error;
+
+    fn from_str(s: &str) -> crate::Result<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "int8" | "i8" => Ok(Precision::Int8),
+            "bf16" | "bfloat16" => Ok(Precision::Bf16),
+            _ => Err(crate::Error::Config(format!(
+                "unknown precision {s:?}; crank quantizes to \"int8\" or \"bf16\""
+            ))),
+        }
+    }
+}
+
+/// The kernels this CPU runs for each precision, for reports: `(int8, bf16)`.
+pub fn kernels() -> (&'static str, &'static str) {
+    (int8::kernel_name(), bf16::kernel_name())
+}

@@ -1,0 +1,317 @@
+//! int8 and bf16 models: accuracy against the f32 model they come from, files, and what they
+//! refuse.
+
+use crank::data::Classification;
+use crank::io::Format;
+use crank::quant::Precision;
+use crank::train::FitOptions;
+use crank::{Activation, Adam, Error, Loss, Scalar, Sequential};
+use ndarray::{Array2, ArrayView2, s};
+use std::path::Path;
+use std::sync::Arc;
+
+const PRECISIONS: [Precision; 2] = [Precision::Int8, Precision::Bf16];
+
+fn digits() -> (Classification<f32>, Classification<f32>) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/digits.csv");
+    let data = Classification::<f32>::from_csv(path, None).unwrap();
+    data.split(0.25, 5).unwrap()
+}
+
+/// A digits classifier trained in f32: 64 → 64 → 32 → 10.
+fn trained() -> (Sequential<f32>, Classification<f32>) {
+    let (train, test) = digits();
+    let mut model = Sequential::<f32>::builder(64)
+        .dense(64, Activation::Relu)
+        .dense(32, Activation::Relu)
+        .dense(10, Activation::Identity)
+        .seed(3)
+        .build()
+        .unwrap();
+    let options = FitOptions {
+        epochs: 25,
+        batch_size: 32,
+        seed: 3,
+        ..Default::default()
+    };
+    let mut adam = Adam::new(1e-3).unwrap();
+    let loss = Loss::SoftmaxCrossEntropy;
+    model
+        .fit(train.x.view(), &train.labels, &loss, &mut adam, &options)
+        .unwrap();
+    (model, test)
+}
+
+fn largest_difference(a: ArrayView2<'_, f32>, b: ArrayView2<'_, f32>) -> f32 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+#[test]
+fn quantized_digits_keep_their_accuracy_within_half_a_point() {
+    let (model, test) = trained();
+    let f32_acc = model.accuracy(test.x.view(), &test.labels).unwrap();
+    assert!(f32_acc > 0.95, "the f32 model itself: {f32_acc}");
+    let logits = model.predict(test.x.view()).unwrap();
+    let range = logits.iter().fold(0f32, |m, v| m.max(v.abs()));
+    for precision in PRECISIONS {
+        let q = model.quantize(precision).unwrap();
+        let acc = q.accuracy(test.x.view(), &test.labels).unwrap();
+        assert!(
+            (acc - f32_acc).abs() <= 0.005,
+            "{precision}: accuracy {acc} against f32's {f32_acc}"
+        );
+        let out = q.predict(test.x.view()).unwrap();
+        let worst = largest_difference(out.view(), logits.view());
+        // bf16 keeps 8 bits of mantissa, int8 about 7 of range: a few percent of the logits'
+        // range at worst.
+        assert!(worst < 0.05 * range, "{precision}: {worst} of {range}");
+        assert!(
+            worst > 0.0,
+            "{precision}: the outputs are not the f32 model's"
+        );
+    }
+}
+
+#[test]
+fn a_quantized_model_shows_its_layers_and_keeps_the_others() {
+    let model = Sequential::<f32>::builder(6)
+        .dense(16, Activation::Relu)
+        .batch_norm()
+        .dropout(0.2)
+        .dense(8, Activation::Tanh)
+        .layer_norm()
+        .dense(3, Activation::Softmax)
+        .seed(4)
+        .build()
+        .unwrap();
+    let x = Array2::from_shape_fn((20, 6), |(i, j)| ((i * 7 + j * 3) % 11) as f32 / 5.0 - 1.0);
+    let want = model.predict(x.view()).unwrap();
+    for precision in PRECISIONS {
+        let q = model.quantize(precision).unwrap();
+        let kinds: Vec<&str> = q.layers().iter().map(|l| l.kind()).collect();
+        let dense = if precision == Precision::Int8 {
+            "Int8Dense"
+        } else {
+            "Bf16Dense"
+        };
+        assert_eq!(
+            kinds,
+            [dense, "BatchNorm", "Dropout", dense, "LayerNorm", dense],
+            "{precision}"
+        );
+        assert_eq!(q.num_params(), model.num_params());
+        let summary = q.to_string();
+        assert!(summary.contains(dense), "{summary}");
+        let out = q.predict(x.view()).unwrap();
+        assert!(
+            largest_difference(out.view(), want.view()) < 0.02,
+            "{precision}"
+        );
+        // Quantizing again to the same precision changes nothing; to the other one is refused.
+        let again = q.quantize(precision).unwrap();
+        assert_eq!(again.predict(x.view()).unwrap(), out);
+        let other = if precision == Precision::Int8 {
+            Precision::Bf16
+        } else {
+            Precision::Int8
+        };
+        let err = q.quantize(other).unwrap_err().to_string();
+        assert!(err.contains("already") && err.contains("dense_0"), "{err}");
+    }
+}
+
+fn round_trips<F: Scalar>() {
+    let model = Sequential::<F>::builder(9)
+        .dense(33, Activation::Relu)
+        .dense(5, Activation::Identity)
+        .seed(8)
+        .build()
+        .unwrap();
+    let x = Array2::from_shape_fn((13, 9), |(i, j)| F::of(((i * 5 + j) % 7) as f64 - 3.0));
+    for precision in PRECISIONS {
+        let q = model.quantize(precision).unwrap();
+        let want = q.predict(x.view()).unwrap();
+        for format in [Format::Bincode, Format::Json] {
+            let bytes = q.to_bytes(format).unwrap();
+            let back = Sequential::<F>::from_bytes(&bytes, format).unwrap();
+            assert_eq!(back.to_spec(), q.to_spec(), "{precision} {format:?}");
+            assert_eq!(
+                back.predict(x.view()).unwrap(),
+                want,
+                "{precision} {format:?}"
+            );
+        }
+        // Files with reduced-precision layers are version 2; float ones stay version 1, which
+        // older cranks read.
+        let bytes = q.to_bytes(Format::Bincode).unwrap();
+        assert_eq!(bytes[8..12], 2u32.to_le_bytes());
+        let float = model.to_bytes(Format::Bincode).unwrap();
+        assert_eq!(float[8..12], 1u32.to_le_bytes());
+        // int8 codes take one byte each (plus a scale per column), bf16 weights two.
+        let size = std::mem::size_of::<F>();
+        let (width, scales) = match precision {
+            Precision::Int8 => (1, (33 + 5) * size),
+            Precision::Bf16 => (2, 0),
+        };
+        let weights = 9 * 33 + 33 * 5;
+        assert!(
+            bytes.len() < float.len() - weights * (size - width) + scales + 64,
+            "{precision}: {} bytes against {}",
+            bytes.len(),
+            float.len()
+        );
+        let json = String::from_utf8(q.to_bytes(Format::Json).unwrap()).unwrap();
+        assert!(json.contains("\"version\":2"), "{}", &json[..80]);
+    }
+}
+
+#[test]
+fn quantized_models_round_trip_through_bincode_and_json() {
+    round_trips::<f32>();
+    round_trips::<f64>();
+}
+
+#[test]
+fn a_quantized_model_cannot_be_trained_or_saved_where_it_does_not_fit() {
+    let model = Sequential::<f32>::builder(3)
+        .dense(4, Activation::Relu)
+        .dense(2, Activation::Identity)
+        .build()
+        .unwrap();
+    let x = Array2::from_elem((2, 3), 0.5f32);
+    let y = Array2::from_elem((2, 2), 0.0f32);
+    for precision in PRECISIONS {
+        let mut q = model.quantize(precision).unwrap();
+        let mut adam = Adam::new(1e-3).unwrap();
+        let err = q
+            .train_step(x.view(), &y, &Loss::Mse, &mut adam)
+            .unwrap_err();
+        assert!(matches!(err, Error::Config(_)), "{err:?}");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("inference only") && msg.contains(precision.name()),
+            "{msg}"
+        );
+        let err = q.to_bytes(Format::Safetensors).unwrap_err().to_string();
+        assert!(err.contains("save this") && err.contains(".crank"), "{err}");
+        #[cfg(feature = "onnx")]
+        {
+            let err = q.to_onnx().unwrap_err().to_string();
+            assert!(err.contains("float model"), "{err}");
+        }
+    }
+}
+
+#[test]
+fn hostile_quantized_files_get_errors_that_say_where() {
+    let model = Sequential::<f32>::builder(3)
+        .dense_named("hidden", 4, Activation::Relu)
+        .dense(2, Activation::Identity)
+        .build()
+        .unwrap();
+    let int8 = model.quantize(Precision::Int8).unwrap();
+    let json = String::from_utf8(int8.to_bytes(Format::Json).unwrap()).unwrap();
+    let mut doc: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let cases: [(&str, serde_json::Value, &str); 3] = [
+        ("codes", serde_json::json!(200), "is not an int8 code"),
+        ("codes", serde_json::json!(0.5), "is not an int8 code"),
+        ("scales", serde_json::json!(0.0), "is not positive"),
+    ];
+    for (tensor, value, want) in cases {
+        let mut bad = doc.clone();
+        let t = &mut bad["layers"][0][tensor];
+        let first = if tensor == "codes" {
+            &mut t[0][0]
+        } else {
+            &mut t[0]
+        };
+        *first = value;
+        let err = Sequential::<f32>::from_bytes(bad.to_string().as_bytes(), Format::Json)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("hidden") && err.contains(want),
+            "{tensor}: {err}"
+        );
+    }
+    // A bf16 weight that bf16 cannot hold.
+    let bf16 = model.quantize(Precision::Bf16).unwrap();
+    let json = String::from_utf8(bf16.to_bytes(Format::Json).unwrap()).unwrap();
+    doc = serde_json::from_str(&json).unwrap();
+    doc["layers"][0]["weights"][0][0] = serde_json::json!(0.1);
+    let err = Sequential::<f32>::from_bytes(doc.to_string().as_bytes(), Format::Json)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("hidden") && err.contains("not a bfloat16 value"),
+        "{err}"
+    );
+    // A bincode file whose first layer's codes are one byte short (and say so).
+    let bytes = int8.to_bytes(Format::Bincode).unwrap();
+    let mut codes = Vec::new();
+    int8.layers()[0].visit_tensors(&mut |t| {
+        if let crank::layer::TensorData::Int8(c) = t.data {
+            codes = c.iter().map(|&v| v as u8).collect();
+        }
+    });
+    let mut field = 12u64.to_le_bytes().to_vec();
+    field.extend_from_slice(&codes);
+    let at = bytes.windows(field.len()).position(|w| w == field).unwrap();
+    let mut cut = bytes[..at].to_vec();
+    cut.extend_from_slice(&11u64.to_le_bytes());
+    cut.extend_from_slice(&bytes[at + 9..]);
+    let err = Sequential::<f32>::from_bytes(&cut, Format::Bincode)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("hidden") && err.contains("11 bytes") && err.contains("int8"),
+        "{err}"
+    );
+    // A description of an int8 layer with no tensors: there is nothing to initialise it from.
+    let spec = crank::spec::ModelSpec::from_json(
+        r#"{"layers": [{"type": "Int8Dense", "input_size": 3, "output_size": 2}]}"#,
+    )
+    .unwrap();
+    let err = Sequential::<f32>::from_spec(&spec).unwrap_err().to_string();
+    assert!(err.contains("quantizing a trained Dense layer"), "{err}");
+}
+
+#[test]
+fn threads_predict_alike_and_a_row_alone_as_in_its_batch() {
+    let (model, test) = trained();
+    let x = test.x.slice(s![..200, ..]).to_owned();
+    for precision in PRECISIONS {
+        let q = Arc::new(model.quantize(precision).unwrap());
+        let want = q.predict(x.view()).unwrap();
+        let handles: Vec<_> = (0..4)
+            .map(|t| {
+                let (q, x) = (Arc::clone(&q), x.clone());
+                std::thread::spawn(move || {
+                    // Batches of other sizes first: the workspace and the scratch space grow
+                    // and shrink between calls.
+                    let mut ws = q.workspace();
+                    for rows in [t + 1, 150, 7] {
+                        q.predict_with(x.slice(s![..rows, ..]), &mut ws).unwrap();
+                    }
+                    q.predict_with(x.view(), &mut ws).unwrap().to_owned()
+                })
+            })
+            .collect();
+        for h in handles {
+            assert_eq!(h.join().unwrap(), want, "{precision}");
+        }
+        // Per-row scales (int8) and a row-by-row kernel: a row's outputs do not depend on the
+        // rows beside it.
+        for i in [0, 37, 199] {
+            let one = q.predict(x.slice(s![i..i + 1, ..])).unwrap();
+            if precision == Precision::Int8 {
+                assert_eq!(one.row(0), want.row(i), "{precision} row {i}");
+            } else {
+                assert!(largest_difference(one.view(), want.slice(s![i..i + 1, ..])) < 1e-5);
+            }
+        }
+    }
+}
