@@ -21,7 +21,8 @@
 //! field. Trying another width is an edit to this file, not to code.
 
 pub use crate::layer::{
-    ActivationSpec, BatchNormSpec, DenseSpec, DropoutSpec, LayerNormSpec, LayerSpec,
+    ActivationSpec, BatchNormSpec, Bf16DenseSpec, DenseSpec, DropoutSpec, Int8DenseSpec,
+    LayerNormSpec, LayerSpec,
 };
 use crate::{Error, Loss, Result, Scalar};
 use serde::{Deserialize, Serialize};

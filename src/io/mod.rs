@@ -35,22 +35,7 @@ pub const FORMAT_VERSION: u32 = 2;
 
 /// The version a file of `model` is written with: the oldest that holds its layers.
 pub(crate) fn version_of<F: Scalar>(model: &Sequential<F>) -> u32 {
-    if reduced_precision(model).is_some() {
-        2
-    } else {
-        1
-    }
-}
-
-/// The reduced precision of a model's quantized layers, if it has any.
-pub(crate) fn reduced_precision<F: Scalar>(
-    model: &Sequential<F>,
-) -> Option<crate::quant::Precision> {
-    let mut found = None;
-    for layer in model.layers() {
-        layer.visit_tensors(&mut |t| found = found.or(t.data.precision()));
-    }
-    found
+    if model.precision().is_some() { 2 } else { 1 }
 }
 
 /// A model file format.

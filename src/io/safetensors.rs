@@ -91,7 +91,7 @@ pub(super) fn encode<F: Scalar>(model: &Sequential<F>) -> Result<Vec<u8>> {
         Dtype::F64
     };
     let resolved = spec.resolve()?;
-    if let Some(p) = super::reduced_precision(model) {
+    if let Some(p) = model.precision() {
         return Err(err(
             "output",
             format!(

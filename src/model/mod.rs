@@ -186,9 +186,13 @@ fn max_abs<F: Scalar>(a: &ArrayView2<'_, F>) -> Option<F> {
 impl<F: Scalar> fmt::Display for Sequential<F> {
     /// A one-line-per-layer summary.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let precision = match self.precision() {
+            Some(p) => format!(", {p} weights"),
+            None => String::new(),
+        };
         writeln!(
             f,
-            "Sequential<{}>: {} -> {}, {} layers, {} parameters",
+            "Sequential<{}>: {} -> {}, {} layers, {} parameters{precision}",
             F::NAME,
             self.input_size,
             self.output_size(),

@@ -5,6 +5,16 @@ use crate::layer::{Bf16DenseSpec, Int8DenseSpec, quantized_tensors};
 use crate::quant::Precision;
 
 impl<F: Scalar> Sequential<F> {
+    /// The reduced precision of the model's layers, if [`quantize`](Self::quantize) made it:
+    /// `None` for a model that computes in `F` throughout.
+    pub fn precision(&self) -> Option<Precision> {
+        let mut found = None;
+        for layer in &self.layers {
+            layer.visit_tensors(&mut |t| found = found.or(t.data.precision()));
+        }
+        found
+    }
+
     /// A copy of the model for inference in `precision`: every [`Dense`](crate::Dense) layer
     /// becomes a [`QuantizedDense`](crate::layer::QuantizedDense) (int8: weights quantized per
     /// output column; bf16: weights rounded), every other layer is copied as it is. The copy

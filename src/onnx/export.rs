@@ -148,7 +148,7 @@ fn ir_version(opset: i64) -> i64 {
 pub(super) fn encode<F: Scalar>(model: &Sequential<F>) -> Result<Vec<u8>> {
     let spec = model.to_spec();
     let resolved = spec.resolve()?;
-    if let Some(p) = crate::io::reduced_precision(model) {
+    if let Some(p) = model.precision() {
         return Err(crate::Error::Config(format!(
             "ONNX export takes f32 and f64 models; this one has {p} layers: export the float \
              model it was quantized from"

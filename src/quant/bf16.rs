@@ -35,12 +35,14 @@ pub(crate) enum Kernel {
 }
 
 impl Kernel {
-    /// The fastest kernel this CPU has.
+    /// The fastest kernel this CPU has (the fallback when [`FALLBACK_ENV`](super::FALLBACK_ENV)
+    /// is set).
     pub fn detect() -> Kernel {
         static KERNEL: OnceLock<Kernel> = OnceLock::new();
         *KERNEL.get_or_init(|| {
             #[cfg(target_arch = "x86_64")]
-            if std::arch::is_x86_feature_detected!("avx512f")
+            if !super::fallback_asked()
+                && std::arch::is_x86_feature_detected!("avx512f")
                 && std::arch::is_x86_feature_detected!("avx512bf16")
             {
                 return Kernel::Avx512Bf16;

@@ -67,6 +67,15 @@ impl std::str::FromStr for Precision {
     }
 }
 
+/// Set in the environment (to anything but `0`) before the first quantized model is made, this
+/// makes crank use its fallback kernels even where AVX-512 VNNI or BF16 exist: `rten-gemm` for
+/// int8, widened `f32` for bf16. For measuring the fallbacks on a machine that has both.
+pub const FALLBACK_ENV: &str = "CRANK_QUANT_FALLBACK";
+
+fn fallback_asked() -> bool {
+    std::env::var_os(FALLBACK_ENV).is_some_and(|v| v != "0")
+}
+
 /// The kernels this CPU runs for each precision, for reports: `(int8, bf16)`.
 pub fn kernels() -> (&'static str, &'static str) {
     (int8::kernel_name(), bf16::kernel_name())

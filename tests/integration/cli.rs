@@ -949,3 +949,102 @@ fn mpirun_without_the_mpi_feature_is_refused() {
     );
     assert!(!d.join("m.crank").exists());
 }
+
+/// `crank quantize` on a digits model: the int8 and bf16 files predict, evaluate and inspect
+/// like the float one, with accuracy within half a point.
+#[test]
+fn digits_quantize_to_int8_and_bf16() {
+    let d = dir("quantize");
+    let data = Classification::<f32>::from_csv(root("data/digits.csv"), None).unwrap();
+    let (train, test) = data.split(0.25, 9).unwrap();
+    write_csv(&d.join("train.csv"), &train);
+    write_csv(&d.join("test.csv"), &test);
+    let model = d.join("digits.crank");
+    stdout(
+        train_cmd(root("examples/digits.yaml"), d.join("train.csv"), &model)
+            .args(["--epochs", "20"]),
+    );
+    let accuracy = |m: &Path| {
+        let json = stdout(
+            crank()
+                .arg("evaluate")
+                .arg(m)
+                .arg("--data")
+                .arg(d.join("test.csv"))
+                .arg("--json"),
+        );
+        let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+        v["accuracy"].as_f64().unwrap()
+    };
+    let float = accuracy(&model);
+    for (precision, ext) in [("int8", "crank"), ("bf16", "json")] {
+        let out = d.join(format!("digits.{precision}.{ext}"));
+        let report = stdout(
+            crank()
+                .arg("quantize")
+                .arg(&model)
+                .args(["--precision", precision])
+                .arg("--out")
+                .arg(&out)
+                .arg("--data")
+                .arg(d.join("test.csv")),
+        );
+        for want in [
+            format!("to {precision}: 2 Dense layers"),
+            "accuracy".into(),
+            "largest output difference".into(),
+        ] {
+            assert!(report.contains(&want), "{report}");
+        }
+        let acc = accuracy(&out);
+        assert!(
+            (acc - float).abs() <= 0.005,
+            "{precision}: {acc} against {float}"
+        );
+        let inspect = stdout(crank().arg("inspect").arg(&out));
+        for want in [
+            format!("precision: {precision}"),
+            "version 2".into(),
+            "classes: 0, 1, 2".into(),
+        ] {
+            assert!(inspect.contains(&want), "{inspect}");
+        }
+        let predictions = stdout(
+            crank()
+                .arg("predict")
+                .arg(&out)
+                .arg("--data")
+                .arg(d.join("test.csv")),
+        );
+        assert_eq!(predictions.lines().count(), test.len() + 1);
+        fails(
+            crank()
+                .arg("convert")
+                .arg(&out)
+                .arg(d.join("q.safetensors")),
+            "save this",
+        );
+        fails(
+            crank()
+                .arg("train")
+                .arg(&out)
+                .arg("--data")
+                .arg(d.join("train.csv"))
+                .arg("--out")
+                .arg(d.join("again.crank")),
+            "",
+        );
+    }
+    let out = crank()
+        .arg("quantize")
+        .arg(&model)
+        .args(["--precision", "int4", "--out"])
+        .arg(d.join("x.crank"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("\"int8\" or \"bf16\""),
+        "{err}"
+    );
+}

@@ -7,6 +7,7 @@ use crank::data::Table;
 use crank::spec::Preprocessing;
 use crank::{Activation, Sequential};
 use ndarray::{Array2, ArrayView2};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// Print a model's loss and metrics on a data set.
@@ -44,17 +45,7 @@ pub struct PredictArgs {
 pub(crate) fn evaluate(args: EvaluateArgs) -> Result<()> {
     let EvaluateArgs { model, data, json } = args;
     let m = model.load()?;
-    let pre = preprocessing_of(&m);
-    let prepared = read_prepared(&data, pre.label.as_deref(), &pre)?;
-    let kind = Kind::of(&pre, m.output_size());
-    let loss = pre.loss.unwrap_or(kind.default_loss());
-    let classes = pre.classes.as_ref().map_or(0, Vec::len);
-    let values = ctx(m.evaluate_metrics(
-        prepared.x.view(),
-        prepared.target(kind),
-        &loss,
-        &kind.metrics(classes),
-    ))?;
+    let values = metrics(&m, &data)?;
     let text = if json {
         serde_json::to_string(&values).map_err(|e| e.to_string())? + "\n"
     } else {
@@ -64,6 +55,21 @@ pub(crate) fn evaluate(args: EvaluateArgs) -> Result<()> {
             .collect()
     };
     to_stdout(&text)
+}
+
+/// A model's loss and metrics on the labelled data in `data`, by name.
+pub(crate) fn metrics(m: &Sequential<f32>, data: &Path) -> Result<BTreeMap<String, f64>> {
+    let pre = preprocessing_of(m);
+    let prepared = read_prepared(data, pre.label.as_deref(), &pre)?;
+    let kind = Kind::of(&pre, m.output_size());
+    let loss = pre.loss.unwrap_or(kind.default_loss());
+    let classes = pre.classes.as_ref().map_or(0, Vec::len);
+    ctx(m.evaluate_metrics(
+        prepared.x.view(),
+        prepared.target(kind),
+        &loss,
+        &kind.metrics(classes),
+    ))
 }
 
 /// Writes a model's predictions as CSV.

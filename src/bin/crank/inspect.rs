@@ -69,10 +69,21 @@ pub(crate) fn inspect(args: InspectArgs) -> Result<()> {
             )
         })?;
         let m = args.model.load()?;
-        lines.push(format!(
-            "format: {format:?}, version {}",
-            crank::io::FORMAT_VERSION
-        ));
+        lines.push(match file_version(&bytes, format) {
+            Some(v) => format!("format: {format:?}, version {v}"),
+            None => format!("format: {format:?}"),
+        });
+        if let Some(p) = m.precision() {
+            let (int8, bf16) = crank::quant::kernels();
+            let kernel = if p == crank::quant::Precision::Int8 {
+                int8
+            } else {
+                bf16
+            };
+            lines.push(format!(
+                "precision: {p} (inference only), kernel on this CPU: {kernel}"
+            ));
+        }
         m
     };
     lines.push(m.to_string().trim_end().to_string());
@@ -93,6 +104,20 @@ pub(crate) fn inspect(args: InspectArgs) -> Result<()> {
     }
     lines.push(String::new());
     to_stdout(&lines.join("\n"))
+}
+
+/// The format version a model file says it has.
+fn file_version(bytes: &[u8], format: Format) -> Option<u64> {
+    match format {
+        Format::Bincode => bytes
+            .get(8..12)
+            .map(|v| u64::from(u32::from_le_bytes(v.try_into().expect("4 bytes")))),
+        Format::Json => serde_json::from_slice::<serde_json::Value>(bytes)
+            .ok()?
+            .get("version")?
+            .as_u64(),
+        _ => None,
+    }
 }
 
 /// Converts a model between formats.

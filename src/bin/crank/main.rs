@@ -1,4 +1,5 @@
-//! The `crank` command: train, resume, evaluate, predict, inspect and convert, from a model file.
+//! The `crank` command: train, resume, evaluate, predict, inspect, convert and quantize, from a
+//! model file.
 
 mod config;
 mod evaluate;
@@ -6,6 +7,7 @@ mod files;
 mod inspect;
 mod job;
 mod prepare;
+mod quantize;
 mod report;
 mod train;
 
@@ -33,6 +35,7 @@ enum Command {
     Predict(evaluate::PredictArgs),
     Inspect(inspect::InspectArgs),
     Convert(inspect::ConvertArgs),
+    Quantize(quantize::QuantizeArgs),
 }
 
 /// A command's failure: one line for standard error.
@@ -55,6 +58,7 @@ fn run(cli: Cli, comm: &dyn Communicator) -> Result<()> {
         Command::Predict(args) => evaluate::predict(args),
         Command::Inspect(args) => inspect::inspect(args),
         Command::Convert(args) => inspect::convert(args),
+        Command::Quantize(args) => quantize::quantize(args),
     }
 }
 
