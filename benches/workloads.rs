@@ -84,7 +84,9 @@ fn serve(target: f64) {
     for line in std::io::stdin().lines() {
         let Ok(line) = line else { break };
         if line.trim() == "backend" {
-            println!("{{\"backend\": {:?}}}", crank::backend());
+            let (int8, bf16) = crank::quant::kernels();
+            let backend = format!("{}; int8: {int8}, bf16: {bf16}", crank::backend());
+            println!("{{\"backend\": {backend:?}}}");
             continue;
         }
         let Some(w) = WORKLOADS.iter().find(|w| w.name == line.trim()) else {
@@ -123,13 +125,14 @@ fn main() {
     }
     let threads = std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "all".into());
     if !json {
+        let (int8, bf16) = crank::quant::kernels();
         println!(
-            "crank {} | GEMM: {} | threads: {threads}",
+            "crank {} | GEMM: {} | int8: {int8}, bf16: {bf16} | threads: {threads}",
             env!("CARGO_PKG_VERSION"),
             crank::backend()
         );
         println!(
-            "{:<15} {:>14} {:>14} {:>12} {:>9}",
+            "{:<19} {:>14} {:>14} {:>12} {:>9}",
             "workload", "samples/s", "GEMM-only /s", "µs/call", "overhead"
         );
     }
@@ -151,7 +154,7 @@ fn main() {
             );
         } else {
             println!(
-                "{:<15} {:>14.0} {:>14.0} {:>12.2} {:>8.2}x",
+                "{:<19} {:>14.0} {:>14.0} {:>12.2} {:>8.2}x",
                 w.name,
                 rate,
                 bound,

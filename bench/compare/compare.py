@@ -58,7 +58,26 @@ WORKLOADS = [
     ("M infer b1024", [784, 512, 512, 10], 1024, True, "f32"),
     ("tiny b32", [6, 64, 8, 4], 32, False, "f32"),
     ("tiny infer b1", [6, 64, 8, 4], 1, True, "f32"),
+    # Reduced-precision inference: crank's `Sequential::quantize`, PyTorch's `quantize_dynamic`
+    # (int8) and `autocast(bfloat16)`, ONNX Runtime's dynamically quantized model (int8).
+    ("M infer int8 b1024", [784, 512, 512, 10], 1024, True, "int8"),
+    ("M infer bf16 b1024", [784, 512, 512, 10], 1024, True, "bf16"),
+    ("S infer b64", [784, 128, 10], 64, True, "f32"),
+    ("S infer int8 b64", [784, 128, 10], 64, True, "int8"),
+    ("S infer bf16 b64", [784, 128, 10], 64, True, "bf16"),
+    ("tiny infer int8 b1", [6, 64, 8, 4], 1, True, "int8"),
+    ("tiny infer bf16 b1", [6, 64, 8, 4], 1, True, "bf16"),
 ]
+
+
+class Skip(Exception):
+    """A framework without this workload (no training in ONNX Runtime, no int8 in numpy): its
+    cell is left empty without a message."""
+
+
+def float_dtype(dt):
+    """numpy's type for a workload's dtype; int8 and bf16 workloads compute on f32 inputs."""
+    return np.float64 if dt == "f64" else np.float32
 
 
 ROUND_S = 0.05
@@ -113,9 +132,12 @@ def data(batch, sizes, dtype):
     return x, y
 
 
-def numpy_seed(sizes, batch, inference, dtype):
+def numpy_seed(sizes, batch, inference, dt):
     """The numpy design crank grew from: Dense layers with He init, ReLU, softmax cross-entropy, SGD. Returns
     the step (or inference) to time."""
+    if dt in ("int8", "bf16"):
+        raise Skip
+    dtype = float_dtype(dt)
     rng = np.random.default_rng(1)
     layers = [
         [(rng.standard_normal((i, o)) * np.sqrt(2.0 / i)).astype(dtype), np.zeros(o, dtype)]
@@ -152,18 +174,36 @@ def numpy_seed(sizes, batch, inference, dtype):
     return (lambda: forward(x)) if inference else step
 
 
-def torch_run(sizes, batch, inference, dtype):
+def torch_run(sizes, batch, inference, dt):
     import torch
 
+    dtype = float_dtype(dt)
     mods = []
     for k, (i, o) in enumerate(zip(sizes[:-1], sizes[1:])):
         mods.append(torch.nn.Linear(i, o))
         if k < len(sizes) - 2:
             mods.append(torch.nn.ReLU())
     tdtype = torch.float32 if dtype == np.float32 else torch.float64
-    model = torch.nn.Sequential(*mods).to(tdtype)
+    model = torch.nn.Sequential(*mods).to(tdtype).eval()
     x, y = data(batch, sizes, dtype)
     x, y = torch.from_numpy(x), torch.from_numpy(y)
+    if dt == "int8":
+        # Dynamic quantization: int8 weights per tensor, activations quantized per batch (fbgemm
+        # or x86 engine).
+        qmodel = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+
+        def infer_int8():
+            with torch.no_grad():
+                qmodel(x)
+
+        return infer_int8
+    if dt == "bf16":
+
+        def infer_bf16():
+            with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+                model(x)
+
+        return infer_bf16
     opt = torch.optim.SGD(model.parameters(), lr=1e-3)
     loss_fn = torch.nn.CrossEntropyLoss()
 
@@ -179,10 +219,56 @@ def torch_run(sizes, batch, inference, dtype):
     return infer if inference else step
 
 
-def jax_run(sizes, batch, inference, dtype):
+def ort_run(sizes, batch, inference, dt, threads=1):
+    """ONNX Runtime on the same MLP (MatMul, Add, Relu), f32 or dynamically quantized to int8
+    (`onnxruntime.quantization.quantize_dynamic`, int8 weights), on `threads` threads."""
+    if not inference or dt not in ("f32", "int8"):
+        raise Skip
+    import tempfile
+
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(1)
+    nodes, inits, h = [], [], "x"
+    for k, (i, o) in enumerate(zip(sizes[:-1], sizes[1:])):
+        w = (rng.standard_normal((i, o)) * np.sqrt(2.0 / i)).astype(np.float32)
+        inits += [numpy_helper.from_array(w, f"w{k}"), numpy_helper.from_array(np.zeros(o, np.float32), f"b{k}")]
+        nodes += [helper.make_node("MatMul", [h, f"w{k}"], [f"m{k}"]), helper.make_node("Add", [f"m{k}", f"b{k}"], [f"z{k}"])]
+        h = f"z{k}"
+        if k < len(sizes) - 2:
+            nodes.append(helper.make_node("Relu", [h], [f"r{k}"]))
+            h = f"r{k}"
+    graph = helper.make_graph(
+        nodes, "mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", sizes[0]])],
+        [helper.make_tensor_value_info(h, TensorProto.FLOAT, ["batch", sizes[-1]])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 7
+    folder = tempfile.mkdtemp(prefix="compare-ort-")
+    path = os.path.join(folder, "f32.onnx")
+    onnx.save(model, path)
+    if dt == "int8":
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        quantize_dynamic(path, os.path.join(folder, "int8.onnx"), weight_type=QuantType.QInt8)
+        path = os.path.join(folder, "int8.onnx")
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    x, _ = data(batch, sizes, np.float32)
+    out = session.get_outputs()[0].name
+    return lambda: session.run([out], {"x": x})
+
+
+def jax_run(sizes, batch, inference, dt):
     import jax
     import jax.numpy as jnp
 
+    if dt in ("int8", "bf16"):
+        raise Skip
+    dtype = float_dtype(dt)
     if dtype == np.float64:
         jax.config.update("jax_enable_x64", True)
     key = jax.random.PRNGKey(1)
@@ -232,9 +318,11 @@ def jax_worker(threads):
         name = line.strip()
         if name not in timers:
             _, sizes, batch, inference, dt = next(w for w in WORKLOADS if w[0] == name)
-            dtype = np.float32 if dt == "f32" else np.float64
-            timers[name] = Timer(jax_run(sizes, batch, inference, dtype))
-        print(json.dumps({"s": timers[name].round()}), flush=True)
+            try:
+                timers[name] = Timer(jax_run(sizes, batch, inference, dt))
+            except Skip:
+                timers[name] = None
+        print(json.dumps({"s": timers[name].round() if timers[name] else None}), flush=True)
 
 
 def jax_server(threads):
@@ -272,7 +360,7 @@ def peer_kernels():
 
         config = torch.__config__.show()
         blas = next((part.split("=", 1)[1] for part in config.replace(",", " ").split() if part.startswith("BLAS_INFO=")), "?")
-        lines.insert(-1, f"torch: BLAS {blas} (built in), CPU capability {torch.backends.cpu.get_cpu_capability()}")
+        lines.insert(-1, f"torch: BLAS {blas} (built in), CPU capability {torch.backends.cpu.get_cpu_capability()}, quantized engine {torch.backends.quantized.engine}")
     except ImportError:
         pass
     return lines
@@ -354,6 +442,11 @@ def main():
         versions.append(f"torch {torch.__version__}")
     except ImportError:
         pass
+    if importlib.util.find_spec("onnxruntime") is not None and importlib.util.find_spec("onnx") is not None:
+        import onnxruntime
+
+        others["onnxruntime"] = ort_run
+        versions.append(f"onnxruntime {onnxruntime.__version__}")
     has_jax = importlib.util.find_spec("jax") is not None
     if has_jax:
         from importlib.metadata import version
@@ -366,7 +459,7 @@ def main():
     for line in peer_kernels():
         print(f"#   {line}")
     names = list(others) + (["jax-jit"] if has_jax else [])
-    header = f"{'workload':<15} {'thr':>3} {'crank':>10} " + " ".join(f"{k:>11}" for k in names) + f" {'GEMM bound':>11} {'crank/best':>10} {'/np,torch':>9} {'of bound':>8}"
+    header = f"{'workload':<19} {'thr':>3} {'crank':>10} " + " ".join(f"{k:>11}" for k in names) + f" {'GEMM bound':>11} {'crank/best':>10} {'/np,torch':>9} {'of bound':>8}"
     print(header)
     for threads in args.threads:
         settle = args.settle if args.settle is not None else (SETTLE_S if threads > 1 else 0.0)
@@ -377,7 +470,6 @@ def main():
         for name, sizes, batch, inference, dt in WORKLOADS:
             if args.only and args.only not in name:
                 continue
-            dtype = np.float32 if dt == "f32" else np.float64
             best = {}  # framework -> seconds per call, its fastest round
             shares = []  # per crank round: its GEMM bound's time over its step's time
 
@@ -390,7 +482,10 @@ def main():
                 timers = {}
                 for k, build in others.items():
                     try:
-                        timers[k] = Timer(build(sizes, batch, inference, dtype))
+                        extra = {"threads": threads} if k == "onnxruntime" else {}
+                        timers[k] = Timer(build(sizes, batch, inference, dt, **extra))
+                    except Skip:
+                        pass
                     except Exception as e:  # a framework that cannot run a workload
                         print(f"  {k} {name}: {e}", file=sys.stderr)
                 turns = ["crank"] + list(timers) + (["jax-jit"] if jax else [])
@@ -404,7 +499,11 @@ def main():
                             shares.append(t["bound_s"] / t["step_s"])
                         elif k == "jax-jit":
                             try:
-                                keep(k, jax.round(name)["s"])
+                                s = jax.round(name)["s"]
+                                if s is None:  # no such workload in JAX
+                                    turns.remove("jax-jit")
+                                    continue
+                                keep(k, s)
                             except Exception as e:  # JAX failed: go on without it
                                 print(f"  jax {name}: {e}", file=sys.stderr)
                                 jax = None
@@ -424,7 +523,7 @@ def main():
             best_all = max([get(k) for k in names if k in best], default=float("nan"))
             best_np_torch = max([get(k) for k in others if k in best], default=float("nan"))
             print(
-                f"{name:<15} {threads:>3} {rate:>10.0f} "
+                f"{name:<19} {threads:>3} {rate:>10.0f} "
                 + " ".join(f"{get(k):>11.0f}" for k in names)
                 + f" {bound:>11.0f} {rate / best_all:>9.2f}x {rate / best_np_torch:>8.2f}x {share:>7.0%}",
                 flush=True,

@@ -1,6 +1,7 @@
 //! Inference: predictions, evaluation and accuracy, with a caller-owned workspace.
 
 use super::*;
+use ndarray::ArrayViewMut2;
 
 impl<F: Scalar> Sequential<F> {
     /// A [`Workspace`] for [`predict_with`](Self::predict_with).
@@ -17,8 +18,102 @@ impl<F: Scalar> Sequential<F> {
         workspace: &'w mut Workspace<F>,
     ) -> Result<ArrayView2<'w, F>> {
         self.check_input_shape(&x)?;
+        if let Some(block) = self.row_blocks(x.nrows()) {
+            let parallel = block < x.nrows() && rayon::current_num_threads() > 1;
+            return threads::on_pool(parallel, || self.infer_blocks(x, workspace, block));
+        }
         let parallel = self.forks(x.nrows());
         threads::on_pool(parallel, || self.infer(x, workspace))
+    }
+
+    /// How many rows each thread takes through all the layers of a quantized model, or `None`
+    /// to run layer by layer, each layer splitting its own product. For a batch of at most 64
+    /// rows per thread, one block per thread: a quantized layer's weights are packed once, so a
+    /// block costs it nothing extra, and a block through all layers joins the threads once
+    /// instead of at every layer (every layer works row by row in inference, so the outputs are
+    /// the same). Larger batches go layer by layer: blocks through all layers would take turns
+    /// evicting each other's weights from the cache.
+    fn row_blocks(&self, batch: usize) -> Option<usize> {
+        const MOST: usize = 64;
+        const LEAST: usize = 8;
+        let threads = rayon::current_num_threads();
+        if threads == 1 || batch < 2 * LEAST || batch > threads * MOST {
+            return None;
+        }
+        self.precision()?;
+        Some(batch.div_ceil(threads).max(LEAST))
+    }
+
+    /// [`infer`](Self::infer) in blocks of `block` rows, each through every layer, on rayon's
+    /// threads. The output goes to workspace buffer `a`; `b` holds each block's two
+    /// intermediate results.
+    fn infer_blocks<'w>(
+        &self,
+        x: ArrayView2<'_, F>,
+        workspace: &'w mut Workspace<F>,
+        block: usize,
+    ) -> Result<ArrayView2<'w, F>> {
+        use rayon::prelude::*;
+        let batch = x.nrows();
+        let (outputs, widest) = (self.output_size(), self.widest());
+        let Workspace { a, b } = workspace;
+        a.resize(batch, outputs);
+        b.resize(2 * batch, widest);
+        let run = |(i, (out, scratch)): (usize, (&mut [F], &mut [F]))| {
+            let rows = x.slice(ndarray::s![i * block..(i * block + block).min(batch), ..]);
+            self.infer_block(rows, scratch, out)
+        };
+        let blocks = a
+            .as_mut_slice()
+            .par_chunks_mut(block * outputs)
+            .zip(b.as_mut_slice().par_chunks_mut(2 * block * widest))
+            .enumerate();
+        if let Err(e) = blocks.try_for_each(run) {
+            // A block names rows from its own start: the scan of the whole input says where.
+            self.check_input(&x, None)?;
+            return Err(e);
+        }
+        let out: &'w Buffer<F> = a;
+        Ok(out.view())
+    }
+
+    /// One block of rows `x` through every layer, the last one's output into `out`, the others'
+    /// into the two halves of `scratch`.
+    fn infer_block(&self, x: ArrayView2<'_, F>, scratch: &mut [F], out: &mut [F]) -> Result<()> {
+        let rows = x.nrows();
+        let widest = self.widest();
+        let (mut src, mut dst) = scratch.split_at_mut(rows * widest);
+        let mut width = self.input_size;
+        let last = self.layers.len() - 1;
+        for (i, layer) in self.layers.iter().enumerate() {
+            let w = layer.output_size();
+            let target = if i == last {
+                &mut *out
+            } else {
+                &mut dst[..rows * w]
+            };
+            let target = ArrayViewMut2::from_shape((rows, w), target).expect("sized above");
+            if i == 0 {
+                if layer.infer_first(x, target)? != Some(true) {
+                    self.check_input(&x, None)?;
+                }
+            } else {
+                let input = ArrayView2::from_shape((rows, width), &src[..rows * width]);
+                layer.infer(input.expect("sized above"), target)?;
+            }
+            std::mem::swap(&mut src, &mut dst);
+            width = w;
+        }
+        Ok(())
+    }
+
+    /// The widest output of any layer.
+    fn widest(&self) -> usize {
+        self.layers
+            .iter()
+            .map(|l| l.output_size())
+            .max()
+            .unwrap_or(0)
     }
 
     /// [`predict_with`](Self::predict_with) on the calling thread, after the input's shape
