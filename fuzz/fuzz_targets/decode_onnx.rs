@@ -19,7 +19,9 @@ fn run<F: Scalar>(data: &[u8]) {
     if model.num_params() > 1 << 16 {
         return;
     }
-    let x = Array2::from_shape_fn((3, model.input_size()), |(i, j)| F::of((i + j) as f64 - 2.0));
+    let x = Array2::from_shape_fn((3, model.input_size()), |(i, j)| {
+        F::of((i + j) as f64 - 2.0)
+    });
     let _ = model.predict(x.view());
     let again = model.to_onnx().expect("an imported model exports");
     Sequential::<F>::from_onnx(&again).expect("an export imports");

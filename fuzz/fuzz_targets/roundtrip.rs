@@ -1,14 +1,17 @@
 //! An arbitrary model, with arbitrary finite weights, saved and loaded through every format
-//! comes back equal: the same architecture and bitwise the same weights.
+//! comes back equal: the same architecture and bitwise the same weights. Quantized to int8 or
+//! bf16 (when the weights allow it), through JSON and bincode, the same holds for its tensors.
 #![no_main]
 
 use arbitrary::Arbitrary;
 use crank::io::Format;
+use crank::quant::Precision;
 use crank::spec::{
     ActivationSpec, BatchNormSpec, DenseSpec, DropoutSpec, LayerNormSpec, LayerSpec, ModelSpec,
 };
 use crank::{Activation, Scalar, Sequential};
 use libfuzzer_sys::fuzz_target;
+use ndarray::Array2;
 
 #[derive(Arbitrary, Debug)]
 struct Layer {
@@ -27,6 +30,8 @@ struct Model {
     f64: bool,
     /// Values written over the weights, in order, to cover every bit pattern a float can have.
     weights: Vec<f64>,
+    /// 1: quantize to int8, 2: to bf16, otherwise not.
+    quantize: u8,
 }
 
 fn activation(code: u8, alpha: f64) -> Activation {
@@ -44,7 +49,50 @@ fn activation(code: u8, alpha: f64) -> Activation {
     }
 }
 
-fn check<F: Scalar>(spec: &ModelSpec, overwrite: &[f64]) {
+/// Every tensor's values, bitwise.
+fn tensor_bits<F: Scalar>(model: &Sequential<F>) -> Vec<u64> {
+    let mut out = Vec::new();
+    for layer in model.layers() {
+        layer.visit_tensors(&mut |t| {
+            out.extend(t.data.values().iter().map(|v| v.as_f64().to_bits()));
+        });
+    }
+    out
+}
+
+/// `model` quantized to `precision`, through JSON and bincode: the same description and
+/// tensors, and the same predictions.
+fn check_quantized<F: Scalar>(model: &Sequential<F>, precision: Precision) {
+    // Weights beyond what the precision holds (past f32's range, say) are refused: that is
+    // an error, not a panic.
+    let Ok(q) = model.quantize(precision) else {
+        return;
+    };
+    let x = Array2::from_shape_fn((3, q.input_size()), |(i, j)| F::of((i + j) as f64 - 2.0));
+    let want = q.predict(x.view()).ok();
+    for format in [Format::Json, Format::Bincode] {
+        let bytes = q.to_bytes(format).unwrap();
+        let back = Sequential::<F>::from_bytes(&bytes, format).unwrap();
+        assert_eq!(back.to_spec(), q.to_spec(), "{precision} {format:?}");
+        assert_eq!(
+            tensor_bits(&back),
+            tensor_bits(&q),
+            "{precision} {format:?}"
+        );
+        let got = back.predict(x.view()).ok();
+        let same = match (&got, &want) {
+            (Some(a), Some(b)) => a.iter().zip(b).all(|(u, v)| {
+                let (u, v) = (u.as_f64(), v.as_f64());
+                u.to_bits() == v.to_bits() || (u.is_nan() && v.is_nan())
+            }),
+            (None, None) => true,
+            _ => false,
+        };
+        assert!(same, "{precision} {format:?}: predictions differ");
+    }
+}
+
+fn check<F: Scalar>(spec: &ModelSpec, overwrite: &[f64], quantize: u8) {
     let mut model = Sequential::<F>::from_spec(spec).unwrap();
     let mut values = overwrite
         .iter()
@@ -70,6 +118,11 @@ fn check<F: Scalar>(spec: &ModelSpec, overwrite: &[f64]) {
                 .all(|(a, b)| a.as_f64().to_bits() == b.as_f64().to_bits()),
             "{format:?}: weights differ"
         );
+    }
+    match quantize {
+        1 => check_quantized(&model, Precision::Int8),
+        2 => check_quantized(&model, Precision::Bf16),
+        _ => {}
     }
 }
 
@@ -123,8 +176,8 @@ fuzz_target!(|m: Model| {
         preprocessing: None,
     };
     if m.f64 {
-        check::<f64>(&spec, &m.weights);
+        check::<f64>(&spec, &m.weights, m.quantize);
     } else {
-        check::<f32>(&spec, &m.weights);
+        check::<f32>(&spec, &m.weights, m.quantize);
     }
 });
