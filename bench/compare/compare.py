@@ -190,7 +190,11 @@ def torch_run(sizes, batch, inference, dt):
     if dt == "int8":
         # Dynamic quantization: int8 weights per tensor, activations quantized per batch (fbgemm
         # or x86 engine).
-        qmodel = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+        import warnings
+
+        with warnings.catch_warnings():  # torch.ao.quantization's deprecation notices
+            warnings.simplefilter("ignore")
+            qmodel = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
 
         def infer_int8():
             with torch.no_grad():
@@ -251,6 +255,9 @@ def ort_run(sizes, batch, inference, dt, threads=1):
     if dt == "int8":
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
+        import logging
+
+        logging.getLogger().setLevel(logging.ERROR)  # its advice to pre-process the model
         quantize_dynamic(path, os.path.join(folder, "int8.onnx"), weight_type=QuantType.QInt8)
         path = os.path.join(folder, "int8.onnx")
     options = ort.SessionOptions()
@@ -521,7 +528,7 @@ def main():
             # crank against the best of all others, and against the best of numpy and PyTorch
             # alone (what the speed targets name).
             best_all = max([get(k) for k in names if k in best], default=float("nan"))
-            best_np_torch = max([get(k) for k in others if k in best], default=float("nan"))
+            best_np_torch = max([get(k) for k in ("numpy-seed", "pytorch") if k in best], default=float("nan"))
             print(
                 f"{name:<19} {threads:>3} {rate:>10.0f} "
                 + " ".join(f"{get(k):>11.0f}" for k in names)
