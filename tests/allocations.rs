@@ -6,6 +6,7 @@
 //! the same products run alone and requires the step to allocate exactly as much.
 
 use crank::gemm::gemm;
+use crank::quant::Precision;
 use crank::{Activation, Adam, Dense, Layer, Loss, Mode, Sequential, Sgd, Workspace};
 use ndarray::Array2;
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -237,4 +238,42 @@ fn steady_state_training_and_inference_allocate_nothing_of_their_own() {
             "a forking inference allocates beyond its GEMMs'"
         );
     });
+
+    // Quantized models: their products' scratch space is each thread's own, lent out per call
+    // and kept. A batch of 40 goes in blocks over the threads, one of 300 layer by layer.
+    let sizes = [64, 96, 48, 10];
+    let model = Sequential::<f32>::builder(sizes[0])
+        .dense(sizes[1], Activation::Relu)
+        .dense(sizes[2], Activation::Tanh)
+        .dense(sizes[3], Activation::Identity)
+        .seed(4)
+        .build()
+        .unwrap();
+    for precision in [Precision::Int8, Precision::Bf16] {
+        let q = model.quantize(precision).unwrap();
+        for batch in [40, 300] {
+            let x = Array2::from_shape_fn((batch, sizes[0]), |(i, j)| ((i * j) % 9) as f32 / 4.0);
+            let mut ws = Workspace::new();
+            rayon::scope(|_| {
+                for _ in 0..4 {
+                    rayon::broadcast(|_| q.predict(x.view()).unwrap());
+                    q.predict_with(x.view(), &mut ws).unwrap();
+                }
+                let infer = count(|| {
+                    q.predict_with(x.view(), &mut ws).unwrap();
+                });
+                // The bf16 fallback runs the f32 GEMM on widened weights.
+                let gemms = match crank::quant::kernels().1 {
+                    "widened-f32" if precision == Precision::Bf16 => {
+                        gemm_allocations(&sizes, batch, true)
+                    }
+                    _ => 0,
+                };
+                assert_eq!(
+                    infer, gemms,
+                    "{precision} inference at batch {batch} allocates"
+                );
+            });
+        }
+    }
 }

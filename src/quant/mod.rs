@@ -1,7 +1,7 @@
-//! Reduced-precision inference: the products of [`Int8Dense`](crate::layer::Int8Dense) and
-//! [`Bf16Dense`](crate::layer::Bf16Dense) layers, which
-//! [`Sequential::quantize`](crate::Sequential::quantize) puts in place of a trained model's
-//! `Dense` layers.
+//! Reduced-precision inference: the products of the
+//! [`QuantizedDense`](crate::layer::QuantizedDense) layers (`Int8Dense` and `Bf16Dense` in
+//! files) that [`Sequential::quantize`](crate::Sequential::quantize) puts in place of a trained
+//! model's `Dense` layers.
 //!
 //! - **int8**: weights quantized once per output column (symmetric, codes in `-127..=127`),
 //!   activations per row at every call (asymmetric `u8`), `u8 × i8 → i32` products, dequantized
