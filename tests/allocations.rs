@@ -262,10 +262,20 @@ fn steady_state_training_and_inference_allocate_nothing_of_their_own() {
                 let infer = count(|| {
                     q.predict_with(x.view(), &mut ws).unwrap();
                 });
-                // The bf16 fallback runs the f32 GEMM on widened weights.
+                // The bf16 fallback runs the f32 GEMM on widened weights: on the whole batch,
+                // or on each thread's block of rows (a batch of at most 64 rows per thread).
+                let threads = rayon::current_num_threads();
                 let gemms = match crank::quant::kernels().1 {
                     "widened-f32" if precision == Precision::Bf16 => {
-                        gemm_allocations(&sizes, batch, true)
+                        if threads > 1 && batch <= 64 * threads {
+                            let block = batch.div_ceil(threads).max(8);
+                            (0..batch)
+                                .step_by(block)
+                                .map(|r| gemm_allocations(&sizes, block.min(batch - r), true))
+                                .sum()
+                        } else {
+                            gemm_allocations(&sizes, batch, true)
+                        }
                     }
                     _ => 0,
                 };

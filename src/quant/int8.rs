@@ -162,12 +162,9 @@ fn quantize_row<F: Scalar>(x: &[F], levels: u8, codes: &mut [u8]) -> Option<(f32
     }
     let (lo, hi) = (lo[0], hi[0]);
     let levels_f = f32::from(levels);
-    let range = hi - lo;
-    let scale = if range > 0.0 && range.is_finite() {
-        range / levels_f
-    } else {
-        1.0
-    };
+    // Each end divided first: `hi − lo` itself can overflow for finite ends.
+    let scale = hi / levels_f - lo / levels_f;
+    let scale = if scale > 0.0 { scale } else { 1.0 };
     let inv = 1.0 / scale;
     let zero = (-lo * inv).round_ties_even().clamp(0.0, levels_f);
     for (c, &v) in codes.iter_mut().zip(x) {

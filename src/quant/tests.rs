@@ -70,6 +70,13 @@ fn rows_quantize_to_their_own_range_with_zero_exact() {
     assert_eq!((&codes[..2], scales[0], zeros[0]), (&[0u8, 0][..], 1.0, 0));
     assert_eq!((zeros[1], codes[3]), (0, 255));
     assert_eq!((zeros[2], codes[4], codes[5]), (255, 0, 128));
+    // Ends whose difference overflows f32: a finite scale all the same.
+    let x = [-3.0e38f32, 3.0e38, 0.0];
+    let (mut codes, mut scales, mut zeros) = (vec![0u8; 3], [0f32], [0u8]);
+    quantize_rows(&x, 3, 3, 255, &mut codes, &mut scales, &mut zeros).unwrap();
+    assert!(scales[0].is_finite() && scales[0] > 0.0, "{}", scales[0]);
+    assert_eq!((codes[0], codes[1]), (0, 255));
+    assert_eq!(f32::from(codes[2]), f32::from(zeros[0]));
 }
 
 #[test]
