@@ -26,8 +26,8 @@ pub use activation::{ActivationLayer, ActivationSpec};
 pub use dense::{Dense, DenseSpec};
 pub use dropout::{Dropout, DropoutSpec};
 pub use norm::{BatchNorm, BatchNormSpec, LayerNorm, LayerNormSpec};
-pub(crate) use quantized::quantized_tensors;
 pub use quantized::{Bf16DenseSpec, Int8DenseSpec, QuantizedDense};
+pub(crate) use quantized::{quantized_spec, quantized_tensors};
 
 use crate::quant::Precision;
 use crate::{Error, Result, Scalar};

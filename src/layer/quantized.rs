@@ -4,7 +4,7 @@
 //! ([`crate::quant`]); training them is an error.
 
 use super::{
-    Build, Dense, Layer, LayerConfig, LayerSpec, Mode, Param, Tensor, TensorData,
+    Build, Dense, DenseSpec, Layer, LayerConfig, LayerSpec, Mode, Param, Tensor, TensorData,
     declared_name_and_input,
 };
 use crate::quant::{Bf16Weights, Int8Weights, Precision, f32_to_bf16};
@@ -178,6 +178,13 @@ impl<F: Scalar> QuantizedDense<F> {
         activation: Activation,
         tensors: Vec<Vec<F>>,
     ) -> std::result::Result<Self, String> {
+        // Files are checked before this; a `Dense` quantized directly may hold weights past
+        // what the precision can hold (an f64 beyond f32's range).
+        for (t, values) in tensors.iter().enumerate() {
+            if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+                return Err(format!("tensor {t} value {i} is not finite in {precision}"));
+            }
+        }
         let count = tensors.len();
         let (weights, biases) = match (precision, <[Vec<F>; 3]>::try_from(tensors)) {
             (Precision::Int8, Ok([codes, scales, biases])) => {
@@ -195,7 +202,7 @@ impl<F: Scalar> QuantizedDense<F> {
                         }
                     })
                     .collect::<std::result::Result<Vec<i8>, String>>()?;
-                if let Some(i) = scales.iter().position(|s| s.as_f64() <= 0.0 || s.is_nan()) {
+                if let Some(i) = scales.iter().position(|s| s.as_f64() <= 0.0) {
                     return Err(format!("scales value {i} is not positive"));
                 }
                 let scales_f32 = scales.iter().map(|s| s.as_f64() as f32).collect();
@@ -297,6 +304,30 @@ impl<F: Scalar> QuantizedDense<F> {
     }
 }
 
+/// The description of `dense` quantized to `precision`: the same fields, the other type.
+pub(crate) fn quantized_spec(dense: DenseSpec, precision: Precision) -> LayerSpec {
+    let DenseSpec {
+        name,
+        input_size,
+        output_size,
+        activation_function,
+    } = dense;
+    match precision {
+        Precision::Int8 => LayerSpec::Int8Dense(Int8DenseSpec {
+            name,
+            input_size,
+            output_size,
+            activation_function,
+        }),
+        Precision::Bf16 => LayerSpec::Bf16Dense(Bf16DenseSpec {
+            name,
+            input_size,
+            output_size,
+            activation_function,
+        }),
+    }
+}
+
 /// A Dense layer's tensors (weights `[inputs, outputs]`, biases) as a quantized layer of
 /// `precision` holds them, in its kind's `TENSORS` order, as values of the model's type.
 pub(crate) fn quantized_tensors<F: Scalar>(
@@ -383,22 +414,13 @@ impl<F: Scalar> Layer<F> for QuantizedDense<F> {
     fn visit_grads_mut(&mut self, _f: &mut dyn FnMut(&mut [F])) {}
 
     fn to_spec(&self) -> LayerSpec {
-        let (name, input_size) = (Some(self.name.clone()), Some(self.input_size()));
-        let (output_size, activation_function) = (self.output_size(), self.activation);
-        match self.precision() {
-            Precision::Int8 => LayerSpec::Int8Dense(Int8DenseSpec {
-                name,
-                input_size,
-                output_size,
-                activation_function,
-            }),
-            Precision::Bf16 => LayerSpec::Bf16Dense(Bf16DenseSpec {
-                name,
-                input_size,
-                output_size,
-                activation_function,
-            }),
-        }
+        let dense = DenseSpec {
+            name: Some(self.name.clone()),
+            input_size: Some(self.input_size()),
+            output_size: self.output_size(),
+            activation_function: self.activation,
+        };
+        quantized_spec(dense, self.precision())
     }
 
     fn visit_tensors<'a>(&'a self, f: &mut dyn FnMut(Tensor<'a, F>)) {

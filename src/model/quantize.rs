@@ -1,7 +1,7 @@
 //! A trained model's copy for inference in int8 or bf16.
 
 use super::*;
-use crate::layer::{Bf16DenseSpec, Int8DenseSpec, quantized_tensors};
+use crate::layer::{quantized_spec, quantized_tensors};
 use crate::quant::Precision;
 
 impl<F: Scalar> Sequential<F> {
@@ -44,22 +44,7 @@ impl<F: Scalar> Sequential<F> {
                     let biases = values.pop().unwrap_or_default();
                     let weights = values.pop().unwrap_or_default();
                     *values = quantized_tensors(precision, &weights, biases, d.output_size);
-                    let (name, input_size) = (d.name.clone(), d.input_size);
-                    let (output_size, activation_function) = (d.output_size, d.activation_function);
-                    *layer = match precision {
-                        Precision::Int8 => LayerSpec::Int8Dense(Int8DenseSpec {
-                            name,
-                            input_size,
-                            output_size,
-                            activation_function,
-                        }),
-                        Precision::Bf16 => LayerSpec::Bf16Dense(Bf16DenseSpec {
-                            name,
-                            input_size,
-                            output_size,
-                            activation_function,
-                        }),
-                    };
+                    *layer = quantized_spec(d.clone(), precision);
                 }
                 LayerSpec::Int8Dense(_) | LayerSpec::Bf16Dense(_)
                     if layer.stored(layer_weights(layer)) != Some(precision) =>

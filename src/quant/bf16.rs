@@ -3,6 +3,7 @@
 //! products per `f32` lane and instruction) over weights packed once into panels of 32
 //! columns; elsewhere the weights are kept widened to `f32` and crank's `f32` GEMM runs.
 
+use super::{as_f32, grow, lend};
 use crate::{Error, Result, Scalar, gemm};
 use ndarray::{ArrayView2, ArrayViewMut2};
 use rayon::prelude::*;
@@ -96,8 +97,8 @@ impl std::fmt::Debug for Bf16Weights {
     }
 }
 
-/// Scratch space for one product: the input in bf16 (or rounded `f32`) and, for an `f64`
-/// model, the `f32` output. Lent out per call as in the int8 product.
+/// Scratch space for one product, each thread's own ([`lend`]): the input in bf16 (or rounded
+/// `f32`) and an `f64` model's output in `f32`.
 #[derive(Default)]
 struct Scratch {
     a16: Vec<u16>,
@@ -107,13 +108,6 @@ struct Scratch {
 
 thread_local! {
     static SCRATCH: Cell<Option<Scratch>> = const { Cell::new(None) };
-}
-
-fn grow<T: Default + Clone>(v: &mut Vec<T>, len: usize) -> &mut [T] {
-    if v.len() < len {
-        v.resize(len, T::default());
-    }
-    &mut v[..len]
 }
 
 impl Bf16Weights {
@@ -150,32 +144,29 @@ impl Bf16Weights {
         out: &mut [F],
         relu: bool,
     ) -> Result<bool> {
-        let mut s = SCRATCH.with(Cell::take).unwrap_or_default();
-        let result = self.product_in(&mut s, x, biases, out, relu);
-        SCRATCH.with(|c| c.set(Some(s)));
+        let result = lend(&SCRATCH, |s| {
+            let Scratch { a16, a32, c32 } = s;
+            as_f32(out, c32, |c| {
+                self.product_in(x, (a16, a32), biases, c, relu)
+            })
+        });
         result.map_err(|row| Error::NonFinite {
             what: format!("input of layer {name} at row {row}"),
             step: None,
         })
     }
 
+    /// [`product`](Self::product) into `c`, with room for the rounded input.
     fn product_in<F: Scalar>(
         &self,
-        s: &mut Scratch,
         x: &[F],
+        (a16, a32): (&mut Vec<u16>, &mut Vec<f32>),
         biases: &[f32],
-        out: &mut [F],
+        c: &mut [f32],
         relu: bool,
     ) -> std::result::Result<bool, usize> {
         let (k, n) = (self.inputs, self.outputs);
         let rows = x.len() / k.max(1);
-        let Scratch { a16, a32, c32 } = s;
-        // The output in f32: `out` itself for an f32 model.
-        let c: &mut [f32] = if F::NAME == "f32" {
-            bytemuck::cast_slice_mut(out)
-        } else {
-            grow(c32, rows * n)
-        };
         let fused = match &self.packed {
             #[cfg(target_arch = "x86_64")]
             Packed::Bf16(panels) => {
@@ -213,11 +204,6 @@ impl Bf16Weights {
                 false
             }
         };
-        if F::NAME != "f32" {
-            for (o, &v) in out.iter_mut().zip(c32.iter()) {
-                *o = F::of(f64::from(v));
-            }
-        }
         Ok(fused)
     }
 }

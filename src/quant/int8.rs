@@ -15,6 +15,7 @@
 //! Per-row activation scales make a sample's prediction independent of the other samples in its
 //! batch (PyTorch's dynamic quantization scales per batch instead).
 
+use super::{as_f32, grow, lend};
 use crate::{Error, Result, Scalar};
 use rayon::prelude::*;
 use rten_gemm::{GemmExecutor, GemmInputA, GemmInputB, GemmOptions, PackedBMatrix};
@@ -276,11 +277,9 @@ const TILE_ROWS: usize = 8;
 /// Rows per block: a block's codes stay in L2 while every panel passes over them.
 const BLOCK_ROWS: usize = 64;
 
-/// Scratch space for one int8 product: the input's codes, scales and zero points, and the
-/// `i32` sums or `f32` outputs where the kernel needs them. Each thread keeps one and lends it
-/// out for the length of a call (taken, not borrowed, so that a call that waits on rayon and
-/// runs another call meanwhile gets a fresh one instead of a conflict); it grows to the largest
-/// batch seen.
+/// Scratch space for one int8 product, each thread's own ([`lend`]): the input's codes,
+/// scales and zero points, the `i32` sums where the kernel leaves them, and an `f64` model's
+/// output in `f32`.
 #[derive(Default)]
 struct Scratch {
     codes: Vec<u8>,
@@ -292,13 +291,6 @@ struct Scratch {
 
 thread_local! {
     static SCRATCH: Cell<Option<Scratch>> = const { Cell::new(None) };
-}
-
-fn grow<T: Default + Clone>(v: &mut Vec<T>, len: usize) -> &mut [T] {
-    if v.len() < len {
-        v.resize(len, T::default());
-    }
-    &mut v[..len]
 }
 
 impl Int8Weights {
@@ -373,9 +365,20 @@ impl Int8Weights {
         out: &mut [F],
         relu: bool,
     ) -> Result<bool> {
-        let mut s = SCRATCH.with(Cell::take).unwrap_or_default();
-        let result = self.product_in(&mut s, x, biases, out, relu);
-        SCRATCH.with(|c| c.set(Some(s)));
+        let result = lend(&SCRATCH, |s| {
+            let Scratch {
+                codes,
+                scales,
+                zeros,
+                sums,
+                out32,
+            } = s;
+            let rows = x.len() / self.inputs.max(1);
+            let (scales, zeros) = (grow(scales, rows), grow(zeros, rows));
+            as_f32(out, out32, |c| {
+                self.product_in(x, (codes, scales, zeros), sums, biases, c, relu)
+            })
+        });
         result.map_err(|e| match e {
             Failed::NonFinite(row) => Error::NonFinite {
                 what: format!("input of layer {name} at row {row}"),
@@ -387,30 +390,19 @@ impl Int8Weights {
         })
     }
 
+    /// [`product`](Self::product) into `c`, with the rows' codes, scales and zero points
+    /// (`scales` and `zeros` one per row) and room for the sums.
     fn product_in<F: Scalar>(
         &self,
-        s: &mut Scratch,
         x: &[F],
+        (codes, scales, zeros): (&mut Vec<u8>, &mut [f32], &mut [u8]),
+        sums: &mut Vec<i32>,
         biases: &[f32],
-        out: &mut [F],
+        c: &mut [f32],
         relu: bool,
     ) -> std::result::Result<bool, Failed> {
         let (k, n) = (self.inputs, self.outputs);
-        let rows = x.len() / k.max(1);
-        let Scratch {
-            codes,
-            scales,
-            zeros,
-            sums,
-            out32,
-        } = s;
-        let (scales, zeros) = (grow(scales, rows), grow(zeros, rows));
-        // The output in f32: `out` itself for an f32 model.
-        let c: &mut [f32] = if F::NAME == "f32" {
-            bytemuck::cast_slice_mut(out)
-        } else {
-            grow(out32, rows * n)
-        };
+        let rows = scales.len();
         let fused = match &self.packed {
             #[cfg(target_arch = "x86_64")]
             Packed::Vnni(panels) => {
@@ -469,11 +461,6 @@ impl Int8Weights {
                 false
             }
         };
-        if F::NAME != "f32" {
-            for (o, &v) in out.iter_mut().zip(out32.iter()) {
-                *o = F::of(f64::from(v));
-            }
-        }
         Ok(fused)
     }
 }

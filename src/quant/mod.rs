@@ -24,8 +24,11 @@ pub(crate) use bf16::Bf16Weights;
 pub use bf16::{bf16_to_f32, f32_to_bf16};
 pub(crate) use int8::{Int8Weights, quantize_weights};
 
+use crate::Scalar;
 use serde::{Deserialize, Serialize};
+use std::cell::Cell;
 use std::fmt;
+use std::thread::LocalKey;
 
 /// A reduced precision for inference.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -65,6 +68,41 @@ impl std::str::FromStr for Precision {
             ))),
         }
     }
+}
+
+/// `v`'s first `len` values, after growing it to hold them.
+fn grow<T: Default + Clone>(v: &mut Vec<T>, len: usize) -> &mut [T] {
+    if v.len() < len {
+        v.resize(len, T::default());
+    }
+    &mut v[..len]
+}
+
+/// Runs `f` with this thread's scratch space from `key`, lent out for the call: taken, not
+/// borrowed, so that a call that waits on rayon and runs another call meanwhile gets a fresh
+/// one instead of a conflict. It grows to the largest batch the thread has seen.
+fn lend<S: Default + 'static, R>(
+    key: &'static LocalKey<Cell<Option<S>>>,
+    f: impl FnOnce(&mut S) -> R,
+) -> R {
+    let mut scratch = key.with(Cell::take).unwrap_or_default();
+    let result = f(&mut scratch);
+    key.with(|c| c.set(Some(scratch)));
+    result
+}
+
+/// Runs `f` on `out` as `f32` values: `out` itself for an `f32` model; for an `f64` one,
+/// `spare` (grown to fit), copied into `out` afterwards.
+fn as_f32<F: Scalar, R>(out: &mut [F], spare: &mut Vec<f32>, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    if F::NAME == "f32" {
+        return f(bytemuck::cast_slice_mut(out));
+    }
+    let c = grow(spare, out.len());
+    let result = f(c);
+    for (o, &v) in out.iter_mut().zip(c.iter()) {
+        *o = F::of(f64::from(v));
+    }
+    result
 }
 
 /// Set in the environment (to anything but `0`) before the first quantized model is made, this

@@ -315,3 +315,20 @@ fn threads_predict_alike_and_a_row_alone_as_in_its_batch() {
         }
     }
 }
+
+#[test]
+fn weights_beyond_what_the_precision_holds_are_errors() {
+    let mut model = Sequential::<f64>::builder(2)
+        .dense_named("wide", 2, Activation::Identity)
+        .build()
+        .unwrap();
+    // Finite in f64, infinite in f32 (int8 scales are f32) and in bf16.
+    model.visit_params(|_, p| p.value[0] = 1e300);
+    for precision in PRECISIONS {
+        let err = model.quantize(precision).unwrap_err().to_string();
+        assert!(
+            err.contains("wide") && err.contains("not finite"),
+            "{precision}: {err}"
+        );
+    }
+}
