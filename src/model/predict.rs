@@ -56,23 +56,27 @@ impl<F: Scalar> Sequential<F> {
         use rayon::prelude::*;
         let batch = x.nrows();
         let (outputs, widest) = (self.output_size(), self.widest());
-        let Workspace { a, b } = workspace;
-        a.resize(batch, outputs);
-        b.resize(2 * batch, widest);
-        let run = |(i, (out, scratch)): (usize, (&mut [F], &mut [F]))| {
-            let rows = x.slice(ndarray::s![i * block..(i * block + block).min(batch), ..]);
-            self.infer_block(rows, scratch, out)
+        let done = {
+            let Workspace { a, b } = &mut *workspace;
+            a.resize(batch, outputs);
+            b.resize(2 * batch, widest);
+            let run = |(i, (out, scratch)): (usize, (&mut [F], &mut [F]))| {
+                let rows = x.slice(ndarray::s![i * block..(i * block + block).min(batch), ..]);
+                self.infer_block(rows, scratch, out)
+            };
+            a.as_mut_slice()
+                .par_chunks_mut(block * outputs)
+                .zip(b.as_mut_slice().par_chunks_mut(2 * block * widest))
+                .enumerate()
+                .try_for_each(run)
         };
-        let blocks = a
-            .as_mut_slice()
-            .par_chunks_mut(block * outputs)
-            .zip(b.as_mut_slice().par_chunks_mut(2 * block * widest))
-            .enumerate();
-        if let Err(e) = blocks.try_for_each(run) {
-            // A block names rows from its own start: the scan of the whole input says where.
-            self.check_input(&x, None)?;
+        if let Err(e) = done {
+            // A block names rows from its own start: the whole batch, layer by layer, fails at
+            // the same place and names the row in the batch.
+            self.infer(x, &mut *workspace)?;
             return Err(e);
         }
+        let Workspace { a, .. } = workspace;
         let out: &'w Buffer<F> = a;
         Ok(out.view())
     }

@@ -332,3 +332,23 @@ fn weights_beyond_what_the_precision_holds_are_errors() {
         );
     }
 }
+
+#[test]
+fn an_overflow_inside_a_quantized_model_names_the_row_in_the_batch() {
+    let mut model = Sequential::<f32>::builder(4)
+        .dense(8, Activation::Relu)
+        .dense(3, Activation::Identity)
+        .seed(2)
+        .build()
+        .unwrap();
+    model.visit_params(|_, p| p.value.iter_mut().for_each(|v| *v *= 1e15));
+    // Finite inputs; row 30's product overflows f32 in the first layer, so the second layer's
+    // input is not finite. A batch of 40 runs in blocks on several threads.
+    let mut x = Array2::from_elem((40, 4), 0.5f32);
+    x.row_mut(30).fill(1e30);
+    for precision in PRECISIONS {
+        let q = model.quantize(precision).unwrap();
+        let err = q.predict(x.view()).unwrap_err().to_string();
+        assert!(err.contains("dense_1 at row 30"), "{precision}: {err}");
+    }
+}
