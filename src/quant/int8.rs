@@ -191,7 +191,18 @@ pub(crate) fn quantize_rows<F: Scalar>(
 ) -> std::result::Result<(), usize> {
     let rows_per_task = (crate::kernels::PAR_THRESHOLD / 4 / cols.max(1)).max(1);
     let run = |first: usize, x: &[F], codes: &mut [u8], scales: &mut [f32], zeros: &mut [u8]| {
-        quantize_block(x, cols, stride, levels, codes, scales, zeros).map_err(|i| first + i)
+        for (i, ((x, c), (s, z))) in x
+            .chunks_exact(cols.max(1))
+            .zip(codes.chunks_exact_mut(stride.max(1)))
+            .zip(scales.iter_mut().zip(zeros.iter_mut()))
+            .enumerate()
+        {
+            let (c, pad) = c.split_at_mut(cols);
+            let (scale, zero) = quantize_row(x, levels, c).ok_or(first + i)?;
+            pad.fill(0);
+            (*s, *z) = (scale, zero);
+        }
+        Ok(())
     };
     if !crate::kernels::parallel(x.len()) || cols == 0 {
         return run(0, x, codes, scales, zeros);
@@ -202,30 +213,6 @@ pub(crate) fn quantize_rows<F: Scalar>(
         .zip(zeros.par_chunks_mut(rows_per_task))
         .enumerate()
         .try_for_each(|(t, (((x, c), s), z))| run(t * rows_per_task, x, c, s, z))
-}
-
-/// [`quantize_rows`] on the calling thread.
-fn quantize_block<F: Scalar>(
-    x: &[F],
-    cols: usize,
-    stride: usize,
-    levels: u8,
-    codes: &mut [u8],
-    scales: &mut [f32],
-    zeros: &mut [u8],
-) -> std::result::Result<(), usize> {
-    for (i, ((x, c), (s, z))) in x
-        .chunks_exact(cols.max(1))
-        .zip(codes.chunks_exact_mut(stride.max(1)))
-        .zip(scales.iter_mut().zip(zeros.iter_mut()))
-        .enumerate()
-    {
-        let (c, pad) = c.split_at_mut(cols);
-        let (scale, zero) = quantize_row(x, levels, c).ok_or(i)?;
-        pad.fill(0);
-        (*s, *z) = (scale, zero);
-    }
-    Ok(())
 }
 
 /// Why a product failed.
