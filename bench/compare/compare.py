@@ -61,6 +61,9 @@ WORKLOADS = [
     # Reduced-precision inference: crank's `Sequential::quantize`, PyTorch's `quantize_dynamic`
     # (int8) and `autocast(bfloat16)`, ONNX Runtime's dynamically quantized model (int8).
     ("M infer int8 b1024", [784, 512, 512, 10], 1024, True, "int8"),
+    # Static int8: activation ranges calibrated beforehand (crank's `quantize_static`, PyTorch's
+    # eager-mode post-training static quantization with Linear+ReLU fused).
+    ("M infer int8 static b1024", [784, 512, 512, 10], 1024, True, "int8s"),
     ("M infer bf16 b1024", [784, 512, 512, 10], 1024, True, "bf16"),
     ("S infer b64", [784, 128, 10], 64, True, "f32"),
     ("S infer int8 b64", [784, 128, 10], 64, True, "int8"),
@@ -135,7 +138,7 @@ def data(batch, sizes, dtype):
 def numpy_seed(sizes, batch, inference, dt):
     """The numpy design crank grew from: Dense layers with He init, ReLU, softmax cross-entropy, SGD. Returns
     the step (or inference) to time."""
-    if dt in ("int8", "bf16"):
+    if dt in ("int8", "int8s", "bf16"):
         raise Skip
     dtype = float_dtype(dt)
     rng = np.random.default_rng(1)
@@ -201,6 +204,36 @@ def torch_run(sizes, batch, inference, dt):
                 qmodel(x)
 
         return infer_int8
+    if dt == "int8s":
+        # Post-training static quantization (eager mode, the x86 engine's default qconfig:
+        # histogram observer for activations, per-channel weights), Linear+ReLU fused,
+        # calibrated on the batch it then serves.
+        import warnings
+
+        class Quantized(torch.nn.Module):
+            def __init__(self, body):
+                super().__init__()
+                self.quant, self.body, self.dequant = torch.ao.quantization.QuantStub(), body, torch.ao.quantization.DeQuantStub()
+
+            def forward(self, v):
+                return self.dequant(self.body(self.quant(v)))
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            fused = [[str(k), str(k + 1)] for k in range(0, len(mods) - 1, 2)]
+            body = torch.ao.quantization.fuse_modules(model, fused) if fused else model
+            qmodel = Quantized(body).eval()
+            qmodel.qconfig = torch.ao.quantization.get_default_qconfig(torch.backends.quantized.engine)
+            torch.ao.quantization.prepare(qmodel, inplace=True)
+            with torch.no_grad():
+                qmodel(x)
+            torch.ao.quantization.convert(qmodel, inplace=True)
+
+        def infer_int8_static():
+            with torch.no_grad():
+                qmodel(x)
+
+        return infer_int8_static
     if dt == "bf16":
 
         def infer_bf16():
@@ -224,9 +257,11 @@ def torch_run(sizes, batch, inference, dt):
 
 
 def ort_run(sizes, batch, inference, dt, threads=1):
-    """ONNX Runtime on the same MLP (MatMul, Add, Relu), f32 or dynamically quantized to int8
-    (`onnxruntime.quantization.quantize_dynamic`, int8 weights), on `threads` threads."""
-    if not inference or dt not in ("f32", "int8"):
+    """ONNX Runtime on the same MLP (MatMul, Add, Relu), f32, dynamically quantized to int8
+    (`onnxruntime.quantization.quantize_dynamic`, int8 weights) or statically
+    (`quantize_static`, QDQ, per-channel int8 weights, u8 activations calibrated on the batch it
+    then serves), on `threads` threads."""
+    if not inference or dt not in ("f32", "int8", "int8s"):
         raise Skip
     import tempfile
 
@@ -260,6 +295,21 @@ def ort_run(sizes, batch, inference, dt, threads=1):
         logging.getLogger().setLevel(logging.ERROR)  # its advice to pre-process the model
         quantize_dynamic(path, os.path.join(folder, "int8.onnx"), weight_type=QuantType.QInt8)
         path = os.path.join(folder, "int8.onnx")
+    if dt == "int8s":
+        from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+        import logging
+
+        logging.getLogger().setLevel(logging.ERROR)
+        calibration = [{"x": data(batch, sizes, np.float32)[0]}]
+
+        class Reader(CalibrationDataReader):
+            def get_next(self):
+                return calibration.pop() if calibration else None
+
+        quantize_static(path, os.path.join(folder, "int8s.onnx"), Reader(), quant_format=QuantFormat.QDQ,
+                        per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+        path = os.path.join(folder, "int8s.onnx")
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
@@ -273,7 +323,7 @@ def jax_run(sizes, batch, inference, dt):
     import jax
     import jax.numpy as jnp
 
-    if dt in ("int8", "bf16"):
+    if dt in ("int8", "int8s", "bf16"):
         raise Skip
     dtype = float_dtype(dt)
     if dtype == np.float64:

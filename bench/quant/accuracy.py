@@ -1,7 +1,8 @@
 """Accuracy of int8 and bf16 models against the f32 model they come from, through the command
 line: trains each network on Fashion-MNIST's training set (and digits on 80% of data/digits.csv),
-quantizes it with `crank quantize --data <test set>`, and prints each precision's test accuracy
-and the outputs' largest difference from f32.
+quantizes it with `crank quantize --data <test set>` (int8 dynamic, int8 static calibrated on the
+training set with `--calibrate`, bf16), and prints each one's test accuracy and the outputs'
+largest difference from f32.
 
     python3 bench/quant/accuracy.py [--epochs 10]
 
@@ -68,7 +69,9 @@ def main():
         ("Fashion-MNIST M 784-512-512-10", os.path.join(work, "m.yaml"), fashion_train, fashion_test),
     ]
     print(f"# crank quantize, {time.strftime('%Y-%m-%d')}, {args.epochs} epochs of Adam (digits: its example's own)")
-    print(f"{'network':<32} {'f32 acc':>8} {'int8 acc':>9} {'bf16 acc':>9} {'int8 max |Δ|':>13} {'bf16 max |Δ|':>13} {'max |f32|':>10}")
+    variants = [("int8", "int8", []), ("static", "int8", ["--calibrate"]), ("bf16", "bf16", [])]
+    print(f"{'network':<32} {'f32 acc':>8} " + " ".join(f"{v + ' acc':>11}" for v, _, _ in variants)
+          + " " + " ".join(f"{v + ' max |Δ|':>15}" for v, _, _ in variants) + f" {'max |f32|':>10}")
     for name, config, train, test in cases:
         if not os.path.exists(train):
             print(f"{name:<32} (no data: apt-get install dataset-fashion-mnist)")
@@ -77,13 +80,15 @@ def main():
         extra = [] if "digits" in name else ["--epochs", str(args.epochs)]
         run("train", config, "--data", train, "--out", model, *extra)
         acc, diff = {}, {}
-        for p in ["int8", "bf16"]:
-            report = run("quantize", model, "--precision", p, "--out", model + f".{p}.crank", "--data", test)
+        for v, p, calibrate in variants:
+            calibrate = calibrate + [train] if calibrate else []
+            report = run("quantize", model, "--precision", p, "--out", model + f".{v}.crank", "--data", test, *calibrate)
             line = next(l for l in report.splitlines() if l.startswith("accuracy"))
-            acc["f32"], acc[p] = (float(v) for v in line.split()[1:3])
+            acc["f32"], acc[v] = (float(x) for x in line.split()[1:3])
             m = re.search(r"largest output difference: ([\d.]+) \(the f32 outputs' largest magnitude: ([\d.]+)\)", report)
-            diff[p], scale = float(m.group(1)), float(m.group(2))
-        print(f"{name:<32} {acc['f32']:>8.4f} {acc['int8']:>9.4f} {acc['bf16']:>9.4f} {diff['int8']:>13.4f} {diff['bf16']:>13.4f} {scale:>10.2f}", flush=True)
+            diff[v], scale = float(m.group(1)), float(m.group(2))
+        print(f"{name:<32} {acc['f32']:>8.4f} " + " ".join(f"{acc[v]:>11.4f}" for v, _, _ in variants) + " "
+              + " ".join(f"{diff[v]:>15.4f}" for v, _, _ in variants) + f" {scale:>10.2f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -21,6 +21,9 @@ pub struct Workload {
     pub f64: bool,
     /// Inference on the model quantized to this precision ([`Sequential::quantize`]).
     pub precision: Option<Precision>,
+    /// int8 with its input ranges calibrated on the workload's batch
+    /// ([`Sequential::quantize_static`]) rather than each row's own.
+    pub calibrated: bool,
 }
 
 pub const WORKLOADS: &[Workload] = &[
@@ -31,6 +34,7 @@ pub const WORKLOADS: &[Workload] = &[
         inference: false,
         f64: false,
         precision: None,
+        calibrated: false,
     },
     Workload {
         name: "M b128",
@@ -39,6 +43,7 @@ pub const WORKLOADS: &[Workload] = &[
         inference: false,
         f64: false,
         precision: None,
+        calibrated: false,
     },
     Workload {
         name: "M b256",
@@ -47,6 +52,7 @@ pub const WORKLOADS: &[Workload] = &[
         inference: false,
         f64: false,
         precision: None,
+        calibrated: false,
     },
     Workload {
         name: "M b256 f64",
@@ -55,6 +61,7 @@ pub const WORKLOADS: &[Workload] = &[
         inference: false,
         f64: true,
         precision: None,
+        calibrated: false,
     },
     Workload {
         name: "L b256",
@@ -63,6 +70,7 @@ pub const WORKLOADS: &[Workload] = &[
         inference: false,
         f64: false,
         precision: None,
+        calibrated: false,
     },
     Workload {
         name: "M infer b1024",
@@ -71,6 +79,7 @@ pub const WORKLOADS: &[Workload] = &[
         inference: true,
         f64: false,
         precision: None,
+        calibrated: false,
     },
     Workload {
         name: "tiny b32",
@@ -79,6 +88,7 @@ pub const WORKLOADS: &[Workload] = &[
         inference: false,
         f64: false,
         precision: None,
+        calibrated: false,
     },
     Workload {
         name: "tiny infer b1",
@@ -87,6 +97,7 @@ pub const WORKLOADS: &[Workload] = &[
         inference: true,
         f64: false,
         precision: None,
+        calibrated: false,
     },
     Workload {
         name: "M infer int8 b1024",
@@ -95,6 +106,16 @@ pub const WORKLOADS: &[Workload] = &[
         inference: true,
         f64: false,
         precision: Some(Precision::Int8),
+        calibrated: false,
+    },
+    Workload {
+        name: "M infer int8 static b1024",
+        sizes: &[784, 512, 512, 10],
+        batch: 1024,
+        inference: true,
+        f64: false,
+        precision: Some(Precision::Int8),
+        calibrated: true,
     },
     Workload {
         name: "M infer bf16 b1024",
@@ -103,6 +124,7 @@ pub const WORKLOADS: &[Workload] = &[
         inference: true,
         f64: false,
         precision: Some(Precision::Bf16),
+        calibrated: false,
     },
     Workload {
         name: "S infer b64",
@@ -111,6 +133,7 @@ pub const WORKLOADS: &[Workload] = &[
         inference: true,
         f64: false,
         precision: None,
+        calibrated: false,
     },
     Workload {
         name: "S infer int8 b64",
@@ -119,6 +142,7 @@ pub const WORKLOADS: &[Workload] = &[
         inference: true,
         f64: false,
         precision: Some(Precision::Int8),
+        calibrated: false,
     },
     Workload {
         name: "S infer bf16 b64",
@@ -127,6 +151,7 @@ pub const WORKLOADS: &[Workload] = &[
         inference: true,
         f64: false,
         precision: Some(Precision::Bf16),
+        calibrated: false,
     },
     Workload {
         name: "tiny infer int8 b1",
@@ -135,6 +160,7 @@ pub const WORKLOADS: &[Workload] = &[
         inference: true,
         f64: false,
         precision: Some(Precision::Int8),
+        calibrated: false,
     },
     Workload {
         name: "tiny infer bf16 b1",
@@ -143,6 +169,7 @@ pub const WORKLOADS: &[Workload] = &[
         inference: true,
         f64: false,
         precision: Some(Precision::Bf16),
+        calibrated: false,
     },
 ];
 
@@ -255,10 +282,12 @@ fn crank_step<'a, F: Scalar>(w: &'a Workload) -> Runner<'a> {
         );
     }
     let mut model = builder.seed(1).build().unwrap();
-    if let Some(p) = w.precision {
-        model = model.quantize(p).unwrap();
-    }
     let x = data::<F>(w.batch, w.sizes[0], 7);
+    model = match w.precision {
+        Some(_) if w.calibrated => model.quantize_static(x.view()).unwrap(),
+        Some(p) => model.quantize(p).unwrap(),
+        None => model,
+    };
     let classes = *w.sizes.last().unwrap();
     let y: Vec<usize> = (0..w.batch).map(|i| i % classes).collect();
     if w.inference {

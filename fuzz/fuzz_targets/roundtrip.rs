@@ -30,7 +30,7 @@ struct Model {
     f64: bool,
     /// Values written over the weights, in order, to cover every bit pattern a float can have.
     weights: Vec<f64>,
-    /// 1: quantize to int8, 2: to bf16, otherwise not.
+    /// 1: quantize to int8, 2: to bf16, 3: to int8 calibrated (static), otherwise not.
     quantize: u8,
 }
 
@@ -60,15 +60,22 @@ fn tensor_bits<F: Scalar>(model: &Sequential<F>) -> Vec<u64> {
     out
 }
 
-/// `model` quantized to `precision`, through JSON and bincode: the same description and
-/// tensors, and the same predictions.
-fn check_quantized<F: Scalar>(model: &Sequential<F>, precision: Precision) {
-    // Weights beyond what the precision holds (past f32's range, say) are refused: that is
-    // an error, not a panic.
-    let Ok(q) = model.quantize(precision) else {
+/// `model` quantized to `precision` (calibrated on a few rows when `calibrated`), through JSON
+/// and bincode: the same description and tensors, and the same predictions.
+fn check_quantized<F: Scalar>(model: &Sequential<F>, precision: Precision, calibrated: bool) {
+    let x = Array2::from_shape_fn((3, model.input_size()), |(i, j)| {
+        F::of((i + j) as f64 - 2.0)
+    });
+    // Weights beyond what the precision holds (past f32's range, say), or activations beyond
+    // f32's range in calibration, are refused: that is an error, not a panic.
+    let q = if calibrated {
+        model.quantize_static(x.view())
+    } else {
+        model.quantize(precision)
+    };
+    let Ok(q) = q else {
         return;
     };
-    let x = Array2::from_shape_fn((3, q.input_size()), |(i, j)| F::of((i + j) as f64 - 2.0));
     let want = q.predict(x.view()).ok();
     for format in [Format::Json, Format::Bincode] {
         let bytes = q.to_bytes(format).unwrap();
@@ -120,8 +127,9 @@ fn check<F: Scalar>(spec: &ModelSpec, overwrite: &[f64], quantize: u8) {
         );
     }
     match quantize {
-        1 => check_quantized(&model, Precision::Int8),
-        2 => check_quantized(&model, Precision::Bf16),
+        1 => check_quantized(&model, Precision::Int8, false),
+        2 => check_quantized(&model, Precision::Bf16, false),
+        3 => check_quantized(&model, Precision::Int8, true),
         _ => {}
     }
 }

@@ -27,6 +27,12 @@ pub struct Int8DenseSpec {
     /// The activation.
     #[serde(default)]
     pub activation_function: Activation,
+    /// The calibrated range `[lo, hi]` of the inputs (static quantization,
+    /// [`Sequential::quantize_static`](crate::Sequential::quantize_static)): every input row is
+    /// quantized with the scale and zero point of this range. Without it (dynamic
+    /// quantization), each row with its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_range: Option<[f32; 2]>,
 }
 
 /// Describes an [`QuantizedDense`] layer in bf16 (type `Bf16Dense` in model files).
@@ -46,6 +52,29 @@ pub struct Bf16DenseSpec {
     pub activation_function: Activation,
 }
 
+impl Int8DenseSpec {
+    fn calibrated_range(&self) -> Option<[f32; 2]> {
+        self.input_range
+    }
+}
+
+impl Bf16DenseSpec {
+    /// bf16 layers round their inputs; they have no range.
+    fn calibrated_range(&self) -> Option<[f32; 2]> {
+        None
+    }
+}
+
+/// Whether `range` can be an input range: finite ends that hold 0.
+fn check_range(range: Option<[f32; 2]>) -> std::result::Result<(), String> {
+    match range {
+        Some([lo, hi]) if !(lo.is_finite() && hi.is_finite() && lo <= 0.0 && hi >= 0.0) => Err(
+            format!("field `input_range` = [{lo}, {hi}]: the ends must be finite and hold 0"),
+        ),
+        _ => Ok(()),
+    }
+}
+
 /// The parts both kinds' descriptions share.
 macro_rules! quantized_config {
     ($spec:ty, $kind:literal, $tensors:expr, $precision:expr) => {
@@ -54,6 +83,10 @@ macro_rules! quantized_config {
             const TENSORS: &'static [&'static str] = $tensors;
 
             declared_name_and_input!();
+
+            fn check(&self) -> std::result::Result<(), String> {
+                check_range(self.calibrated_range())
+            }
 
             fn output_size(&self, _input_size: usize) -> usize {
                 self.output_size
@@ -100,6 +133,7 @@ macro_rules! quantized_config {
                     self.activation_function,
                     tensors,
                 )
+                .and_then(|layer| layer.with_input_range(self.calibrated_range()))
                 .map_err(|reason| Error::spec(at, reason))?;
                 Ok(Box::new(layer))
             }
@@ -247,6 +281,32 @@ impl<F: Scalar> QuantizedDense<F> {
         })
     }
 
+    /// Quantizes every input row with the scale and zero point of `range` (a calibrated range
+    /// of the inputs, `[lo, hi]` with finite ends that hold 0) instead of each row's own; int8
+    /// only.
+    fn with_input_range(mut self, range: Option<[f32; 2]>) -> std::result::Result<Self, String> {
+        self.weights = match self.weights {
+            Weights::Int8(w, scales) => Weights::Int8(
+                w.with_input_range(range).map_err(|e| e.to_string())?,
+                scales,
+            ),
+            Weights::Bf16(_) if range.is_some() => {
+                return Err("a bf16 layer has no input range".into());
+            }
+            bf16 => bf16,
+        };
+        Ok(self)
+    }
+
+    /// The calibrated range of the inputs that every input row is quantized with, if the layer
+    /// was quantized statically; `None` if each row is quantized with its own range.
+    pub fn input_range(&self) -> Option<[f32; 2]> {
+        match &self.weights {
+            Weights::Int8(w, _) => w.input_range(),
+            Weights::Bf16(_) => None,
+        }
+    }
+
     /// The precision of the weights.
     pub fn precision(&self) -> Precision {
         match self.weights {
@@ -304,8 +364,13 @@ impl<F: Scalar> QuantizedDense<F> {
     }
 }
 
-/// The description of `dense` quantized to `precision`: the same fields, the other type.
-pub(crate) fn quantized_spec(dense: DenseSpec, precision: Precision) -> LayerSpec {
+/// The description of `dense` quantized to `precision`: the same fields, the other type, and
+/// the inputs' calibrated range if any (int8).
+pub(crate) fn quantized_spec(
+    dense: DenseSpec,
+    precision: Precision,
+    input_range: Option<[f32; 2]>,
+) -> LayerSpec {
     let DenseSpec {
         name,
         input_size,
@@ -318,6 +383,7 @@ pub(crate) fn quantized_spec(dense: DenseSpec, precision: Precision) -> LayerSpe
             input_size,
             output_size,
             activation_function,
+            input_range,
         }),
         Precision::Bf16 => LayerSpec::Bf16Dense(Bf16DenseSpec {
             name,
@@ -420,7 +486,7 @@ impl<F: Scalar> Layer<F> for QuantizedDense<F> {
             output_size: self.output_size(),
             activation_function: self.activation,
         };
-        quantized_spec(dense, self.precision())
+        quantized_spec(dense, self.precision(), self.input_range())
     }
 
     fn visit_tensors<'a>(&'a self, f: &mut dyn FnMut(Tensor<'a, F>)) {

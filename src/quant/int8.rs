@@ -161,30 +161,87 @@ fn quantize_row<F: Scalar>(x: &[F], levels: u8, codes: &mut [u8]) -> Option<(f32
     if bits[0] >= f32::INFINITY.to_bits() {
         return None;
     }
-    let (lo, hi) = (lo[0], hi[0]);
+    let (scale, zero) = affine(lo[0], hi[0], levels);
+    let to_code = Affine::new(scale, zero, levels);
+    for (c, &v) in codes.iter_mut().zip(x) {
+        *c = to_code.code(v.as_f64() as f32);
+    }
+    Some((scale, zero))
+}
+
+/// The scale and zero point that map `[lo, hi]` (with `lo ≤ 0 ≤ hi`) onto codes
+/// `0..=levels`, 0 exactly on a code. An empty range gets scale 1.
+pub(crate) fn affine(lo: f32, hi: f32, levels: u8) -> (f32, u8) {
     let levels_f = f32::from(levels);
     // Each end divided first: `hi − lo` itself can overflow for finite ends.
     let scale = hi / levels_f - lo / levels_f;
     let scale = if scale > 0.0 { scale } else { 1.0 };
-    let inv = 1.0 / scale;
-    let zero = (-lo * inv).round_ties_even().clamp(0.0, levels_f);
-    for (c, &v) in codes.iter_mut().zip(x) {
-        let q = (v.as_f64() as f32).mul_add(inv, zero);
-        let q = if q > 0.0 { q } else { 0.0 };
-        let q = if q < levels_f { q } else { levels_f };
-        *c = ((q + ROUNDER).to_bits() & 0xff) as u8;
-    }
-    Some((scale, zero as u8))
+    let zero = (-lo / scale).round_ties_even().clamp(0.0, levels_f);
+    (scale, zero as u8)
 }
 
-/// Rows of `x` (each `cols` long) quantized by [`quantize_row`] into rows of `codes` (each
-/// `stride ≥ cols` long, the rest zeros), `scales` and `zeros`; an error naming the first row
-/// with a value that is not finite.
+/// `x ↦ clamp(round(x / scale) + zero, 0, levels)`.
+#[derive(Debug, Clone, Copy)]
+struct Affine {
+    inv: f32,
+    zero: f32,
+    levels: f32,
+}
+
+impl Affine {
+    fn new(scale: f32, zero: u8, levels: u8) -> Affine {
+        Affine {
+            inv: 1.0 / scale,
+            zero: f32::from(zero),
+            levels: f32::from(levels),
+        }
+    }
+
+    #[inline(always)]
+    fn code(self, v: f32) -> u8 {
+        let q = v.mul_add(self.inv, self.zero);
+        let q = if q > 0.0 { q } else { 0.0 };
+        let q = if q < self.levels { q } else { self.levels };
+        ((q + ROUNDER).to_bits() & 0xff) as u8
+    }
+}
+
+/// One row quantized with a fixed scale and zero point (a calibrated input range): values
+/// beyond the range take the end codes. Returns whether every value is finite.
+#[multiversion::multiversion(targets(
+    "x86_64+avx512f+avx512bw+avx512vl+avx512dq+avx2+fma",
+    "x86_64+avx2+fma"
+))]
+fn quantize_row_fixed<F: Scalar>(x: &[F], to_code: Affine, codes: &mut [u8]) -> bool {
+    let mut bits = [0u32; LANES];
+    let mut xs = x.chunks_exact(LANES);
+    let mut cs = codes.chunks_exact_mut(LANES);
+    for (chunk, c) in (&mut xs).zip(&mut cs) {
+        for j in 0..LANES {
+            let v = chunk[j].as_f64() as f32;
+            bits[j] = bits[j].max(v.to_bits() & 0x7fff_ffff);
+            c[j] = to_code.code(v);
+        }
+    }
+    for (j, (&v, c)) in xs.remainder().iter().zip(cs.into_remainder()).enumerate() {
+        let v = v.as_f64() as f32;
+        bits[j] = bits[j].max(v.to_bits() & 0x7fff_ffff);
+        *c = to_code.code(v);
+    }
+    bits.iter().all(|&b| b < f32::INFINITY.to_bits())
+}
+
+/// Rows of `x` (each `cols` long) quantized into rows of `codes` (each `stride ≥ cols` long,
+/// the rest zeros), `scales` and `zeros`: each with its own range ([`quantize_row`]), or with
+/// the `fixed` scale and zero point; an error naming the first row with a value that is not
+/// finite.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn quantize_rows<F: Scalar>(
     x: &[F],
     cols: usize,
     stride: usize,
     levels: u8,
+    fixed: Option<(f32, u8)>,
     codes: &mut [u8],
     scales: &mut [f32],
     zeros: &mut [u8],
@@ -198,7 +255,12 @@ pub(crate) fn quantize_rows<F: Scalar>(
             .enumerate()
         {
             let (c, pad) = c.split_at_mut(cols);
-            let (scale, zero) = quantize_row(x, levels, c).ok_or(first + i)?;
+            let (scale, zero) = match fixed {
+                None => quantize_row(x, levels, c),
+                Some((scale, zero)) => quantize_row_fixed(x, Affine::new(scale, zero, levels), c)
+                    .then_some((scale, zero)),
+            }
+            .ok_or(first + i)?;
             pad.fill(0);
             (*s, *z) = (scale, zero);
         }
@@ -233,6 +295,10 @@ pub(crate) struct Int8Weights {
     /// Each column's sum of codes, zero-padded to whole panels: `Σ (a − z)·w = Σ a·w − z·Σ w`
     /// takes the rows' zero points out after the product.
     column_sums: Vec<i32>,
+    /// A calibrated range of the inputs, if any, and the scale and zero point it gives on this
+    /// kernel: every row is quantized with them instead of its own.
+    input_range: Option<[f32; 2]>,
+    fixed: Option<(f32, u8)>,
     kernel: Kernel,
     packed: Packed,
 }
@@ -329,9 +395,32 @@ impl Int8Weights {
             codes,
             scales,
             column_sums,
+            input_range: None,
+            fixed: None,
             kernel,
             packed,
         })
+    }
+
+    /// Quantizes every input row with one scale and zero point, those of `range` (`[lo, hi]`,
+    /// finite, `lo ≤ 0 ≤ hi`: a calibrated range of the inputs), instead of each row's own;
+    /// `None` goes back to each row's own.
+    pub fn with_input_range(mut self, range: Option<[f32; 2]>) -> Result<Self> {
+        if let Some([lo, hi]) = range
+            && !(lo.is_finite() && hi.is_finite() && lo <= 0.0 && hi >= 0.0)
+        {
+            return Err(Error::Config(format!(
+                "input range [{lo}, {hi}]: the ends must be finite and hold 0"
+            )));
+        }
+        self.input_range = range;
+        self.fixed = range.map(|[lo, hi]| affine(lo, hi, self.kernel.levels()));
+        Ok(self)
+    }
+
+    /// The calibrated input range, if any.
+    pub fn input_range(&self) -> Option<[f32; 2]> {
+        self.input_range
     }
 
     /// The largest activation code of this product's kernel.
@@ -395,7 +484,7 @@ impl Int8Weights {
             Packed::Vnni(panels) => {
                 let k4 = k.next_multiple_of(4);
                 let a = grow(codes, rows * k4);
-                quantize_rows(x, k, k4, self.kernel.levels(), a, scales, zeros)
+                quantize_rows(x, k, k4, self.kernel.levels(), self.fixed, a, scales, zeros)
                     .map_err(Failed::NonFinite)?;
                 let epilogue = vnni::Epilogue {
                     column_sums: &self.column_sums,
@@ -422,7 +511,7 @@ impl Int8Weights {
             }
             Packed::Rten(packed) => {
                 let a = grow(codes, rows * k);
-                quantize_rows(x, k, k, self.kernel.levels(), a, scales, zeros)
+                quantize_rows(x, k, k, self.kernel.levels(), self.fixed, a, scales, zeros)
                     .map_err(Failed::NonFinite)?;
                 let sums = grow(sums, rows * n);
                 let a = NdTensorView::try_from_data([rows, k], &*a)

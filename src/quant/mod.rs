@@ -7,6 +7,11 @@
 //!   activations per row at every call (asymmetric `u8`), `u8 × i8 → i32` products, dequantized
 //!   with the bias in the output pass. PyTorch's `quantize_dynamic` does the same with one scale
 //!   per batch; crank's per-row scales keep a sample's prediction independent of its batch.
+//! - **static int8** ([`Sequential::quantize_static`](crate::Sequential::quantize_static)):
+//!   each layer's inputs are quantized with one range calibrated beforehand: the float model
+//!   runs on calibration data, each layer's inputs go into a histogram of 2048 bins, and the
+//!   range kept is the one whose quantization error over it (rounding inside, clipping
+//!   beyond) is least, as PyTorch's `HistogramObserver` chooses.
 //! - **bf16**: weights rounded to bfloat16 once, activations rounded to bfloat16 as they enter a
 //!   product, `f32` sums.
 //!
@@ -16,12 +21,14 @@
 //! exists and widen to `f32` otherwise.
 
 mod bf16;
+mod calibrate;
 mod int8;
 #[cfg(test)]
 mod tests;
 
 pub(crate) use bf16::Bf16Weights;
 pub use bf16::{bf16_to_f32, f32_to_bf16};
+pub(crate) use calibrate::Histogram;
 pub(crate) use int8::{Int8Weights, quantize_weights};
 
 use crate::Scalar;

@@ -48,7 +48,7 @@ fn rows_quantize_to_their_own_range_with_zero_exact() {
     let x = [-1.0f32, 0.0, 0.5, 3.0, -0.25, 2.0, 0.0];
     for levels in [127u8, 255] {
         let (mut codes, mut scales, mut zeros) = (vec![9u8; 8], [0f32], [0u8]);
-        quantize_rows(&x, 7, 8, levels, &mut codes, &mut scales, &mut zeros).unwrap();
+        quantize_rows(&x, 7, 8, levels, None, &mut codes, &mut scales, &mut zeros).unwrap();
         let (s, z) = (scales[0], f32::from(zeros[0]));
         assert!((s - 4.0 / f32::from(levels)).abs() < 1e-6, "scale {s}");
         assert_eq!(codes[7], 0, "padding is zeroed");
@@ -66,14 +66,14 @@ fn rows_quantize_to_their_own_range_with_zero_exact() {
     // A row of zeros, and rows of one sign: the range still holds 0.
     let x = [0.0f32, 0.0, 1.0, 2.0, -4.0, -2.0];
     let (mut codes, mut scales, mut zeros) = (vec![0u8; 6], [0f32; 3], [0u8; 3]);
-    quantize_rows(&x, 2, 2, 255, &mut codes, &mut scales, &mut zeros).unwrap();
+    quantize_rows(&x, 2, 2, 255, None, &mut codes, &mut scales, &mut zeros).unwrap();
     assert_eq!((&codes[..2], scales[0], zeros[0]), (&[0u8, 0][..], 1.0, 0));
     assert_eq!((zeros[1], codes[3]), (0, 255));
     assert_eq!((zeros[2], codes[4], codes[5]), (255, 0, 128));
     // Ends whose difference overflows f32: a finite scale all the same.
     let x = [-3.0e38f32, 3.0e38, 0.0];
     let (mut codes, mut scales, mut zeros) = (vec![0u8; 3], [0f32], [0u8]);
-    quantize_rows(&x, 3, 3, 255, &mut codes, &mut scales, &mut zeros).unwrap();
+    quantize_rows(&x, 3, 3, 255, None, &mut codes, &mut scales, &mut zeros).unwrap();
     assert!(scales[0].is_finite() && scales[0] > 0.0, "{}", scales[0]);
     assert_eq!((codes[0], codes[1]), (0, 255));
     assert_eq!(f32::from(codes[2]), f32::from(zeros[0]));
@@ -85,7 +85,7 @@ fn a_value_that_is_not_finite_names_its_row() {
         let mut x = vec![0.5f32; 40 * 3];
         x[2 * 40 + 17] = bad;
         let (mut codes, mut scales, mut zeros) = (vec![0u8; 40 * 3], [0f32; 3], [0u8; 3]);
-        let r = quantize_rows(&x, 40, 40, 255, &mut codes, &mut scales, &mut zeros);
+        let r = quantize_rows(&x, 40, 40, 255, None, &mut codes, &mut scales, &mut zeros);
         assert_eq!(r, Err(2), "{bad}");
     }
 }
@@ -108,13 +108,49 @@ fn weights_quantize_per_column_within_half_a_step() {
     }
 }
 
+#[test]
+fn a_fixed_range_quantizes_every_row_alike_and_saturates_beyond_it() {
+    let x = [-1.0f32, 0.0, 0.5, 3.0, -0.25, 2.0, -7.0, 9.0, 0.125, 0.0];
+    for levels in [127u8, 255] {
+        let (scale, zero) = int8::affine(-1.0, 3.0, levels);
+        assert_eq!(scale, 3.0 / f32::from(levels) + 1.0 / f32::from(levels));
+        let (mut codes, mut scales, mut zeros) = (vec![9u8; 12], [0f32; 2], [0u8; 2]);
+        let fixed = Some((scale, zero));
+        quantize_rows(&x, 5, 6, levels, fixed, &mut codes, &mut scales, &mut zeros).unwrap();
+        assert_eq!((scales, zeros), ([scale; 2], [zero; 2]));
+        assert_eq!((codes[5], codes[11]), (0, 0), "padding is zeroed");
+        for (i, &v) in x.iter().enumerate() {
+            let c = codes[i / 5 * 6 + i % 5];
+            // In f64, from the definition: the nearest code, clamped (a tie may go either way:
+            // the kernel multiplies by the scale's reciprocal in f32).
+            let exact =
+                (f64::from(v) / f64::from(scale) + f64::from(zero)).clamp(0.0, f64::from(levels));
+            assert!(
+                (f64::from(c) - exact).abs() <= 0.5 + 1e-4,
+                "{v} at levels {levels}: {c} for {exact}"
+            );
+        }
+        // The first row's own range is [-1, 3]: its codes are those of dynamic quantization.
+        let (mut own, mut s1, mut z1) = (vec![0u8; 5], [0f32], [0u8]);
+        quantize_rows(&x[..5], 5, 5, levels, None, &mut own, &mut s1, &mut z1).unwrap();
+        assert_eq!((&own[..], s1[0], z1[0]), (&codes[..5], scale, zero));
+    }
+    let mut x = vec![0.5f32; 3 * 70];
+    x[2 * 70 + 65] = f32::NAN;
+    let (mut codes, mut scales, mut zeros) = (vec![0u8; 3 * 70], [0f32; 3], [0u8; 3]);
+    let fixed = Some(int8::affine(-1.0, 1.0, 255));
+    let r = quantize_rows(&x, 70, 70, 255, fixed, &mut codes, &mut scales, &mut zeros);
+    assert_eq!(r, Err(2));
+}
+
 /// The int8 product with exact integer sums: the kernels must match it bitwise.
 fn int8_reference(x: &[f32], w: &Int8Weights, biases: &[f32], levels: u8, relu: bool) -> Vec<f32> {
     let (k, n) = (w.inputs, w.outputs);
     let rows = x.len() / k;
     let (mut codes, mut scales, mut zeros) =
         (vec![0u8; rows * k], vec![0f32; rows], vec![0u8; rows]);
-    quantize_rows(x, k, k, levels, &mut codes, &mut scales, &mut zeros).unwrap();
+    let fixed = w.input_range().map(|[lo, hi]| int8::affine(lo, hi, levels));
+    quantize_rows(x, k, k, levels, fixed, &mut codes, &mut scales, &mut zeros).unwrap();
     let mut out = vec![0f32; rows * n];
     for i in 0..rows {
         for j in 0..n {
@@ -139,9 +175,13 @@ fn int8_kernels_match_exact_integer_sums_bitwise() {
         let (codes, scales) = quantize_weights(&w, n);
         let biases = random(&mut rng, n, 0.5);
         let x = random(&mut rng, rows * k, 2.0);
-        for kernel in int8_kernels() {
-            let weights =
-                Int8Weights::with_kernel(k, n, codes.clone(), scales.clone(), kernel).unwrap();
+        for (kernel, range) in int8_kernels()
+            .into_iter()
+            .flat_map(|k| [(k, None), (k, Some([-1.5, 1.0]))])
+        {
+            let weights = Int8Weights::with_kernel(k, n, codes.clone(), scales.clone(), kernel)
+                .and_then(|w| w.with_input_range(range))
+                .unwrap();
             for relu in [false, true] {
                 let mut out = vec![f32::NAN; rows * n];
                 let fused = weights.product("t", &x, &biases, &mut out, relu).unwrap();
@@ -149,7 +189,10 @@ fn int8_kernels_match_exact_integer_sums_bitwise() {
                     out.iter_mut().for_each(|v| *v = v.max(0.0));
                 }
                 let want = int8_reference(&x, &weights, &biases, weights.levels(), relu);
-                assert_eq!(out, want, "{kernel:?} ({rows}, {k}, {n}) relu {relu}");
+                assert_eq!(
+                    out, want,
+                    "{kernel:?} {range:?} ({rows}, {k}, {n}) relu {relu}"
+                );
                 // An f64 model's product: the same values, widened.
                 let x64: Vec<f64> = x.iter().map(|&v| f64::from(v)).collect();
                 let mut out64 = vec![f64::NAN; rows * n];

@@ -1035,6 +1035,40 @@ fn digits_quantize_to_int8_and_bf16() {
             "",
         );
     }
+    // Static int8: input ranges calibrated on the training file (labels and all).
+    let out = d.join("digits.static.crank");
+    let report = stdout(
+        crank()
+            .arg("quantize")
+            .arg(&model)
+            .arg("--out")
+            .arg(&out)
+            .arg("--calibrate")
+            .arg(d.join("train.csv")),
+    );
+    assert!(report.contains("inputs calibrated on"), "{report}");
+    let acc = accuracy(&out);
+    assert!(
+        (acc - float).abs() <= 0.005,
+        "static: {acc} against {float}"
+    );
+    let inspect = stdout(crank().arg("inspect").arg(&out));
+    assert!(
+        inspect.contains("int8 inputs (static): hidden [-") && inspect.contains("logits [0, "),
+        "{inspect}"
+    );
+    let inspect = stdout(crank().arg("inspect").arg(d.join("digits.int8.crank")));
+    assert!(inspect.contains("int8 inputs (dynamic)"), "{inspect}");
+    fails(
+        crank()
+            .arg("quantize")
+            .arg(&model)
+            .args(["--precision", "bf16", "--out"])
+            .arg(d.join("b.crank"))
+            .arg("--calibrate")
+            .arg(d.join("train.csv")),
+        "needs no calibration",
+    );
     let out = crank()
         .arg("quantize")
         .arg(&model)

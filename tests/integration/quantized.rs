@@ -352,3 +352,164 @@ fn an_overflow_inside_a_quantized_model_names_the_row_in_the_batch() {
         assert!(err.contains("dense_1 at row 30"), "{precision}: {err}");
     }
 }
+
+/// Each int8 layer's calibrated range, in layer order.
+fn input_ranges(model: &Sequential<f32>) -> Vec<Option<[f32; 2]>> {
+    model
+        .to_spec()
+        .layers
+        .iter()
+        .filter_map(|l| match l {
+            crank::spec::LayerSpec::Int8Dense(d) => Some(d.input_range),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn static_int8_keeps_digits_accuracy_and_its_calibrated_ranges_through_files() {
+    let (model, test) = trained();
+    let (train, _) = digits();
+    let q = model.quantize_static(train.x.view()).unwrap();
+    let f32_acc = model.accuracy(test.x.view(), &test.labels).unwrap();
+    let acc = q.accuracy(test.x.view(), &test.labels).unwrap();
+    assert!((acc - f32_acc).abs() <= 0.005, "{acc} against {f32_acc}");
+    // The first layer's inputs are the data: pixels 0 to 16, spread over the whole range, so
+    // its range is [0, 16] to within a bin of the calibration histogram; the others are ReLU
+    // outputs, never negative.
+    let ranges = input_ranges(&q);
+    assert_eq!(ranges.len(), 3);
+    let [lo, hi] = ranges[0].unwrap();
+    assert!(
+        lo == 0.0 && hi > 16.0 - 16.0 / 1024.0 && hi <= 16.0,
+        "{:?}",
+        ranges[0]
+    );
+    for r in &ranges[1..] {
+        let [lo, hi] = r.unwrap();
+        assert!(lo == 0.0 && hi > 0.0, "{r:?}");
+    }
+    let want = q.predict(test.x.view()).unwrap();
+    let dynamic = model.quantize(Precision::Int8).unwrap();
+    assert_ne!(dynamic.predict(test.x.view()).unwrap(), want);
+    for format in [Format::Bincode, Format::Json] {
+        let back = Sequential::<f32>::from_bytes(&q.to_bytes(format).unwrap(), format).unwrap();
+        assert_eq!(input_ranges(&back), ranges, "{format:?}");
+        assert_eq!(back.predict(test.x.view()).unwrap(), want, "{format:?}");
+    }
+    // A row predicts the same alone as in its batch, and from several threads.
+    let one = q.predict(test.x.slice(s![7..8, ..])).unwrap();
+    assert_eq!(one.row(0), want.row(7));
+    // Calibrating a dynamic int8 model gives its layers ranges too.
+    let calibrated = dynamic.quantize_static(train.x.view()).unwrap();
+    assert!(input_ranges(&calibrated).iter().all(Option::is_some));
+}
+
+#[test]
+fn a_calibrated_range_saturates_and_matches_a_row_whose_own_range_it_is() {
+    let model = Sequential::<f32>::builder(40)
+        .dense(24, Activation::Identity)
+        .seed(6)
+        .build()
+        .unwrap();
+    let x = Array2::from_shape_fn((5, 40), |(i, j)| ((i * 13 + j * 7) % 17) as f32 / 8.0 - 1.0);
+    let q = model.quantize_static(x.view()).unwrap();
+    let [lo, hi] = input_ranges(&q)[0].unwrap();
+    assert!(
+        (-1.0..-0.99).contains(&lo) && hi <= 1.0 && hi > 0.99,
+        "[{lo}, {hi}]"
+    );
+    // Values beyond the range take the end codes, however far beyond.
+    let wide = x.mapv(|v| 3.0 * v);
+    let wider = wide.mapv(|v| if v.abs() > 1.0 { 100.0 * v } else { v });
+    assert_ne!(wide, wider);
+    assert_eq!(
+        q.predict(wide.view()).unwrap(),
+        q.predict(wider.view()).unwrap()
+    );
+    let dynamic = model.quantize(Precision::Int8).unwrap();
+    assert_ne!(
+        dynamic.predict(wide.view()).unwrap(),
+        dynamic.predict(wider.view()).unwrap()
+    );
+    // A row spanning exactly the calibrated range quantizes as dynamic quantization does.
+    let mut row = x.slice(s![0..1, ..]).mapv(|v| v.clamp(lo, hi));
+    (row[[0, 0]], row[[0, 1]]) = (lo, hi);
+    assert_eq!(
+        q.predict(row.view()).unwrap(),
+        dynamic.predict(row.view()).unwrap()
+    );
+}
+
+#[test]
+fn calibration_and_calibrated_files_refuse_what_they_cannot_use() {
+    let model = Sequential::<f32>::builder(3)
+        .dense_named("hidden", 4, Activation::Relu)
+        .dense(2, Activation::Identity)
+        .build()
+        .unwrap();
+    let err = model
+        .quantize_static(Array2::zeros((4, 5)).view())
+        .unwrap_err();
+    assert!(matches!(err, Error::Shape { .. }), "{err:?}");
+    let err = model
+        .quantize_static(Array2::zeros((0, 3)).view())
+        .unwrap_err();
+    assert!(matches!(err, Error::Shape { .. }), "{err:?}");
+    let mut x = Array2::from_elem((4, 3), 0.5f32);
+    x[[2, 1]] = f32::NAN;
+    let err = model.quantize_static(x.view()).unwrap_err().to_string();
+    assert!(err.contains("row 2, column 1"), "{err}");
+    // An f64 model whose hidden values leave f32's range cannot be calibrated in f32.
+    let big = Sequential::<f64>::builder(1)
+        .dense(1, Activation::Identity)
+        .dense(1, Activation::Identity)
+        .build()
+        .unwrap();
+    let json = String::from_utf8(big.to_bytes(Format::Json).unwrap()).unwrap();
+    let mut doc: serde_json::Value = serde_json::from_str(&json).unwrap();
+    doc["layers"][0]["weights"][0][0] = serde_json::json!(1e300);
+    let big = Sequential::<f64>::from_bytes(doc.to_string().as_bytes(), Format::Json).unwrap();
+    let err = big
+        .quantize_static(Array2::from_elem((1, 1), 1.0).view())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("layer 1") && err.contains("not finite"),
+        "{err}"
+    );
+
+    // All inputs 1: the range is [0, 1] to within a bin of the calibration histogram.
+    let q = model
+        .quantize_static(Array2::from_elem((2, 3), 1.0f32).view())
+        .unwrap();
+    let json = String::from_utf8(q.to_bytes(Format::Json).unwrap()).unwrap();
+    let doc: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let range = &doc["layers"][0]["input_range"];
+    assert_eq!(range[0], serde_json::json!(0.0));
+    let hi = range[1].as_f64().unwrap();
+    assert!(hi > 1.0 - 1.0 / 1024.0 && hi <= 1.0, "{range}");
+    for bad in [
+        serde_json::json!([0.5, 2.0]),
+        serde_json::json!([-2.0, -1.0]),
+    ] {
+        let mut doc = doc.clone();
+        doc["layers"][0]["input_range"] = bad;
+        let err =
+            Sequential::<f32>::from_bytes(doc.to_string().as_bytes(), Format::Json).unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            matches!(err, Error::Spec { .. }) && msg.contains("hidden") && msg.contains("hold 0"),
+            "{msg}"
+        );
+    }
+    // A bf16 layer has no input range.
+    let bf16 = model.quantize(Precision::Bf16).unwrap();
+    let json = String::from_utf8(bf16.to_bytes(Format::Json).unwrap()).unwrap();
+    let mut doc: serde_json::Value = serde_json::from_str(&json).unwrap();
+    doc["layers"][0]["input_range"] = serde_json::json!([0.0, 1.0]);
+    let err = Sequential::<f32>::from_bytes(doc.to_string().as_bytes(), Format::Json)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("input_range"), "{err}");
+}

@@ -96,7 +96,7 @@ pub(crate) fn predict(args: PredictArgs) -> Result<()> {
 
 /// The data to predict on: a file with a label column (ignored), or a CSV file whose columns
 /// are exactly the model's features.
-fn read_features(data: &Path, label: Option<&str>, inputs: usize) -> Result<Table> {
+pub(crate) fn read_features(data: &Path, label: Option<&str>, inputs: usize) -> Result<Table> {
     let labelled = Table::read(data, label);
     match labelled {
         Ok(t) if t.features.ncols() == inputs => Ok(t),

@@ -83,6 +83,9 @@ pub(crate) fn inspect(args: InspectArgs) -> Result<()> {
             lines.push(format!(
                 "precision: {p} (inference only), kernel on this CPU: {kernel}"
             ));
+            if p == crank::quant::Precision::Int8 {
+                lines.push(int8_inputs(&m));
+            }
         }
         m
     };
@@ -133,4 +136,26 @@ pub(crate) fn convert(args: ConvertArgs) -> Result<()> {
     lines.extend(notes);
     lines.push(String::new());
     to_stdout(&lines.join("\n"))
+}
+
+/// How an int8 model quantizes its layers' inputs: per row, or with calibrated ranges.
+fn int8_inputs(m: &crank::Sequential<f32>) -> String {
+    let ranges: Vec<String> = m
+        .to_spec()
+        .layers
+        .iter()
+        .filter_map(|l| match l {
+            crank::spec::LayerSpec::Int8Dense(d) => Some(match d.input_range {
+                Some([lo, hi]) => format!("{} [{lo}, {hi}]", d.name.as_deref().unwrap_or("?")),
+                None => format!("{} per row", d.name.as_deref().unwrap_or("?")),
+            }),
+            _ => None,
+        })
+        .collect();
+    let how = if ranges.iter().any(|r| r.ends_with("per row")) {
+        "dynamic"
+    } else {
+        "static"
+    };
+    format!("int8 inputs ({how}): {}", ranges.join(", "))
 }
