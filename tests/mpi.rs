@@ -274,3 +274,76 @@ fn a_killed_rank_ends_the_job_and_the_checkpoint_resumes() {
         "{out}"
     );
 }
+
+/// `--data 'shard-{rank}.csv'`: each rank reads a shard of its own. Rank 0's holds the digits 0
+/// to 4, rank 1's 5 to 9, so neither knows every class alone: the model's classes and
+/// standardisation are those of both shards together, it learns all ten digits, and the same
+/// run twice gives the same bytes. A shard missing on one rank is that rank's error.
+#[test]
+fn ranks_train_on_shards_of_their_own() {
+    let d = dir("shards");
+    let text = std::fs::read_to_string(root("data/digits.csv")).unwrap();
+    let mut lines = text.lines();
+    let header = lines.next().unwrap();
+    let rows: Vec<&str> = lines.collect();
+    let label = |row: &str| row.rsplit(',').next().unwrap().parse::<u32>().unwrap();
+    for (rank, keep) in [(0, 0..5u32), (1, 5..10)] {
+        let shard: Vec<&str> = rows
+            .iter()
+            .copied()
+            .filter(|r| keep.contains(&label(r)))
+            .collect();
+        let body = std::iter::once(header).chain(shard).collect::<Vec<_>>();
+        std::fs::write(d.join(format!("shard-{rank}.csv")), body.join("\n") + "\n").unwrap();
+    }
+    let args = |out: &str, data: &str| {
+        let mut a = train_args(&d, out, 12);
+        a[3] = d.join(data).to_str().unwrap().to_string();
+        a
+    };
+    let out = ok(mpirun(2)
+        .arg(crank())
+        .args(args("a.crank", "shard-{rank}.csv")));
+    assert_eq!(out.matches("trained 12 epochs").count(), 1, "{out}");
+    let model = Sequential::<f32>::load(d.join("a.crank")).unwrap();
+    let pre = model.preprocessing().unwrap();
+    let want: Vec<String> = (0..10).map(|c| c.to_string()).collect();
+    assert_eq!(pre.classes.as_ref(), Some(&want));
+    let all = crank::data::Table::read(root("data/digits.csv"), None).unwrap();
+    let scaler = crank::data::Standardizer::fit(all.features.view()).unwrap();
+    for (j, (m, s)) in pre.mean.iter().zip(&pre.std).enumerate() {
+        assert!(
+            (m - scaler.mean[j]).abs() <= 1e-9 * (1.0 + m.abs()),
+            "mean {j}"
+        );
+        assert!(
+            (s - scaler.std[j]).abs() <= 1e-9 * (1.0 + s.abs()),
+            "std {j}"
+        );
+    }
+    let report = ok(Command::new(crank())
+        .arg("evaluate")
+        .arg(d.join("a.crank"))
+        .arg("--data")
+        .arg(root("data/digits.csv"))
+        .arg("--json"));
+    let v: serde_json::Value = serde_json::from_str(&report).unwrap();
+    let accuracy = v["accuracy"].as_f64().unwrap();
+    assert!(accuracy > 0.9, "{accuracy}");
+    ok(mpirun(2)
+        .arg(crank())
+        .args(args("b.crank", "shard-{rank}.csv")));
+    assert_eq!(
+        std::fs::read(d.join("a.crank")).unwrap(),
+        std::fs::read(d.join("b.crank")).unwrap()
+    );
+    let out = run(mpirun(3)
+        .arg(crank())
+        .args(args("c.crank", "shard-{rank}.csv")));
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("rank 2 of 3") && err.contains("shard-2.csv"),
+        "{err}"
+    );
+}

@@ -3,6 +3,8 @@
 
 mod distributed;
 
+use distributed::Layout;
+
 use crate::collective::{Communicator, SingleProcess};
 use crate::data::Batcher;
 pub use crate::data::Dataset;
@@ -43,6 +45,12 @@ pub struct FitOptions {
     pub clip_norm: Option<f64>,
     /// Clip every gradient element to `[-v, v]` before each update.
     pub clip_value: Option<f64>,
+    /// In a data-parallel run ([`Sequential::fit_distributed`]), each rank passes its own
+    /// part of the data (a shard) instead of the whole data set (default false). See there.
+    /// Not part of a training file: it says how the data was passed, which the file cannot
+    /// know (`crank train` sets it from `{rank}` in the data's path).
+    #[serde(skip)]
+    pub sharded: bool,
 }
 
 impl Default for FitOptions {
@@ -58,6 +66,7 @@ impl Default for FitOptions {
             schedule: None,
             clip_norm: None,
             clip_value: None,
+            sharded: false,
         }
     }
 }
@@ -412,6 +421,17 @@ impl<F: Scalar> Sequential<F> {
     /// - An error on one rank (a non-finite loss, say) ends the run on every rank: that rank
     ///   returns its error, the others [`Error::Rank`] naming it.
     ///
+    /// - With [`FitOptions::sharded`], each rank passes its own shard of the data (its own
+    ///   training and, if any, validation samples; shards may differ in size) instead of the
+    ///   whole data set, for data too big for one machine. Each rank shuffles its shard with a
+    ///   generator of its own (from the shared one: [`Xoshiro256PlusPlus::jump`]ed once per
+    ///   rank), and each global batch of `options.batch_size` is every rank's next local batch
+    ///   of its share of that size, in rank order; a rank whose shard is used up takes no
+    ///   share until the epoch ends, when the largest shard is. Validation is each rank's whole
+    ///   validation shard, reduced. The weights are reproducible for a seed, a number of ranks
+    ///   and the same shards; a checkpoint resumes with the same shards on the same number of
+    ///   ranks.
+    ///
     /// With one rank this is `fit_from` (plain SGD folds its update into the products there;
     /// with several ranks the gradients are reduced first, so it cannot).
     #[allow(clippy::too_many_arguments)]
@@ -451,9 +471,12 @@ impl<F: Scalar> Sequential<F> {
             // The model holds the best epoch's weights; the run goes on from the last ones.
             self.restore_tensors(last)?;
         }
-        if comm.size() > 1 {
-            self.join_ranks(comm, &train, validation.as_ref())?;
-        }
+        let mut layout = if comm.size() > 1 {
+            self.join_ranks(comm, &train, validation.as_ref(), options.sharded)?;
+            Layout::new(comm, n, options)?
+        } else {
+            Layout::Replicated
+        };
         let same_schedule = match (&state.scheduler, &options.schedule) {
             (Some(s), Some(o)) => s.schedule() == o,
             (None, None) => true,
@@ -467,7 +490,7 @@ impl<F: Scalar> Sequential<F> {
         }
         let first = state.epoch.saturating_add(1);
         // The run's shuffling generator goes into the batcher and back into the state.
-        let mut batcher = Batcher::new(n, options.batch_size, 0)?;
+        let mut batcher = Batcher::new(n, layout.local_batch(options, comm.rank()), 0)?;
         batcher.set_rng(state.rng.clone());
         let mut ws = Workspace::new();
         let mut history = History::default();
@@ -483,7 +506,7 @@ impl<F: Scalar> Sequential<F> {
             }
             let lr = optimizer.learning_rate();
             if options.shuffle {
-                batcher.shuffle();
+                layout.shuffle(&mut batcher, &mut state.rng, comm.rank());
             }
             let (mean_loss, tally) = if comm.size() == 1 {
                 self.train_epoch(
@@ -498,6 +521,7 @@ impl<F: Scalar> Sequential<F> {
             } else {
                 self.train_epoch_shared(
                     comm,
+                    &mut layout,
                     &train,
                     &mut batcher,
                     loss,
@@ -507,7 +531,9 @@ impl<F: Scalar> Sequential<F> {
                     callback,
                 )?
             };
-            state.rng = batcher.rng().clone();
+            if matches!(layout, Layout::Replicated) {
+                state.rng = batcher.rng().clone();
+            }
             let metrics = self.epoch_metrics(
                 comm,
                 mean_loss,
@@ -668,7 +694,8 @@ impl<F: Scalar> Sequential<F> {
             let (val_loss, tally) = if comm.size() == 1 {
                 self.evaluate_tally(val, loss, &options.metrics, ws)?
             } else {
-                self.evaluate_shared(comm, val, loss, &options.metrics, ws)?
+                let sharded = options.sharded;
+                self.evaluate_shared(comm, val, sharded, loss, &options.metrics, ws)?
             };
             metrics.insert("val_loss".to_string(), val_loss);
             for m in &options.metrics {

@@ -422,3 +422,216 @@ fn regression_metrics_are_reduced_over_the_ranks() {
     }
     assert!(ranks[0].epochs[2].metrics["val_r2"] > 0.0);
 }
+
+/// Trains `model(1, batchnorm)` with Adam on `shards.len()` ranks, rank `r` holding the rows
+/// `shards[r]` of [`data`] (with a quarter of them held out for validation when `validate`),
+/// sharded; every rank's weights and history.
+fn train_sharded(
+    shards: &[std::ops::Range<usize>],
+    options: FitOptions,
+    batchnorm: bool,
+    validate: bool,
+) -> Vec<(Vec<f64>, History)> {
+    let (x, y) = data();
+    on_ranks(shards.len(), |comm| {
+        let rows = shards[comm.rank()].clone();
+        let mut m = model(1, batchnorm);
+        let mut opt = Adam::new(0.01).unwrap();
+        let data = Dataset::new(x.slice(ndarray::s![rows.clone(), ..]), &y[rows]).unwrap();
+        let (train, val) = if validate {
+            data.holdout(0.25).unwrap()
+        } else {
+            (data, None)
+        };
+        let o = FitOptions {
+            sharded: true,
+            ..options.clone()
+        };
+        let history = m
+            .fit_distributed(
+                comm,
+                train,
+                val,
+                &Loss::SoftmaxCrossEntropy,
+                &mut opt,
+                &o,
+                &mut (),
+                &mut FitState::new(&o),
+            )
+            .unwrap();
+        (weights(&m), history)
+    })
+}
+
+/// Two ranks with shards of 54 samples each, unshuffled, in global batches of 16 (8 from each):
+/// one process trained on the same global batches (each rank's next 8 samples, rank 0's
+/// first) ends with the same weights to rounding, dropout masks included.
+#[test]
+fn sharded_ranks_train_what_one_process_trains_on_their_batches() {
+    let o = FitOptions {
+        shuffle: false,
+        ..options(4)
+    };
+    let ranks = train_sharded(&[0..54, 54..108], o.clone(), false, false);
+    assert_eq!(ranks[0].0, ranks[1].0, "the ranks' weights differ");
+    let (x, y) = data();
+    let order: Vec<usize> = (0..7)
+        .flat_map(|b| {
+            let a = 8 * b..(8 * b + 8).min(54);
+            a.clone().chain(a.map(|i| 54 + i))
+        })
+        .collect();
+    let xs = x.select(ndarray::Axis(0), &order);
+    let ys: Vec<usize> = order.iter().map(|&i| y[i]).collect();
+    let mut one = model(1, false);
+    let history = one
+        .fit_with(
+            Dataset::new(xs.view(), &ys[..]).unwrap(),
+            None,
+            &Loss::SoftmaxCrossEntropy,
+            &mut Adam::new(0.01).unwrap(),
+            &o,
+            &mut (),
+        )
+        .unwrap();
+    let d = max_rel_diff(&ranks[0].0, &weights(&one));
+    assert!(d <= 1e-12, "sharded against one process: {d:e}");
+    for (a, b) in ranks[0].1.epochs.iter().zip(&history.epochs) {
+        let (got, want) = (a.metrics["loss"], b.metrics["loss"]);
+        assert!((got - want).abs() <= 1e-12 * want.abs(), "{got} vs {want}");
+    }
+}
+
+/// Shards of different sizes, shuffled, with validation shards and BatchNorm (whose remainders
+/// of one sample are left out): every rank ends with the same weights and history, run after
+/// run, and the model learns.
+#[test]
+fn uneven_shards_agree_on_every_rank_run_after_run() {
+    let o = FitOptions {
+        batch_size: 13,
+        ..options(6)
+    };
+    let shards = [0..40, 40..75, 75..108];
+    let a = train_sharded(&shards, o.clone(), true, true);
+    let b = train_sharded(&shards, o, true, true);
+    for rank in 0..3 {
+        assert_eq!(a[rank].0, a[0].0, "rank {rank}");
+        assert_eq!(a[rank].0, b[rank].0, "rank {rank}, second run");
+        let metrics = |h: &History| {
+            h.epochs
+                .iter()
+                .map(|e| e.metrics.clone())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(metrics(&a[rank].1), metrics(&a[0].1));
+    }
+    let epochs = &a[0].1.epochs;
+    assert!(epochs[5].metrics["loss"] < epochs[0].metrics["loss"]);
+    assert!(epochs[5].metrics.contains_key("val_accuracy"));
+    // Other shards of the same data train another model: the layout is the shards'.
+    let c = train_sharded(
+        &[0..54, 54..108],
+        FitOptions {
+            batch_size: 13,
+            ..options(6)
+        },
+        true,
+        true,
+    );
+    assert_ne!(c[0].0, a[0].0);
+}
+
+/// Shards whose features differ, and a batch too small to share, are refused on every rank.
+#[test]
+fn shards_that_cannot_train_together_are_refused() {
+    let (x, y) = data();
+    let o = FitOptions {
+        sharded: true,
+        ..options(1)
+    };
+    let errors = on_ranks(2, |comm| {
+        let cols = if comm.rank() == 1 { 9 } else { 10 };
+        let mut m = model(1, false);
+        let data = Dataset::new(x.slice(ndarray::s![..50, ..cols]), &y[..50]).unwrap();
+        m.fit_distributed(
+            comm,
+            data,
+            None,
+            &Loss::SoftmaxCrossEntropy,
+            &mut Sgd::new(0.1).unwrap(),
+            &o,
+            &mut (),
+            &mut FitState::new(&o),
+        )
+        .unwrap_err()
+        .to_string()
+    });
+    assert!(
+        errors[1].contains("9 features") && errors[1].contains("same features"),
+        "{}",
+        errors[1]
+    );
+    let o = FitOptions { batch_size: 2, ..o };
+    let errors = on_ranks(3, |comm| {
+        let mut m = model(1, false);
+        let data = Dataset::new(x.view(), &y[..]).unwrap();
+        m.fit_distributed(
+            comm,
+            data,
+            None,
+            &Loss::SoftmaxCrossEntropy,
+            &mut Sgd::new(0.1).unwrap(),
+            &o,
+            &mut (),
+            &mut FitState::new(&o),
+        )
+        .unwrap_err()
+        .to_string()
+    });
+    assert!(
+        errors
+            .iter()
+            .all(|e| e.contains("cannot be shared by 3 ranks")),
+        "{errors:?}"
+    );
+}
+
+/// A sharded run stopped after 2 epochs and continued from its state to 5 ends bitwise where
+/// the uninterrupted run does: each epoch's shuffles follow from the state alone.
+#[test]
+fn a_sharded_run_continues_from_its_state_as_if_unbroken() {
+    let (x, y) = data();
+    let ranks = on_ranks(2, |comm| {
+        let rows = if comm.rank() == 0 { 0..60 } else { 60..108 };
+        let data =
+            || Dataset::new(x.slice(ndarray::s![rows.clone(), ..]), &y[rows.clone()]).unwrap();
+        let o = |epochs| FitOptions {
+            sharded: true,
+            ..options(epochs)
+        };
+        let run = |m: &mut Sequential<f64>, opt: &mut Adam, epochs, state: &mut FitState<f64>| {
+            m.fit_distributed(
+                comm,
+                data(),
+                None,
+                &Loss::SoftmaxCrossEntropy,
+                opt,
+                &o(epochs),
+                &mut (),
+                state,
+            )
+            .unwrap()
+        };
+        let (mut whole, mut opt) = (model(1, false), Adam::new(0.01).unwrap());
+        run(&mut whole, &mut opt, 5, &mut FitState::new(&o(5)));
+        let (mut parts, mut opt) = (model(1, false), Adam::new(0.01).unwrap());
+        let mut state = FitState::new(&o(5));
+        run(&mut parts, &mut opt, 2, &mut state);
+        let rest = run(&mut parts, &mut opt, 5, &mut state);
+        assert_eq!(rest.epochs.len(), 3);
+        (weights(&whole), weights(&parts))
+    });
+    for (whole, parts) in &ranks {
+        assert_eq!(whole, parts);
+    }
+}

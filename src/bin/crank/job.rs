@@ -3,6 +3,24 @@
 
 use crate::Result;
 use crank::collective::{Communicator, SingleProcess};
+use std::path::{Path, PathBuf};
+
+/// The placeholder in a data path that makes each rank read a file of its own (a shard).
+pub(crate) const RANK: &str = "{rank}";
+
+/// This rank's file for `path`: `{rank}` replaced by the rank's number, and whether it was
+/// there (the data is sharded).
+pub(crate) fn rank_path(path: &Path, comm: &dyn Communicator) -> (PathBuf, bool) {
+    let text = path.to_string_lossy();
+    if text.contains(RANK) {
+        (
+            PathBuf::from(text.replace(RANK, &comm.rank().to_string())),
+            true,
+        )
+    } else {
+        (path.to_path_buf(), false)
+    }
+}
 
 /// What a rank whose command failed because another rank failed returns: the failing rank
 /// prints the reason, so this one exits non-zero without a message of its own.

@@ -2,6 +2,7 @@
 //! a model is for.
 
 use crate::{Result, ctx};
+use crank::collective::Communicator;
 use crank::data::{Standardizer, Table};
 use crank::metrics::Metric;
 use crank::spec::Preprocessing;
@@ -140,20 +141,31 @@ pub(crate) fn prepare(
     Ok(Prepared { x, classes, values })
 }
 
+/// The preprocessing a model trained on `table` keeps: each feature's mean and standard
+/// deviation (when `standardize`), the class names (for a classifier's loss), the label
+/// column and the loss. With `shards`, `table` is this rank's shard of the data and every rank
+/// calls this: the statistics and classes are those of all the shards together.
 pub(crate) fn fit_preprocessing(
     table: &Table,
     standardize: bool,
     loss: &Loss,
     data: &Path,
+    shards: Option<&dyn Communicator>,
 ) -> Result<Preprocessing> {
     let n = table.features.ncols();
-    let (mean, std) = match Standardizer::fit(table.features.view()) {
-        Ok(s) if standardize => (s.mean.to_vec(), s.std.to_vec()),
-        _ => (vec![0.0; n], vec![1.0; n]),
+    let (mean, std) = match (shards, Standardizer::fit(table.features.view())) {
+        (_, _) if !standardize => (vec![0.0; n], vec![1.0; n]),
+        (Some(comm), _) => shared_standardizer(table, comm)?,
+        (None, Ok(s)) => (s.mean.to_vec(), s.std.to_vec()),
+        (None, Err(_)) => (vec![0.0; n], vec![1.0; n]),
+    };
+    let labels = match shards {
+        Some(comm) => shared_labels(&table.labels, comm)?,
+        None => table.labels.clone(),
     };
     let classes = match loss {
-        Loss::SoftmaxCrossEntropy => Some(class_names(&table.labels)),
-        Loss::BinaryCrossEntropy => Some(binary_class_names(&table.labels, data)?),
+        Loss::SoftmaxCrossEntropy => Some(class_names(&labels)),
+        Loss::BinaryCrossEntropy => Some(binary_class_names(&labels, data)?),
         _ => None,
     };
     Ok(Preprocessing {
@@ -163,6 +175,56 @@ pub(crate) fn fit_preprocessing(
         label: Some(table.label_name.clone()),
         loss: Some(*loss),
     })
+}
+
+/// Each feature's mean and standard deviation (population, 1 where it is 0, as
+/// `Standardizer::fit`) over every rank's shard: sums, then squared deviations, reduced.
+fn shared_standardizer(table: &Table, comm: &dyn Communicator) -> Result<(Vec<f64>, Vec<f64>)> {
+    let x = &table.features;
+    let n = x.ncols();
+    let mut sums = vec![0.0f64; n + 1];
+    for row in x.rows() {
+        sums.iter_mut().zip(row).for_each(|(s, v)| *s += v);
+    }
+    sums[n] = x.nrows() as f64;
+    ctx(comm.all_reduce_f64(&mut sums))?;
+    let count = sums[n].max(1.0);
+    let mean: Vec<f64> = sums[..n].iter().map(|s| s / count).collect();
+    let mut squares = vec![0.0f64; n];
+    for row in x.rows() {
+        for ((s, v), m) in squares.iter_mut().zip(row).zip(&mean) {
+            *s += (v - m) * (v - m);
+        }
+    }
+    ctx(comm.all_reduce_f64(&mut squares))?;
+    let std = squares
+        .iter()
+        .map(|s| (s / count).sqrt())
+        .map(|s| if s > 0.0 { s } else { 1.0 })
+        .collect();
+    Ok((mean, std))
+}
+
+/// The distinct labels of every rank's shard, each rank's in turn from its own broadcast.
+fn shared_labels(labels: &[String], comm: &dyn Communicator) -> Result<Vec<String>> {
+    let mut mine: Vec<&str> = labels.iter().map(String::as_str).collect();
+    mine.sort_unstable();
+    mine.dedup();
+    let mine = serde_json::to_vec(&mine).map_err(|e| e.to_string())?;
+    let mut all = Vec::new();
+    for root in 0..comm.size() {
+        let mut len = [mine.len() as u64];
+        ctx(crank::collective::broadcast(comm, &mut len, root))?;
+        let mut bytes = if root == comm.rank() {
+            mine.clone()
+        } else {
+            vec![0u8; len[0] as usize]
+        };
+        ctx(comm.broadcast(&mut bytes, root))?;
+        let theirs: Vec<String> = serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
+        all.extend(theirs);
+    }
+    Ok(all)
 }
 
 /// Class names from training labels: integers keep their value as the index; any other text

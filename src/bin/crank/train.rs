@@ -48,10 +48,11 @@ pub struct ResumeArgs {
 #[derive(clap::Args)]
 pub struct RunArgs {
     /// Training data: CSV with a header, NumPy `.npz`, or IDX images
-    /// (`*-images-idx3-ubyte[.gz]`).
+    /// (`*-images-idx3-ubyte[.gz]`). Under `mpirun`, `{rank}` in the path gives each rank a
+    /// file of its own, a shard of the data (`--data 'train-{rank}.csv'`).
     #[arg(long)]
     pub data: PathBuf,
-    /// Validation data, in the same form.
+    /// Validation data, in the same form (`{rank}` too).
     #[arg(long, conflicts_with = "val_fraction")]
     pub val: Option<PathBuf>,
     /// Hold out this fraction of the training data for validation.
@@ -79,7 +80,7 @@ pub(crate) fn train(args: TrainArgs, comm: &dyn Communicator) -> Result<()> {
         plot: plot_path,
         run,
     } = args;
-    let (mut model, training, train) = job::agree(comm, set_up(&config, label, &run))?;
+    let (mut model, training, train) = set_up(&config, label, &run, comm)?;
     let mut optimizer = ctx(training.optimizer.build())?;
     let mut state = FitState::new(&training.fit);
     let h = fit_and_save(
@@ -106,22 +107,61 @@ pub(crate) fn train(args: TrainArgs, comm: &dyn Communicator) -> Result<()> {
     ))
 }
 
-/// Reads the model file and the data for `train`: the model with its preprocessing, the
-/// training settings and the prepared training data.
+/// Reads the model file and the data for `train` on every rank: the model with its
+/// preprocessing, the training settings and the prepared training data. With `{rank}` in the
+/// data's path each rank reads its own shard, and the preprocessing is fitted on all of them.
 fn set_up(
     config: &Path,
     label: Option<String>,
     run: &RunArgs,
+    comm: &dyn Communicator,
 ) -> Result<(Sequential<f32>, Training, Prepared)> {
-    let (mut spec, mut training) = read_config(config)?;
-    apply(&run.overrides, &mut spec, &mut training)?;
-    if run.val_fraction.is_some() {
-        training.fit.validation_fraction = run.val_fraction;
+    let read = || {
+        let (mut spec, mut training) = read_config(config)?;
+        apply(&run.overrides, &mut spec, &mut training)?;
+        if run.val_fraction.is_some() {
+            training.fit.validation_fraction = run.val_fraction;
+        }
+        let (data, sharded) = job::rank_path(&run.data, comm);
+        training.fit.sharded = sharded;
+        let table = ctx(Table::read(&data, label.as_deref()))?;
+        Ok((spec, training, data, table))
+    };
+    let (spec, training, data, table) = job::agree(comm, read())?;
+    let shards = training.fit.sharded.then_some(comm);
+    if shards.is_some() {
+        // The shards' statistics are summed over the ranks: the sums must be as long.
+        let (mine, mut first) = (table.features.ncols() as u64, [0u64]);
+        first[0] = mine;
+        ctx(crank::collective::broadcast(comm, &mut first, 0))?;
+        let same = if mine == first[0] {
+            Ok(())
+        } else {
+            Err(format!(
+                "{}: {mine} feature columns, but rank 0's shard has {}",
+                data.display(),
+                first[0]
+            ))
+        };
+        job::agree(comm, same)?;
     }
-    let data = &run.data;
-    let table = ctx(Table::read(data, label.as_deref()))?;
-    let pre = fit_preprocessing(&table, training.standardize, &training.loss, data)?;
-    let mut model = ctx(Sequential::<f32>::from_spec(&spec))?;
+    let model = fit_preprocessing(&table, training.standardize, &training.loss, &data, shards)
+        .and_then(|pre| model_for(config, &spec, &training, &data, &table, pre));
+    let (model, train) = job::agree(comm, model)?;
+    Ok((model, training, train))
+}
+
+/// The model of `spec` with preprocessing `pre`, checked against the data it trains on, and
+/// that data prepared.
+fn model_for(
+    config: &Path,
+    spec: &crank::spec::ModelSpec,
+    training: &Training,
+    data: &Path,
+    table: &Table,
+    pre: crank::spec::Preprocessing,
+) -> Result<(Sequential<f32>, Prepared)> {
+    let mut model = ctx(Sequential::<f32>::from_spec(spec))?;
     if model.input_size() != table.features.ncols() {
         return Err(format!(
             "{}: the first layer takes {} inputs, but {} has {} feature columns",
@@ -154,14 +194,14 @@ fn set_up(
         _ => {}
     }
     ctx(model.set_preprocessing(Some(pre.clone())))?;
-    let train = prepare(&table, &pre, data, true)?;
-    Ok((model, training, train))
+    let train = prepare(table, &pre, data, true)?;
+    Ok((model, train))
 }
 
 /// Continues a run from its checkpoint (on any number of ranks).
 pub(crate) fn resume(args: ResumeArgs, comm: &dyn Communicator) -> Result<()> {
     let ResumeArgs { from, config, run } = args;
-    let set_up = job::agree(comm, set_up_resume(&from, &config, &run))?;
+    let set_up = job::agree(comm, set_up_resume(&from, &config, &run, comm))?;
     let (mut model, training, fit, mut state, train, ckpt_optimizer) = match set_up {
         Ok(resumed) => resumed,
         Err(_) if comm.rank() != 0 => return Ok(()),
@@ -217,6 +257,7 @@ fn set_up_resume(
     from: &Path,
     config: &Path,
     run: &RunArgs,
+    comm: &dyn Communicator,
 ) -> Result<std::result::Result<Resumed, usize>> {
     let (mut spec, mut training) = read_config(config)?;
     apply(&run.overrides, &mut spec, &mut training)?;
@@ -252,7 +293,9 @@ fn set_up_resume(
         ));
     }
     let pre = preprocessing_of(&model);
-    let train = read_prepared(&run.data, pre.label.as_deref(), &pre)?;
+    let (data, sharded) = job::rank_path(&run.data, comm);
+    fit.sharded = sharded;
+    let train = read_prepared(&data, pre.label.as_deref(), &pre)?;
     Ok(Ok((model, training, fit, state, train, ckpt.optimizer)))
 }
 
@@ -275,7 +318,7 @@ fn fit_and_save(
     let val = run
         .val
         .as_deref()
-        .map(|p| read_prepared(p, pre.label.as_deref(), &pre))
+        .map(|p| read_prepared(&job::rank_path(p, comm).0, pre.label.as_deref(), &pre))
         .transpose();
     let val = job::agree(comm, val)?;
     let mut fit = fit.clone();
