@@ -195,9 +195,8 @@ struct Products<F> {
 /// data flow: forward, each layer's product reading the output the layer before just wrote;
 /// then, unless it is inference, backward from the last layer, each layer's weight gradient and
 /// input gradient (not the first layer's) from the input gradient the layer above just wrote.
-/// A bound whose products each read arrays of their own finds its inputs colder in cache than
-/// the step does: M inference with `matrixmultiply` on a Zen 5 ran its step in 0.89–0.96× such a
-/// bound's time, and in 0.96–1.02× this one's (2026-12-02).
+/// A bound whose products each read arrays of their own would find its inputs colder in cache
+/// than the step does (BENCHMARKS.md has the comparison).
 fn gemm_only<'a, F: Scalar>(w: &'a Workload) -> Runner<'a> {
     let b = w.batch;
     let input = data::<F>(b, w.sizes[0], 0);
