@@ -74,16 +74,25 @@ fn fit_sgd(
     data: Dataset<'_, f64>,
     epochs: usize,
 ) -> crank::Result<History> {
-    let o = options(epochs);
+    fit_sgd_with(comm, m, data, &options(epochs))
+}
+
+/// [`fit_sgd`] with options `o`.
+fn fit_sgd_with(
+    comm: &dyn Communicator,
+    m: &mut Sequential<f64>,
+    data: Dataset<'_, f64>,
+    o: &FitOptions,
+) -> crank::Result<History> {
     m.fit_distributed(
         comm,
         data,
         None,
         &Loss::SoftmaxCrossEntropy,
         &mut Sgd::new(0.1).unwrap(),
-        &o,
+        o,
         &mut (),
-        &mut FitState::new(&o),
+        &mut FitState::new(o),
     )
 }
 
@@ -123,16 +132,7 @@ fn train(size: usize, epochs: usize, batchnorm: bool) -> Vec<(Vec<f64>, History)
                 &o,
                 &mut (),
             ),
-            Some(c) => m.fit_distributed(
-                c,
-                train,
-                val,
-                &Loss::SoftmaxCrossEntropy,
-                &mut opt,
-                &o,
-                &mut (),
-                &mut FitState::new(&o),
-            ),
+            Some(c) => fit_adam(c, &mut m, &mut opt, (train, val), &o),
         }
         .unwrap();
         (weights(&m), history)
@@ -447,20 +447,33 @@ fn train_sharded(
             sharded: true,
             ..options.clone()
         };
-        let history = m
-            .fit_distributed(
-                comm,
-                train,
-                val,
-                &Loss::SoftmaxCrossEntropy,
-                &mut opt,
-                &o,
-                &mut (),
-                &mut FitState::new(&o),
-            )
-            .unwrap();
+        let history = fit_adam(comm, &mut m, &mut opt, (train, val), &o).unwrap();
         (weights(&m), history)
     })
+}
+
+/// `fit_distributed` of `m` with `opt` on training and validation data, from a new state.
+fn fit_adam(
+    comm: &dyn Communicator,
+    m: &mut Sequential<f64>,
+    opt: &mut Adam,
+    sets: (Dataset<'_, f64>, Option<Dataset<'_, f64>>),
+    o: &FitOptions,
+) -> crank::Result<History> {
+    fit_adam_from(comm, m, opt, sets, o, &mut FitState::new(o))
+}
+
+/// [`fit_adam`] from `state`.
+fn fit_adam_from(
+    comm: &dyn Communicator,
+    m: &mut Sequential<f64>,
+    opt: &mut Adam,
+    (train, val): (Dataset<'_, f64>, Option<Dataset<'_, f64>>),
+    o: &FitOptions,
+    state: &mut FitState<f64>,
+) -> crank::Result<History> {
+    let loss = Loss::SoftmaxCrossEntropy;
+    m.fit_distributed(comm, train, val, &loss, opt, o, &mut (), state)
 }
 
 /// Two ranks with shards of 54 samples each, unshuffled, in global batches of 16 (8 from each):
@@ -553,18 +566,9 @@ fn shards_that_cannot_train_together_are_refused() {
         let cols = if comm.rank() == 1 { 9 } else { 10 };
         let mut m = model(1, false);
         let data = Dataset::new(x.slice(ndarray::s![..50, ..cols]), &y[..50]).unwrap();
-        m.fit_distributed(
-            comm,
-            data,
-            None,
-            &Loss::SoftmaxCrossEntropy,
-            &mut Sgd::new(0.1).unwrap(),
-            &o,
-            &mut (),
-            &mut FitState::new(&o),
-        )
-        .unwrap_err()
-        .to_string()
+        fit_sgd_with(comm, &mut m, data, &o)
+            .unwrap_err()
+            .to_string()
     });
     assert!(
         errors[1].contains("9 features") && errors[1].contains("same features"),
@@ -575,18 +579,9 @@ fn shards_that_cannot_train_together_are_refused() {
     let errors = on_ranks(3, |comm| {
         let mut m = model(1, false);
         let data = Dataset::new(x.view(), &y[..]).unwrap();
-        m.fit_distributed(
-            comm,
-            data,
-            None,
-            &Loss::SoftmaxCrossEntropy,
-            &mut Sgd::new(0.1).unwrap(),
-            &o,
-            &mut (),
-            &mut FitState::new(&o),
-        )
-        .unwrap_err()
-        .to_string()
+        fit_sgd_with(comm, &mut m, data, &o)
+            .unwrap_err()
+            .to_string()
     });
     assert!(
         errors
@@ -610,17 +605,7 @@ fn a_sharded_run_continues_from_its_state_as_if_unbroken() {
             ..options(epochs)
         };
         let run = |m: &mut Sequential<f64>, opt: &mut Adam, epochs, state: &mut FitState<f64>| {
-            m.fit_distributed(
-                comm,
-                data(),
-                None,
-                &Loss::SoftmaxCrossEntropy,
-                opt,
-                &o(epochs),
-                &mut (),
-                state,
-            )
-            .unwrap()
+            fit_adam_from(comm, m, opt, (data(), None), &o(epochs), state).unwrap()
         };
         let (mut whole, mut opt) = (model(1, false), Adam::new(0.01).unwrap());
         run(&mut whole, &mut opt, 5, &mut FitState::new(&o(5)));

@@ -205,13 +205,18 @@ fn a_quantized_model_cannot_be_trained_or_saved_where_it_does_not_fit() {
     }
 }
 
-#[test]
-fn hostile_quantized_files_get_errors_that_say_where() {
-    let model = Sequential::<f32>::builder(3)
+/// 3 → 4 (ReLU, named `hidden`) → 2.
+fn small_model() -> Sequential<f32> {
+    Sequential::<f32>::builder(3)
         .dense_named("hidden", 4, Activation::Relu)
         .dense(2, Activation::Identity)
         .build()
-        .unwrap();
+        .unwrap()
+}
+
+#[test]
+fn hostile_quantized_files_get_errors_that_say_where() {
+    let model = small_model();
     let int8 = model.quantize(Precision::Int8).unwrap();
     let json = String::from_utf8(int8.to_bytes(Format::Json).unwrap()).unwrap();
     let mut doc: serde_json::Value = serde_json::from_str(&json).unwrap();
@@ -443,11 +448,7 @@ fn a_calibrated_range_saturates_and_matches_a_row_whose_own_range_it_is() {
 
 #[test]
 fn calibration_and_calibrated_files_refuse_what_they_cannot_use() {
-    let model = Sequential::<f32>::builder(3)
-        .dense_named("hidden", 4, Activation::Relu)
-        .dense(2, Activation::Identity)
-        .build()
-        .unwrap();
+    let model = small_model();
     let err = model
         .quantize_static(Array2::zeros((4, 5)).view())
         .unwrap_err();
