@@ -100,8 +100,9 @@ impl Layout {
 }
 
 impl<F: Scalar> Sequential<F> {
-    /// Starts a data-parallel run: checks that every rank holds data of the same size and a
-    /// model of the same size, and gives every rank rank 0's weights, statistics and step count.
+    /// Starts a data-parallel run: checks that every rank holds data of the same size (sharded:
+    /// of the same features, and a validation set if rank 0 has one) and a model of the same
+    /// size, and gives every rank rank 0's weights, statistics and step count.
     pub(super) fn join_ranks(
         &mut self,
         comm: &dyn Communicator,
