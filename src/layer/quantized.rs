@@ -65,16 +65,6 @@ impl Bf16DenseSpec {
     }
 }
 
-/// Whether `range` can be an input range: finite ends that hold 0.
-fn check_range(range: Option<[f32; 2]>) -> std::result::Result<(), String> {
-    match range {
-        Some([lo, hi]) if !(lo.is_finite() && hi.is_finite() && lo <= 0.0 && hi >= 0.0) => Err(
-            format!("field `input_range` = [{lo}, {hi}]: the ends must be finite and hold 0"),
-        ),
-        _ => Ok(()),
-    }
-}
-
 /// The parts both kinds' descriptions share.
 macro_rules! quantized_config {
     ($spec:ty, $kind:literal, $tensors:expr, $precision:expr) => {
@@ -85,7 +75,7 @@ macro_rules! quantized_config {
             declared_name_and_input!();
 
             fn check(&self) -> std::result::Result<(), String> {
-                check_range(self.calibrated_range())
+                crate::quant::check_input_range(self.calibrated_range())
             }
 
             fn output_size(&self, _input_size: usize) -> usize {

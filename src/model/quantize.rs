@@ -1,8 +1,9 @@
 //! A trained model's copy for inference in int8 or bf16.
 
 use super::*;
-use crate::layer::{quantized_spec, quantized_tensors};
+use crate::layer::{Int8DenseSpec, LayerConfig, quantized_spec, quantized_tensors};
 use crate::quant::{Histogram, Precision};
+use crate::spec::DenseSpec;
 
 impl<F: Scalar> Sequential<F> {
     /// The reduced precision of the model's layers, if [`quantize`](Self::quantize) made it:
@@ -176,5 +177,6 @@ fn layer_weights(layer: &LayerSpec) -> &'static str {
 
 /// Whether calibration observes `layer`'s inputs: a Dense or int8 layer's.
 fn observed<F: Scalar>(layer: &dyn Layer<F>) -> bool {
-    matches!(layer.kind(), "Dense" | "Int8Dense")
+    let kind = layer.kind();
+    kind == DenseSpec::KIND || kind == Int8DenseSpec::KIND
 }

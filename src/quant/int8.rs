@@ -180,6 +180,17 @@ pub(crate) fn affine(lo: f32, hi: f32, levels: u8) -> (f32, u8) {
     (scale, zero as u8)
 }
 
+/// Whether `range` can be a calibrated input range: finite ends that hold 0. The one check,
+/// for files (`Int8Dense`'s `input_range`) and for the product alike.
+pub(crate) fn check_input_range(range: Option<[f32; 2]>) -> std::result::Result<(), String> {
+    match range {
+        Some([lo, hi]) if !(lo.is_finite() && hi.is_finite() && lo <= 0.0 && hi >= 0.0) => Err(
+            format!("field `input_range` = [{lo}, {hi}]: the ends must be finite and hold 0"),
+        ),
+        _ => Ok(()),
+    }
+}
+
 /// `x ↦ clamp(round(x / scale) + zero, 0, levels)`.
 #[derive(Debug, Clone, Copy)]
 struct Affine {
@@ -295,10 +306,9 @@ pub(crate) struct Int8Weights {
     /// Each column's sum of codes, zero-padded to whole panels: `Σ (a − z)·w = Σ a·w − z·Σ w`
     /// takes the rows' zero points out after the product.
     column_sums: Vec<i32>,
-    /// A calibrated range of the inputs, if any, and the scale and zero point it gives on this
-    /// kernel: every row is quantized with them instead of its own.
+    /// A calibrated range of the inputs, if any: every row is quantized with its scale and
+    /// zero point ([`fixed`](Self::fixed)) instead of its own.
     input_range: Option<[f32; 2]>,
-    fixed: Option<(f32, u8)>,
     kernel: Kernel,
     packed: Packed,
 }
@@ -396,7 +406,6 @@ impl Int8Weights {
             scales,
             column_sums,
             input_range: None,
-            fixed: None,
             kernel,
             packed,
         })
@@ -406,21 +415,20 @@ impl Int8Weights {
     /// finite, `lo ≤ 0 ≤ hi`: a calibrated range of the inputs), instead of each row's own;
     /// `None` goes back to each row's own.
     pub fn with_input_range(mut self, range: Option<[f32; 2]>) -> Result<Self> {
-        if let Some([lo, hi]) = range
-            && !(lo.is_finite() && hi.is_finite() && lo <= 0.0 && hi >= 0.0)
-        {
-            return Err(Error::Config(format!(
-                "input range [{lo}, {hi}]: the ends must be finite and hold 0"
-            )));
-        }
+        check_input_range(range).map_err(Error::Config)?;
         self.input_range = range;
-        self.fixed = range.map(|[lo, hi]| affine(lo, hi, self.kernel.levels()));
         Ok(self)
     }
 
     /// The calibrated input range, if any.
     pub fn input_range(&self) -> Option<[f32; 2]> {
         self.input_range
+    }
+
+    /// The scale and zero point of the calibrated range on this product's kernel, if any.
+    fn fixed(&self) -> Option<(f32, u8)> {
+        let levels = self.kernel.levels();
+        self.input_range.map(|[lo, hi]| affine(lo, hi, levels))
     }
 
     /// The largest activation code of this product's kernel.
@@ -479,12 +487,13 @@ impl Int8Weights {
     ) -> std::result::Result<bool, Failed> {
         let (k, n) = (self.inputs, self.outputs);
         let rows = scales.len();
+        let (levels, fixed) = (self.kernel.levels(), self.fixed());
         let fused = match &self.packed {
             #[cfg(target_arch = "x86_64")]
             Packed::Vnni(panels) => {
                 let k4 = k.next_multiple_of(4);
                 let a = grow(codes, rows * k4);
-                quantize_rows(x, k, k4, self.kernel.levels(), self.fixed, a, scales, zeros)
+                quantize_rows(x, k, k4, levels, fixed, a, scales, zeros)
                     .map_err(Failed::NonFinite)?;
                 let epilogue = vnni::Epilogue {
                     column_sums: &self.column_sums,
@@ -511,7 +520,7 @@ impl Int8Weights {
             }
             Packed::Rten(packed) => {
                 let a = grow(codes, rows * k);
-                quantize_rows(x, k, k, self.kernel.levels(), self.fixed, a, scales, zeros)
+                quantize_rows(x, k, k, levels, fixed, a, scales, zeros)
                     .map_err(Failed::NonFinite)?;
                 let sums = grow(sums, rows * n);
                 let a = NdTensorView::try_from_data([rows, k], &*a)

@@ -29,7 +29,7 @@ mod tests;
 pub(crate) use bf16::Bf16Weights;
 pub use bf16::{bf16_to_f32, f32_to_bf16};
 pub(crate) use calibrate::Histogram;
-pub(crate) use int8::{Int8Weights, quantize_weights};
+pub(crate) use int8::{Int8Weights, check_input_range, quantize_weights};
 
 use crate::Scalar;
 use serde::{Deserialize, Serialize};

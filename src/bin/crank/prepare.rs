@@ -153,11 +153,12 @@ pub(crate) fn fit_preprocessing(
     shards: Option<&dyn Communicator>,
 ) -> Result<Preprocessing> {
     let n = table.features.ncols();
-    let (mean, std) = match (shards, Standardizer::fit(table.features.view())) {
-        (_, _) if !standardize => (vec![0.0; n], vec![1.0; n]),
-        (Some(comm), _) => shared_standardizer(table, comm)?,
-        (None, Ok(s)) => (s.mean.to_vec(), s.std.to_vec()),
-        (None, Err(_)) => (vec![0.0; n], vec![1.0; n]),
+    let identity = || (vec![0.0; n], vec![1.0; n]);
+    let (mean, std) = match shards {
+        _ if !standardize => identity(),
+        Some(comm) => shared_standardizer(table, comm)?,
+        None => Standardizer::fit(table.features.view())
+            .map_or_else(|_| identity(), |s| (s.mean.to_vec(), s.std.to_vec())),
     };
     let labels = match shards {
         Some(comm) => shared_labels(&table.labels, comm)?,

@@ -131,8 +131,8 @@ fn set_up(
     let shards = training.fit.sharded.then_some(comm);
     if shards.is_some() {
         // The shards' statistics are summed over the ranks: the sums must be as long.
-        let (mine, mut first) = (table.features.ncols() as u64, [0u64]);
-        first[0] = mine;
+        let mine = table.features.ncols() as u64;
+        let mut first = [mine];
         ctx(crank::collective::broadcast(comm, &mut first, 0))?;
         let same = if mine == first[0] {
             Ok(())
