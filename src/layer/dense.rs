@@ -4,7 +4,7 @@ use super::{
     Build, Layer, LayerConfig, LayerSpec, Mode, Param, Tensor, TensorData, check_width,
     declared_name_and_input,
 };
-use crate::buffer::Buffer;
+use crate::buffer::{Buffer, matrix};
 use crate::gemm::{self, gemm};
 use crate::{Activation, Error, Result, Scalar, kernels};
 use ndarray::{Array1, Array2, ArrayView1, ArrayView2, ArrayViewMut2, CowArray, Ix2};
@@ -296,7 +296,7 @@ impl<F: Scalar> Dense<F> {
         let folded = sgd.is_some_and(|(lr, input_max)| {
             folding_is_safe(&input, delta, db, lr * inv_batch, input_max)
         });
-        let delta = ArrayView2::from_shape((batch, n_out), delta).expect("delta is (batch, out)");
+        let delta = matrix(delta, batch, n_out);
         if !folded {
             gemm(
                 inv_batch,
@@ -524,7 +524,7 @@ impl<F: Scalar> Layer<F> for Dense<F> {
         let inv_batch = F::one() / F::of(batch as f64);
         let g = g.as_slice().expect("standard layout is contiguous");
         let delta = delta(self.activation, &self.delta, g);
-        let delta = ArrayView2::from_shape((batch, n_out), delta).expect("delta is (batch, out)");
+        let delta = matrix(delta, batch, n_out);
         gemm(
             -(lr * inv_batch),
             input_transposed(&input, n_out, &mut self.input_t),

@@ -1,7 +1,7 @@
 //! Inference: predictions, evaluation and accuracy, with a caller-owned workspace.
 
 use super::*;
-use ndarray::ArrayViewMut2;
+use crate::buffer::{matrix, matrix_mut};
 
 impl<F: Scalar> Sequential<F> {
     /// A [`Workspace`] for [`predict_with`](Self::predict_with).
@@ -96,14 +96,13 @@ impl<F: Scalar> Sequential<F> {
             } else {
                 &mut dst[..rows * w]
             };
-            let target = ArrayViewMut2::from_shape((rows, w), target).expect("sized above");
+            let target = matrix_mut(target, rows, w);
             if i == 0 {
                 if layer.infer_first(x, target)? != Some(true) {
                     self.check_input(&x, None)?;
                 }
             } else {
-                let input = ArrayView2::from_shape((rows, width), &src[..rows * width]);
-                layer.infer(input.expect("sized above"), target)?;
+                layer.infer(matrix(&src[..rows * width], rows, width), target)?;
             }
             std::mem::swap(&mut src, &mut dst);
             width = w;
