@@ -66,11 +66,7 @@ fn map_inplace_chunk<F: Scalar>(a: &mut [F], f: &impl Fn(F) -> F) {
 /// `a[i] = f(a[i])`, returning whether every `a[i]` was finite before: [`all_finite`] and
 /// [`map_inplace`] chunk by chunk, so that the map finds each chunk still in cache.
 pub fn map_inplace_finite<F: Scalar>(a: &mut [F], f: impl Fn(F) -> F + Sync) -> bool {
-    let chunk = |a: &mut [F]| {
-        let finite = finite_chunk(a);
-        map_inplace_chunk(a, &f);
-        finite
-    };
+    let chunk = |a: &mut [F]| map_inplace_finite_chunk(a, &f);
     if !parallel(a.len()) {
         a.chunks_mut(CHUNK).map(chunk).fold(true, |all, c| all & c)
     } else {
@@ -78,6 +74,14 @@ pub fn map_inplace_finite<F: Scalar>(a: &mut [F], f: impl Fn(F) -> F + Sync) -> 
             .map(chunk)
             .reduce(|| true, |all, c| all & c)
     }
+}
+
+/// One chunk of [`map_inplace_finite`]: the scan, then the map, in one call.
+#[multiversion(targets("x86_64+avx2+fma"))]
+fn map_inplace_finite_chunk<F: Scalar>(a: &mut [F], f: &impl Fn(F) -> F) -> bool {
+    let finite = scan::<F, false>(a).is_some();
+    a.iter_mut().for_each(|x| *x = f(*x));
+    finite
 }
 
 /// `out[i] = f(a[i], b[i])`.

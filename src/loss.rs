@@ -323,10 +323,10 @@ fn softmax_ce_with_grad<F: Scalar>(y: &[F], k: usize, g: &mut [F], target: Rows<
 /// when it compiles, each row's loops are unrolled: a row of a few logits is a handful of
 /// instructions instead of loops whose overhead is most of their work.
 ///
-/// All of the batch's exponentials go through one vectorised kernel pass over `g` (a row of a
-/// few logits is too short for vector code of its own): first `g ← y − max` per row, then
-/// `g ← exp g`, then per row the sum, the loss and the gradient in place. Class targets take a
-/// shorter path to the same values (see below).
+/// The rows go in blocks of 64, whose exponentials take one vectorised kernel pass (a row of a
+/// few logits is too short for vector code of its own): per row `g ← y − max`, then
+/// `g ← exp g` over the block, then per row the sum, the loss and the gradient in place. Class
+/// targets take a shorter path to the same values (see below).
 #[inline(always)]
 fn softmax_ce_rows<F: Scalar, const K: usize>(
     y: &[F],
@@ -335,20 +335,26 @@ fn softmax_ce_rows<F: Scalar, const K: usize>(
     target: Rows<'_, F>,
 ) -> F {
     let k = if K == 0 { k } else { K };
-    for (yi, gi) in y.chunks_exact(k).zip(g.chunks_exact_mut(k)) {
-        let max = row_max(yi);
-        gi.iter_mut().zip(yi).for_each(|(g, &x)| *g = x - max);
-    }
-    kernels::map_inplace(g, F::exp_vec);
-    // Per block of rows: the sums of the exponentials, their logarithms in one pass (which
-    // vectorises), then each row's loss and gradient.
+    // The logarithms of a block's sums take one pass (which vectorises). The losses are added
+    // up after the rows, in row order: a running total carried through the row loop would make
+    // that loop wait on each addition.
     const BLOCK: usize = 64;
-    let (mut sums, mut logs) = ([F::zero(); BLOCK], [F::zero(); BLOCK]);
+    let mut maxes = [F::zero(); BLOCK];
+    let (mut sums, mut logs, mut losses) = (maxes, maxes, maxes);
     let mut total = F::zero();
     let blocks = y.chunks(BLOCK * k).zip(g.chunks_mut(BLOCK * k));
     for (b, (yb, gb)) in blocks.enumerate() {
         let rows = yb.len() / k;
-        let (sums, logs) = (&mut sums[..rows], &mut logs[..rows]);
+        let (maxes, sums) = (&mut maxes[..rows], &mut sums[..rows]);
+        let (logs, losses) = (&mut logs[..rows], &mut losses[..rows]);
+        for (m, (yi, gi)) in maxes
+            .iter_mut()
+            .zip(yb.chunks_exact(k).zip(gb.chunks_exact_mut(k)))
+        {
+            *m = row_max(yi);
+            gi.iter_mut().zip(yi).for_each(|(g, &x)| *g = x - *m);
+        }
+        kernels::map_inplace(gb, F::exp_vec);
         for (s, gi) in sums.iter_mut().zip(gb.chunks_exact(k)) {
             *s = gi.iter().fold(F::zero(), |s, &e| s + e);
         }
@@ -357,11 +363,8 @@ fn softmax_ce_rows<F: Scalar, const K: usize>(
         }
         for (r, (yi, gi)) in yb.chunks_exact(k).zip(gb.chunks_exact_mut(k)).enumerate() {
             let (i, sum_exp) = (b * BLOCK + r, sums[r]);
-            // The row's maximum again rather than kept from the first loop: a pass over `k`
-            // values in cache costs less than a buffer of one per row, which would have to be
-            // allocated.
-            let lse = row_max(yi) + logs[r];
-            total += match target {
+            let lse = maxes[r] + logs[r];
+            losses[r] = match target {
                 // One-hot: the loss is `lse − y_c` and the gradient `softmax − onehot`. These are
                 // bitwise the values of the general form below, whose zero targets add exact
                 // zeros and whose `Σⱼ tⱼ` is exactly 1, without a target lookup per logit.
@@ -384,6 +387,7 @@ fn softmax_ce_rows<F: Scalar, const K: usize>(
                 }
             };
         }
+        total = losses.iter().fold(total, |t, &l| t + l);
     }
     total
 }

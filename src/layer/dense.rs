@@ -225,6 +225,8 @@ impl<F: Scalar> Dense<F> {
 }
 
 impl<F: Scalar> Dense<F> {
+    #[cold]
+    #[inline(never)]
     fn backward_shape_error(&self, input: &ArrayView2<'_, F>, grad: &ArrayView2<'_, F>) -> Error {
         let (batch, n_out) = self.z.shape();
         Error::shape(
@@ -320,6 +322,17 @@ impl<F: Scalar> Dense<F> {
         Ok(folded)
     }
 
+    /// The error of an output buffer that is not a contiguous `(batch, outputs)`, out of line.
+    #[cold]
+    #[inline(never)]
+    fn output_buffer_error(&self, batch: usize, dim: (usize, usize)) -> Error {
+        Error::shape(
+            format!("layer {} output buffer", self.name),
+            format!("contiguous ({batch}, {})", self.output_size()),
+            format!("{dim:?}"),
+        )
+    }
+
     /// Inference up to the activation: checks the shapes and writes `x·W + b` into `out`,
     /// returning it as a slice for the activation's pass.
     fn pre_activation<'o>(
@@ -329,11 +342,7 @@ impl<F: Scalar> Dense<F> {
     ) -> Result<&'o mut [F]> {
         check_width(&self.name, "input", self.input_size(), &input)?;
         if out.dim() != (input.nrows(), self.output_size()) || !out.is_standard_layout() {
-            return Err(Error::shape(
-                format!("layer {} output buffer", self.name),
-                format!("contiguous ({}, {})", input.nrows(), self.output_size()),
-                format!("{:?}", out.dim()),
-            ));
+            return Err(self.output_buffer_error(input.nrows(), out.dim()));
         }
         affine(input, &self.weights, &self.biases, out.view_mut());
         Ok(out.as_slice_mut().expect("checked standard layout"))

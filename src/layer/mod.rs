@@ -47,13 +47,21 @@ pub(crate) fn check_width<F>(
     input: &ArrayView2<'_, F>,
 ) -> Result<()> {
     if input.ncols() != size {
-        return Err(Error::shape(
-            format!("layer {name} {what}"),
-            format!("(batch, {size})"),
-            format!("{:?}", input.dim()),
-        ));
+        return Err(width_error(name, what, size, input.dim()));
     }
     Ok(())
+}
+
+/// [`check_width`]'s error, out of line: the check runs on every layer call, the error hardly
+/// ever.
+#[cold]
+#[inline(never)]
+fn width_error(name: &str, what: &str, size: usize, dim: (usize, usize)) -> Error {
+    Error::shape(
+        format!("layer {name} {what}"),
+        format!("(batch, {size})"),
+        format!("{dim:?}"),
+    )
 }
 
 /// One layer from its description (the numpy design's `from_dict` for a layer), with fresh weights
