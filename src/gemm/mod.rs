@@ -103,21 +103,25 @@ pub fn gemm<F: Scalar>(
 /// registers as it writes `c`; a larger one copies the bias into `c`'s rows and the product adds
 /// onto them (`beta = 1`). Either way each element is `(a · b)ᵢⱼ + biasⱼ`, rounded once more,
 /// as [`gemm`] would give it with `c` filled with the bias and `beta = 1`.
+///
+/// The operands go by reference: a one-sample prediction is a few of these small calls, where
+/// copying the views costs more than it seems (the copy reads back what was just written field by
+/// field, and the processor cannot forward such stores to a wider load).
 #[inline]
 pub(crate) fn affine<F: Scalar>(
-    a: ArrayView2<'_, F>,
-    b: ArrayView2<'_, F>,
+    a: &ArrayView2<'_, F>,
+    b: &ArrayView2<'_, F>,
     bias: &[F],
-    mut c: ArrayViewMut2<'_, F>,
+    c: &mut ArrayViewMut2<'_, F>,
 ) {
     debug_assert_eq!(bias.len(), b.ncols());
     let (m, n) = c.dim();
-    if m * a.ncols() * n <= SMALL_GEMM && small_gemm(F::one(), &a, &b, Addend::Row(bias), &mut c) {
+    if m * a.ncols() * n <= SMALL_GEMM && small_gemm(F::one(), a, b, Addend::Row(bias), c) {
         return;
     }
     let out = c.as_slice_mut().expect("the output is in standard layout");
     kernels::broadcast_rows(out, bias);
-    gemm(F::one(), a, b, F::one(), c);
+    gemm(F::one(), a.view(), b.view(), F::one(), c.view_mut());
 }
 
 /// Whether `xᵀ·b`, with `x` a row-major `(k, m)` array and `b` `(k, n)`, runs faster as a
@@ -254,7 +258,7 @@ mod tests {
                 let mut want = Array2::from_shape_fn((m, n), |(_, j)| bias[j]);
                 gemm(1.0, a, b, 1.0, want.view_mut());
                 let mut got = Array2::from_elem((m, n), f32::NAN);
-                affine(a, b, &bias, got.view_mut());
+                affine(&a, &b, &bias, &mut got.view_mut());
                 let same = got
                     .iter()
                     .zip(&want)

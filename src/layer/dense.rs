@@ -344,7 +344,7 @@ impl<F: Scalar> Dense<F> {
         if out.dim() != (input.nrows(), self.output_size()) || !out.is_standard_layout() {
             return Err(self.output_buffer_error(input.nrows(), out.dim()));
         }
-        affine(input, &self.weights, &self.biases, out.view_mut());
+        affine(&input, &self.weights, &self.biases, out);
         Ok(out.as_slice_mut().expect("checked standard layout"))
     }
 }
@@ -381,13 +381,13 @@ fn input_transposed<'a, F: Scalar>(
 /// `out = x·W + b` ([`gemm::affine`]), for training's forward and inference alike. `out` is
 /// `(batch, out)` in standard layout.
 fn affine<F: Scalar>(
-    input: ArrayView2<'_, F>,
+    input: &ArrayView2<'_, F>,
     weights: &Array2<F>,
     biases: &Array1<F>,
-    out: ArrayViewMut2<'_, F>,
+    out: &mut ArrayViewMut2<'_, F>,
 ) {
     let bias = biases.as_slice().expect("biases are contiguous");
-    gemm::affine(input, weights.view(), bias, out);
+    gemm::affine(input, &weights.view(), bias, out);
 }
 
 /// Whether folding the update into the weight-gradient product saves more than it costs. It
@@ -469,7 +469,7 @@ impl<F: Scalar> Layer<F> for Dense<F> {
         self.folded = false;
         let (batch, n_out) = (input.nrows(), self.output_size());
         self.z.resize(batch, n_out);
-        affine(input, &self.weights, &self.biases, self.z.view_mut());
+        affine(&input, &self.weights, &self.biases, &mut self.z.view_mut());
         if self.activation != Activation::Identity {
             self.y.resize(batch, n_out);
             self.activation

@@ -66,6 +66,9 @@ pub struct Sequential<F: Scalar = f32> {
     grad: Buffer<F>,
     steps: u64,
     preprocessing: Option<Preprocessing>,
+    /// The layers' sizes that [`forks`](Self::forks) asks about, taken once: the most
+    /// `inputs · outputs` of any layer, and the most of its inputs or outputs.
+    largest: (usize, usize),
 }
 
 impl<F: Scalar> Sequential<F> {
@@ -86,12 +89,17 @@ impl<F: Scalar> Sequential<F> {
             }
             width = layer.output_size();
         }
+        let largest = layers.iter().fold((0, 0), |(io, width), l| {
+            let (i, o) = (l.input_size(), l.output_size());
+            (io.max(i * o), width.max(i.max(o)))
+        });
         Ok(Sequential {
             input_size,
             grad: Buffer::default(),
             steps: 0,
             preprocessing: None,
             layers,
+            largest,
         })
     }
 
@@ -136,13 +144,13 @@ impl<F: Scalar> Sequential<F> {
     /// threads somewhere (a kernel over a layer's parameters or activations, or a split
     /// product), and so is worth running on the pool ([`threads::on_pool`]). Asks the kernels
     /// and the GEMM their own rules.
+    ///
+    /// Each rule grows with its argument, so some layer forks exactly when the largest sizes
+    /// do, which were taken once, when the model was made: a one-sample prediction asks this
+    /// on every call.
     pub(crate) fn forks(&self, batch: usize) -> bool {
-        self.layers.iter().any(|l| {
-            let (inputs, outputs) = (l.input_size(), l.output_size());
-            kernels::parallel(inputs * outputs)
-                || kernels::parallel(batch * inputs.max(outputs))
-                || gemm::splits(batch * inputs * outputs)
-        })
+        let (io, width) = self.largest;
+        kernels::parallel(io) || kernels::parallel(batch * width) || gemm::splits(batch * io)
     }
 
     /// Checks the input's width and that it is finite; returns its largest magnitude.
@@ -218,5 +226,51 @@ impl<F: Scalar> fmt::Display for Sequential<F> {
             )?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The sizes taken once answer as asking every layer would: some layer's parameters or
+    /// activations are worth a parallel kernel, or its product splits.
+    #[test]
+    fn forks_asks_the_largest_layer_as_every_layer_would() {
+        let model = Sequential::<f32>::builder(2000)
+            .dense(12, Activation::Relu)
+            .dense(700, Activation::Relu)
+            .dense(2, Activation::Identity)
+            .seed(1)
+            .build()
+            .unwrap();
+        let each_layer = |batch: usize| {
+            model.layers.iter().any(|l| {
+                let (i, o) = (l.input_size(), l.output_size());
+                kernels::parallel(i * o)
+                    || kernels::parallel(batch * i.max(o))
+                    || gemm::splits(batch * i * o)
+            })
+        };
+        let threads = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap();
+        for batch in [0, 1, 2, 3, 5, 8, 11, 16, 40, 47, 100, 1000, 5000] {
+            assert_eq!(
+                model.forks(batch),
+                each_layer(batch),
+                "batch {batch}, 1 thread"
+            );
+            threads.install(|| {
+                assert_eq!(
+                    model.forks(batch),
+                    each_layer(batch),
+                    "batch {batch}, 2 threads"
+                )
+            });
+        }
+        // Both answers occur on two threads, so the comparison above has teeth.
+        threads.install(|| assert!(!model.forks(1) && model.forks(5000)));
     }
 }

@@ -36,8 +36,11 @@ impl<F: Scalar> Sequential<F> {
     fn row_blocks(&self, batch: usize) -> Option<usize> {
         const MOST: usize = 64;
         const LEAST: usize = 8;
+        if batch < 2 * LEAST {
+            return None;
+        }
         let threads = rayon::current_num_threads();
-        if threads == 1 || batch < 2 * LEAST || batch > threads * MOST {
+        if threads == 1 || batch > threads * MOST {
             return None;
         }
         self.precision()?;
