@@ -12,6 +12,7 @@
 use crate::activation::sigmoid;
 use crate::math::exp_shifted;
 use crate::{Error, Result, Scalar, kernels};
+use multiversion::multiversion;
 use ndarray::{ArrayView2, ArrayViewMut2};
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -327,7 +328,7 @@ fn softmax_ce_with_grad<F: Scalar>(y: &[F], k: usize, g: &mut [F], target: Rows<
 /// few logits is too short for vector code of its own): per row `g ← y − max`, then
 /// `g ← exp g` over the block, then per row the sum, the loss and the gradient in place. Class
 /// targets take a shorter path to the same values (see below).
-#[inline(always)]
+#[multiversion(targets("x86_64+avx2+fma"))]
 fn softmax_ce_rows<F: Scalar, const K: usize>(
     y: &[F],
     k: usize,
@@ -354,7 +355,12 @@ fn softmax_ce_rows<F: Scalar, const K: usize>(
             *m = row_max(yi);
             gi.iter_mut().zip(yi).for_each(|(g, &x)| *g = x - *m);
         }
-        kernels::map_inplace(gb, F::exp_vec);
+        if kernels::parallel(gb.len()) {
+            kernels::map_inplace(gb, F::exp_vec);
+        } else {
+            // Here, in this function's instruction set, rather than through a kernel's call.
+            gb.iter_mut().for_each(|g| *g = g.exp_vec());
+        }
         for (s, gi) in sums.iter_mut().zip(gb.chunks_exact(k)) {
             *s = gi.iter().fold(F::zero(), |s, &e| s + e);
         }
