@@ -324,7 +324,7 @@ fn softmax_ce_with_grad<F: Scalar>(y: &[F], k: usize, g: &mut [F], target: Rows<
 /// when it compiles, each row's loops are unrolled: a row of a few logits is a handful of
 /// instructions instead of loops whose overhead is most of their work.
 ///
-/// The rows go in blocks of 64, whose exponentials take one vectorised kernel pass (a row of a
+/// The rows go in blocks of 64, whose exponentials take one vectorised pass (a row of a
 /// few logits is too short for vector code of its own): per row `g ← y − max`, then
 /// `g ← exp g` over the block, then per row the sum, the loss and the gradient in place. Class
 /// targets take a shorter path to the same values (see below).
