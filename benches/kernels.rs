@@ -7,7 +7,7 @@
 //! the threshold it shows what fork-join costs.
 
 use crank::Activation;
-use crank::kernels::{PAR_THRESHOLD, all_finite, broadcast_rows, column_sums, max_abs, sum_map};
+use crank::kernels::{PAR_THRESHOLD, add_rows, all_finite, column_sums, max_abs, sum_map};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use rayon::prelude::*;
 use std::hint::black_box;
@@ -76,8 +76,8 @@ fn kernels(c: &mut Criterion) {
             group.bench_function(format!("max_abs/{n}/{threads}"), |b| {
                 pool.install(|| b.iter(|| max_abs(black_box(&z))))
             });
-            group.bench_function(format!("broadcast_rows/{n}/{threads}"), |b| {
-                pool.install(|| b.iter(|| broadcast_rows(black_box(&mut y), &sums)))
+            group.bench_function(format!("add_rows/{n}/{threads}"), |b| {
+                pool.install(|| b.iter(|| add_rows(black_box(&mut y), &sums)))
             });
             group.bench_function(format!("column_sums/{n}/{threads}"), |b| {
                 pool.install(|| b.iter(|| column_sums(black_box(&z), COLS, 0.5, &mut sums)))

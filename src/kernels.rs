@@ -480,38 +480,27 @@ fn column_sums_block<F: Scalar>(
     out.iter_mut().for_each(|o| *o *= scale);
 }
 
-/// Fills each row (of length `row.len()`) of `a` with `row`.
-///
-/// A block of whole rows, at least 1,024 values long, is filled by doubling and
-/// then copied over the rest: one copy per block rather than one per row, which for the short
-/// rows of a small layer is mostly the cost of calling the copy.
-pub fn broadcast_rows<F: Scalar>(a: &mut [F], row: &[F]) {
+/// Adds `row` to each row (of length `row.len()`) of `a`: a layer's bias onto its product.
+pub fn add_rows<F: Scalar>(a: &mut [F], row: &[F]) {
     let n = row.len();
     if n == 0 || a.is_empty() {
         return;
     }
-    let block = (BROADCAST_BLOCK.div_ceil(n) * n).min(a.len());
-    let (head, rest) = a.split_at_mut(block);
-    head[..n].copy_from_slice(row);
-    let mut filled = n;
-    while filled < block {
-        let m = filled.min(block - filled);
-        head.copy_within(..m, filled);
-        filled += m;
-    }
-    let head = &*head;
-    // `a` holds whole rows and a block is whole rows, so every piece starts a row.
-    if !parallel(rest.len()) {
-        rest.chunks_mut(block)
-            .for_each(|c| c.copy_from_slice(&head[..c.len()]));
+    // Chunks of whole rows, so that every chunk starts a row.
+    let chunk = (CHUNK / n).max(1) * n;
+    if !parallel(a.len()) {
+        a.chunks_mut(chunk).for_each(|c| add_rows_chunk(c, row));
     } else {
-        rest.par_chunks_mut(block)
-            .for_each(|c| c.copy_from_slice(&head[..c.len()]));
+        a.par_chunks_mut(chunk).for_each(|c| add_rows_chunk(c, row));
     }
 }
 
-/// Values in the block [`broadcast_rows`] copies (rounded up to whole rows): 4 KiB of `f32`.
-const BROADCAST_BLOCK: usize = 1024;
+#[multiversion(targets("x86_64+avx2+fma"))]
+fn add_rows_chunk<F: Scalar>(a: &mut [F], row: &[F]) {
+    for r in a.chunks_exact_mut(row.len()) {
+        r.iter_mut().zip(row).for_each(|(v, &b)| *v += b);
+    }
+}
 
 #[cfg(test)]
 mod tests {
@@ -611,7 +600,7 @@ mod tests {
     }
 
     #[test]
-    fn broadcast_fills_every_row() {
+    fn add_rows_adds_the_row_to_every_row() {
         for (rows, cols) in [
             (1, 1),
             (3, 1),
@@ -620,12 +609,23 @@ mod tests {
             (300, 5),
             (1000, 512),
             (2, 3000),
+            (40, 9000),
         ] {
             let row: Vec<f64> = (0..cols).map(|j| j as f64 * 0.5 - 1.0).collect();
-            let mut a = vec![f64::NAN; rows * cols];
-            broadcast_rows(&mut a, &row);
+            let mut a: Vec<f64> = (0..rows * cols).map(|i| i as f64).collect();
+            let threads = rayon::ThreadPoolBuilder::new()
+                .num_threads(2)
+                .build()
+                .unwrap();
+            threads.install(|| add_rows(&mut a, &row));
             for (i, r) in a.chunks(cols).enumerate() {
-                assert_eq!(r, row.as_slice(), "{rows}x{cols}, row {i}");
+                for (j, &v) in r.iter().enumerate() {
+                    assert_eq!(
+                        v,
+                        (i * cols + j) as f64 + row[j],
+                        "{rows}x{cols}, ({i}, {j})"
+                    );
+                }
             }
         }
     }

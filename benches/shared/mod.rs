@@ -221,16 +221,13 @@ fn gemm_only<'a, F: Scalar>(w: &'a Workload) -> Runner<'a> {
         let pool = any_split && rayon::current_num_threads() > 1;
         let mut run = || {
             for _ in 0..calls {
-                // `beta = 1`, as the step accumulates onto its bias. Nothing resets the outputs,
-                // and chained through the layers the values grow as a power of the call count:
-                // in a long enough run they reach infinity and then NaN. x86 vector arithmetic
-                // takes those at full speed (only subnormal values are slow, and growing values
-                // are never subnormal), so the timing does not depend on the count.
+                // `beta = 0`, as the step's forward writes its product and adds the bias after
+                // (`gemm::affine` of a large product; a small one adds it in its registers).
                 for i in 0..layers.len() {
                     let (below, rest) = layers.split_at_mut(i);
                     let Products { weights, out, .. } = &mut rest[0];
                     let x = below.last().map_or_else(|| input.view(), |l| l.out.view());
-                    gemm(F::one(), x, weights.view(), F::one(), out.view_mut());
+                    gemm(F::one(), x, weights.view(), F::zero(), out.view_mut());
                 }
                 if !w.inference {
                     for i in (0..layers.len()).rev() {

@@ -100,9 +100,11 @@ pub fn gemm<F: Scalar>(
 
 /// `c = a · b + bias`, with `bias` (`n` values) added to every row of `c` (`(m, n)`, in
 /// standard layout; not read): a layer's `x·W + b`. A small product adds the bias in its
-/// registers as it writes `c`; a larger one copies the bias into `c`'s rows and the product adds
-/// onto them (`beta = 1`). Either way each element is `(a · b)ᵢⱼ + biasⱼ`, rounded once more,
-/// as [`gemm`] would give it with `c` filled with the bias and `beta = 1`.
+/// registers as it writes `c`; a larger one writes the product (`beta = 0`) and a pass adds the
+/// bias to its rows. Either way each element is `(a · b)ᵢⱼ + biasⱼ`, rounded once more, as
+/// [`gemm`] with `beta = 0` and then the bias added would give it. (Filling `c` with the bias
+/// and multiplying onto it, `beta = 1`, makes the large product read `c` as it goes, which in a
+/// chain of layers cost more than the pass.)
 ///
 /// The operands go by reference: a one-sample prediction is a few of these small calls, where
 /// copying the views costs more than it seems (the copy reads back what was just written field by
@@ -119,9 +121,9 @@ pub(crate) fn affine<F: Scalar>(
     if m * a.ncols() * n <= SMALL_GEMM && small_gemm(F::one(), a, b, Addend::Row(bias), c) {
         return;
     }
+    gemm(F::one(), a.view(), b.view(), F::zero(), c.view_mut());
     let out = c.as_slice_mut().expect("the output is in standard layout");
-    kernels::broadcast_rows(out, bias);
-    gemm(F::one(), a.view(), b.view(), F::one(), c.view_mut());
+    kernels::add_rows(out, bias);
 }
 
 /// Whether `xᵀ·b`, with `x` a row-major `(k, m)` array and `b` `(k, n)`, runs faster as a
@@ -234,17 +236,19 @@ mod tests {
         }
     }
 
-    /// `affine` gives bitwise what `gemm` gives onto rows filled with the bias (`beta = 1`), for
-    /// small products (the bias added in the kernel, also where a transposed `b` is copied a
-    /// few columns at a time) and large ones, in the three layouts.
+    /// `affine` gives bitwise what `gemm` (`beta = 0`) and then the bias added give, for small
+    /// products (the bias added in the kernel, also where a transposed `b` is copied a few
+    /// columns at a time) and large ones (on one thread and split over two), in the three
+    /// layouts.
     #[test]
-    fn affine_equals_gemm_onto_the_bias_bitwise() {
+    fn affine_equals_gemm_then_the_bias_bitwise() {
         for (m, k, n) in [
             (1, 6, 64),
             (32, 8, 4),
             (13, 19, 33),
             (4, 300, 8),
             (70, 90, 60),
+            (300, 200, 90),
         ] {
             let a = Array2::from_shape_fn((m, k), |(i, p)| ((i * 7 + p * 3) % 11) as f32 * 0.3);
             let b = Array2::from_shape_fn((k, n), |(p, j)| ((p * 5 + j) % 13) as f32 * 0.1 - 0.6);
@@ -255,15 +259,22 @@ mod tests {
                 ("tn", at.t(), b.view()),
                 ("nt", a.view(), bt.t()),
             ] {
-                let mut want = Array2::from_shape_fn((m, n), |(_, j)| bias[j]);
-                gemm(1.0, a, b, 1.0, want.view_mut());
-                let mut got = Array2::from_elem((m, n), f32::NAN);
-                affine(&a, &b, &bias, &mut got.view_mut());
-                let same = got
-                    .iter()
-                    .zip(&want)
-                    .all(|(x, y)| x.to_bits() == y.to_bits());
-                assert!(same, "{m}x{k}x{n} {layout}");
+                let mut want = Array2::from_elem((m, n), f32::NAN);
+                gemm(1.0, a, b, 0.0, want.view_mut());
+                want += &ndarray::aview1(&bias);
+                for threads in [1, 2] {
+                    let pool = rayon::ThreadPoolBuilder::new()
+                        .num_threads(threads)
+                        .build()
+                        .unwrap();
+                    let mut got = Array2::from_elem((m, n), f32::NAN);
+                    pool.install(|| affine(&a, &b, &bias, &mut got.view_mut()));
+                    let same = got
+                        .iter()
+                        .zip(&want)
+                        .all(|(x, y)| x.to_bits() == y.to_bits());
+                    assert!(same, "{m}x{k}x{n} {layout}, {threads} threads");
+                }
             }
         }
     }

@@ -91,8 +91,9 @@ impl LayerConfig for DenseSpec {
 /// Backward follows the numpy design, with parameter gradients as **batch means**:
 /// `δ = g ⊙ f'(z)`, `dW = xᵀδ / B`, `db = Σᵢ δᵢ / B`, `dx = δ·Wᵀ`.
 ///
-/// Every product runs as one GEMM into a buffer the layer owns; the bias is written into the
-/// output first and the GEMM accumulates onto it (`beta = 1`), and transposes are views.
+/// Every product runs as one GEMM into a buffer the layer owns; the bias is added as the
+/// product is written (a small product, in its registers) or by a pass right after it, and
+/// transposes are views.
 #[derive(Debug, Clone)]
 pub struct Dense<F: Scalar> {
     name: String,
