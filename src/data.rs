@@ -1,5 +1,6 @@
 //! Loading, splitting, scaling and batching data sets.
 
+use crate::collective::{self, Communicator};
 use crate::loss::Target;
 use crate::{Error, Result, Scalar};
 use ndarray::{Array1, Array2, ArrayView2, Axis, s};
@@ -111,6 +112,54 @@ impl<F: Scalar> Standardizer<F> {
             .std_axis(Axis(0), F::zero())
             .mapv(|s| if s > F::zero() { s } else { F::one() });
         Ok(Standardizer { mean, std })
+    }
+
+    /// [`fit`](Self::fit) over every rank's rows together, for data-parallel training on
+    /// shards ([`FitOptions::sharded`](crate::train::FitOptions::sharded)): each rank passes
+    /// its own shard and every rank gets the same means and (population) standard deviations,
+    /// those of all the shards' rows. Sums are taken in `f64`: the columns' sums, then their
+    /// squared deviations from the means, each reduced over the ranks. Every rank must call it;
+    /// shards of different widths are an error on every rank.
+    pub fn fit_shared(x: ArrayView2<'_, F>, comm: &dyn Communicator) -> Result<Self> {
+        let n = x.ncols();
+        let mut width = [n as u64];
+        collective::broadcast(comm, &mut width, 0)?;
+        let same = if width[0] == n as u64 {
+            Ok(())
+        } else {
+            Err(Error::Config(format!(
+                "rank {} holds {n} features, rank 0 {}: every shard must have the same",
+                comm.rank(),
+                width[0]
+            )))
+        };
+        collective::agree(comm, same)?;
+        let mut sums = vec![0.0f64; n + 1];
+        for row in x.rows() {
+            sums.iter_mut().zip(row).for_each(|(s, v)| *s += v.as_f64());
+        }
+        sums[n] = x.nrows() as f64;
+        comm.all_reduce_f64(&mut sums)?;
+        let count = sums[n];
+        if count == 0.0 {
+            return Err(Error::Config("cannot fit a standardizer on no rows".into()));
+        }
+        let mean: Vec<f64> = sums[..n].iter().map(|s| s / count).collect();
+        let mut squares = vec![0.0f64; n];
+        for row in x.rows() {
+            for ((s, v), m) in squares.iter_mut().zip(row).zip(&mean) {
+                *s += (v.as_f64() - m) * (v.as_f64() - m);
+            }
+        }
+        comm.all_reduce_f64(&mut squares)?;
+        let std = squares.iter().map(|s| {
+            let s = (s / count).sqrt();
+            F::of(if s > 0.0 { s } else { 1.0 })
+        });
+        Ok(Standardizer {
+            mean: mean.iter().map(|&m| F::of(m)).collect(),
+            std: std.collect(),
+        })
     }
 
     /// Standardises `x` in place.
@@ -701,6 +750,71 @@ fn npz_labels<R: std::io::Read + std::io::Seek>(
 
 #[cfg(test)]
 mod tests {
+    /// Each of `size` ranks (threads) runs `f` with its communicator; their results in rank
+    /// order.
+    fn on_ranks<T: Send>(
+        size: usize,
+        f: impl Fn(&dyn crate::collective::Communicator) -> T + Sync,
+    ) -> Vec<T> {
+        std::thread::scope(|s| {
+            let handles: Vec<_> = crate::collective::ThreadGroup::new(size)
+                .unwrap()
+                .into_iter()
+                .map(|c| {
+                    let f = &f;
+                    s.spawn(move || f(&c))
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        })
+    }
+
+    /// Shards of different sizes (one of them empty) give every rank the statistics of all
+    /// their rows together, as `fit` gives them from one array; a shard of another width is
+    /// that rank's error and the others'; no rows anywhere is an error.
+    #[test]
+    fn shards_fit_the_standardizer_of_all_their_rows() {
+        use super::Standardizer;
+        use ndarray::{Array2, s};
+        // Column 3 is constant: its deviation is 1, not 0.
+        let all = Array2::from_shape_fn((23, 4), |(i, j)| match j {
+            3 => 2.0,
+            _ => ((i * 7 + j * 5) % 11) as f64 * 0.3,
+        });
+        let whole = Standardizer::fit(all.view()).unwrap();
+        assert_eq!(whole.std[3], 1.0);
+        let cuts = [0..9, 9..9, 9..23];
+        let fitted = on_ranks(3, |c| {
+            let part = cuts[c.rank()].clone();
+            Standardizer::fit_shared(all.slice(s![part, ..]), c).unwrap()
+        });
+        for f in &fitted {
+            assert_eq!(f, &fitted[0], "every rank the same");
+            for j in 0..4 {
+                assert!((f.mean[j] - whole.mean[j]).abs() <= 1e-12, "mean {j}");
+                assert!((f.std[j] - whole.std[j]).abs() <= 1e-12, "std {j}");
+            }
+        }
+        let widths = on_ranks(2, |c| {
+            let x = Array2::<f32>::zeros((3, 4 + c.rank()));
+            Standardizer::fit_shared(x.view(), c).unwrap_err()
+        });
+        assert!(
+            widths[1].to_string().contains("rank 1 holds 5 features"),
+            "{}",
+            widths[1]
+        );
+        assert!(
+            matches!(widths[0], crate::Error::Rank { rank: 1, .. }),
+            "{}",
+            widths[0]
+        );
+        let empty = on_ranks(2, |c| {
+            Standardizer::fit_shared(Array2::<f64>::zeros((0, 2)).view(), c).is_err()
+        });
+        assert_eq!(empty, [true, true]);
+    }
+
     #[test]
     fn a_csv_without_a_label_column_reads_as_features() {
         let dir = tempfile::tempdir().unwrap();

@@ -4,8 +4,8 @@
 //! columns; elsewhere the weights are kept widened to `f32` and crank's `f32` GEMM runs.
 
 use super::{as_f32, grow, lend};
+use crate::buffer::{matrix, matrix_mut};
 use crate::{Error, Result, Scalar, gemm};
-use ndarray::{ArrayView2, ArrayViewMut2};
 use rayon::prelude::*;
 use std::cell::Cell;
 use std::sync::OnceLock;
@@ -190,17 +190,8 @@ impl Bf16Weights {
             Packed::F32(w) => {
                 let a = grow(a32, rows * k);
                 round_rows(x, k, k, a, bf16_to_f32)?;
-                for row in c.chunks_exact_mut(n.max(1)) {
-                    row.copy_from_slice(biases);
-                }
-                let (Ok(a), Ok(w), Ok(c)) = (
-                    ArrayView2::from_shape((rows, k), &*a),
-                    ArrayView2::from_shape((k, n), w.as_slice()),
-                    ArrayViewMut2::from_shape((rows, n), &mut *c),
-                ) else {
-                    unreachable!("lengths follow from the shapes")
-                };
-                gemm::gemm(1.0, a, w, 1.0, c);
+                let (a, w) = (matrix(a, rows, k), matrix(w, k, n));
+                gemm::affine(&a, &w, biases, &mut matrix_mut(c, rows, n));
                 false
             }
         };

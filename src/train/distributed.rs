@@ -129,15 +129,16 @@ impl<F: Scalar> Sequential<F> {
         let same = if mine[..4] == root[..4] {
             Ok(())
         } else if sharded {
+            let val = |v: u64| [", no validation set", " and a validation set"][usize::from(v > 0)];
             Err(Error::Config(format!(
                 "rank {} holds samples of {} features{} and {} weights; rank 0 holds {}{} and \
                  {}: every rank's shard must have the same features, and the same model",
                 comm.rank(),
                 mine[1],
-                [", no validation set", " and a validation set"][mine[2] as usize],
+                val(mine[2]),
                 mine[3],
                 root[1],
-                [", no validation set", " and a validation set"][root[2].min(1) as usize],
+                val(root[2]),
                 root[3]
             )))
         } else {

@@ -428,7 +428,8 @@ impl<F: Scalar> Sequential<F> {
     ///   rank), and each global batch of `options.batch_size` is every rank's next local batch
     ///   of its share of that size, in rank order; a rank whose shard is used up takes no
     ///   share until the epoch ends, when the largest shard is. Validation is each rank's whole
-    ///   validation shard, reduced. The weights are reproducible for a seed, a number of ranks
+    ///   validation shard, reduced. [`Standardizer::fit_shared`](crate::data::Standardizer::fit_shared)
+    ///   fits one standardisation over all the shards. The weights are reproducible for a seed, a number of ranks
     ///   and the same shards; a checkpoint resumes with the same shards on the same number of
     ///   ranks.
     ///

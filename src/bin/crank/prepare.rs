@@ -154,11 +154,16 @@ pub(crate) fn fit_preprocessing(
 ) -> Result<Preprocessing> {
     let n = table.features.ncols();
     let identity = || (vec![0.0; n], vec![1.0; n]);
+    let x = table.features.view();
     let (mean, std) = match shards {
         _ if !standardize => identity(),
-        Some(comm) => shared_standardizer(table, comm)?,
-        None => Standardizer::fit(table.features.view())
-            .map_or_else(|_| identity(), |s| (s.mean.to_vec(), s.std.to_vec())),
+        Some(comm) => {
+            let s = ctx(Standardizer::fit_shared(x, comm))?;
+            (s.mean.to_vec(), s.std.to_vec())
+        }
+        None => {
+            Standardizer::fit(x).map_or_else(|_| identity(), |s| (s.mean.to_vec(), s.std.to_vec()))
+        }
     };
     let labels = match shards {
         Some(comm) => shared_labels(&table.labels, comm)?,
@@ -176,34 +181,6 @@ pub(crate) fn fit_preprocessing(
         label: Some(table.label_name.clone()),
         loss: Some(*loss),
     })
-}
-
-/// Each feature's mean and standard deviation (population, 1 where it is 0, as
-/// `Standardizer::fit`) over every rank's shard: sums, then squared deviations, reduced.
-fn shared_standardizer(table: &Table, comm: &dyn Communicator) -> Result<(Vec<f64>, Vec<f64>)> {
-    let x = &table.features;
-    let n = x.ncols();
-    let mut sums = vec![0.0f64; n + 1];
-    for row in x.rows() {
-        sums.iter_mut().zip(row).for_each(|(s, v)| *s += v);
-    }
-    sums[n] = x.nrows() as f64;
-    ctx(comm.all_reduce_f64(&mut sums))?;
-    let count = sums[n].max(1.0);
-    let mean: Vec<f64> = sums[..n].iter().map(|s| s / count).collect();
-    let mut squares = vec![0.0f64; n];
-    for row in x.rows() {
-        for ((s, v), m) in squares.iter_mut().zip(row).zip(&mean) {
-            *s += (v - m) * (v - m);
-        }
-    }
-    ctx(comm.all_reduce_f64(&mut squares))?;
-    let std = squares
-        .iter()
-        .map(|s| (s / count).sqrt())
-        .map(|s| if s > 0.0 { s } else { 1.0 })
-        .collect();
-    Ok((mean, std))
 }
 
 /// The distinct labels of every rank's shard, each rank's in turn from its own broadcast.

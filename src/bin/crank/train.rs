@@ -129,22 +129,6 @@ fn set_up(
     };
     let (spec, training, data, table) = job::agree(comm, read())?;
     let shards = training.fit.sharded.then_some(comm);
-    if shards.is_some() {
-        // The shards' statistics are summed over the ranks: the sums must be as long.
-        let mine = table.features.ncols() as u64;
-        let mut first = [mine];
-        ctx(crank::collective::broadcast(comm, &mut first, 0))?;
-        let same = if mine == first[0] {
-            Ok(())
-        } else {
-            Err(format!(
-                "{}: {mine} feature columns, but rank 0's shard has {}",
-                data.display(),
-                first[0]
-            ))
-        };
-        job::agree(comm, same)?;
-    }
     let model = fit_preprocessing(&table, training.standardize, &training.loss, &data, shards)
         .and_then(|pre| model_for(config, &spec, &training, &data, &table, pre));
     let (model, train) = job::agree(comm, model)?;
