@@ -620,3 +620,49 @@ fn a_sharded_run_continues_from_its_state_as_if_unbroken() {
         assert_eq!(whole, parts);
     }
 }
+
+/// `Standardizer::fit_shared`: shards of different sizes (one of them empty) give every rank
+/// the statistics of all their rows together, as `fit` gives them from one array; a shard of another width is
+/// that rank's error and the others'; no rows anywhere is an error.
+#[test]
+fn shards_fit_the_standardizer_of_all_their_rows() {
+    use crank::data::Standardizer;
+    use ndarray::s;
+    // Column 3 is constant: its deviation is 1, not 0.
+    let all = Array2::from_shape_fn((23, 4), |(i, j)| match j {
+        3 => 2.0,
+        _ => ((i * 7 + j * 5) % 11) as f64 * 0.3,
+    });
+    let whole = Standardizer::fit(all.view()).unwrap();
+    assert_eq!(whole.std[3], 1.0);
+    let cuts = [0..9, 9..9, 9..23];
+    let fitted = on_ranks(3, |c| {
+        let part = cuts[c.rank()].clone();
+        Standardizer::fit_shared(all.slice(s![part, ..]), c).unwrap()
+    });
+    for f in &fitted {
+        assert_eq!(f, &fitted[0], "every rank the same");
+        for j in 0..4 {
+            assert!((f.mean[j] - whole.mean[j]).abs() <= 1e-12, "mean {j}");
+            assert!((f.std[j] - whole.std[j]).abs() <= 1e-12, "std {j}");
+        }
+    }
+    let widths = on_ranks(2, |c| {
+        let x = Array2::<f32>::zeros((3, 4 + c.rank()));
+        Standardizer::fit_shared(x.view(), c).unwrap_err()
+    });
+    assert!(
+        widths[1].to_string().contains("rank 1 holds 5 features"),
+        "{}",
+        widths[1]
+    );
+    assert!(
+        matches!(widths[0], Error::Rank { rank: 1, .. }),
+        "{}",
+        widths[0]
+    );
+    let empty = on_ranks(2, |c| {
+        Standardizer::fit_shared(Array2::<f64>::zeros((0, 2)).view(), c).is_err()
+    });
+    assert_eq!(empty, [true, true]);
+}
