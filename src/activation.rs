@@ -222,26 +222,73 @@ impl Activation {
         })
     }
 
-    /// `y = f(y)` in place over a row-major batch with `cols` features per row.
-    pub(crate) fn forward_inplace<F: Scalar>(&self, y: &mut [F], cols: usize) {
-        match self {
-            Activation::Identity => {}
-            _ => elementwise!(self, F, |f, _back| kernels::map_inplace(y, f), softmax => {
-                kernels::for_each_row(y, cols, softmax_row)
-            }),
+    /// [`forward`](Self::forward) for training's forward of a layer whose product left its bias
+    /// to add ([`gemm::affine_deferred`](crate::gemm::affine_deferred)): with `Some(bias)`,
+    /// first adds `bias` to each row of `z` (whose rows are `bias.len() == cols` long), in the
+    /// same pass for an elementwise activation.
+    pub(crate) fn forward_adding<F: Scalar>(
+        &self,
+        z: &mut [F],
+        bias: Option<&[F]>,
+        y: &mut [F],
+        cols: usize,
+    ) {
+        let Some(bias) = bias else {
+            return self.forward(z, y, cols);
+        };
+        elementwise!(self, F, |f, _back| kernels::add_rows_map_into(z, bias, y, f), softmax => {
+            kernels::add_rows(z, bias);
+            self.forward(z, y, cols);
+        })
+    }
+
+    /// `y = f(y)` in place over a row-major batch with `cols` features per row; with
+    /// `Some(bias)` (`cols` long), `y = f(y + bias)` row by row, in one pass for an elementwise
+    /// activation.
+    pub(crate) fn forward_inplace<F: Scalar>(&self, y: &mut [F], cols: usize, bias: Option<&[F]>) {
+        match (self, bias) {
+            (Activation::Identity, None) => {}
+            (Activation::Identity, Some(bias)) => kernels::add_rows(y, bias),
+            (_, None) => {
+                elementwise!(self, F, |f, _back| kernels::map_inplace(y, f), softmax => {
+                    kernels::for_each_row(y, cols, softmax_row)
+                })
+            }
+            (_, Some(bias)) => {
+                elementwise!(self, F, |f, _back| kernels::add_rows_map(y, bias, f), softmax => {
+                    kernels::add_rows(y, bias);
+                    kernels::for_each_row(y, cols, softmax_row)
+                })
+            }
         }
     }
 
-    /// [`forward_inplace`](Self::forward_inplace), also returning whether every value of `y` was
-    /// finite before it: in the same pass, for an elementwise activation.
-    pub(crate) fn forward_inplace_finite<F: Scalar>(&self, y: &mut [F], cols: usize) -> bool {
-        match self {
-            Activation::Identity => kernels::all_finite(y),
-            _ => elementwise!(self, F, |f, _back| kernels::map_inplace_finite(y, f), softmax => {
-                let finite = kernels::all_finite(y);
-                kernels::for_each_row(y, cols, softmax_row);
-                finite
-            }),
+    /// [`forward_inplace`](Self::forward_inplace), also returning whether every value it was
+    /// applied to (`y`, or `y + bias`) was finite: in the same pass, for an elementwise
+    /// activation.
+    pub(crate) fn forward_inplace_finite<F: Scalar>(
+        &self,
+        y: &mut [F],
+        cols: usize,
+        bias: Option<&[F]>,
+    ) -> bool {
+        match (self, bias) {
+            (Activation::Identity, None) => kernels::all_finite(y),
+            (Activation::Identity, Some(bias)) => kernels::add_rows_map_finite(y, bias, |x| x),
+            (_, None) => {
+                elementwise!(self, F, |f, _back| kernels::map_inplace_finite(y, f), softmax => {
+                    let finite = kernels::all_finite(y);
+                    kernels::for_each_row(y, cols, softmax_row);
+                    finite
+                })
+            }
+            (_, Some(bias)) => {
+                elementwise!(self, F, |f, _back| kernels::add_rows_map_finite(y, bias, f), softmax => {
+                    let finite = kernels::add_rows_map_finite(y, bias, |x| x);
+                    kernels::for_each_row(y, cols, softmax_row);
+                    finite
+                })
+            }
         }
     }
 
@@ -343,6 +390,82 @@ mod tests {
                 .to_string();
             assert!(e.contains("12 values") && e.contains("11 values"), "{e}");
         }
+    }
+
+    /// The forms that add a product's bias in the activation's pass give bitwise what adding it
+    /// first (`kernels::add_rows`) and then the plain forms give, for every activation, row
+    /// lengths with and without a tail of sixteen, serial and split batches, on one thread and
+    /// two; and the finite form finds a value that is not finite wherever it is, a bias that is
+    /// not, and a sum that overflows.
+    #[test]
+    fn forms_taking_the_bias_equal_adding_it_first_bitwise() {
+        fn same<F: Scalar>(a: &[F], b: &[F]) -> bool {
+            let bits = |x: &F| x.as_f64().to_bits();
+            a.len() == b.len() && a.iter().zip(b).all(|(x, y)| bits(x) == bits(y))
+        }
+        fn check<F: Scalar>(act: Activation, rows: usize, cols: usize, poison: Option<(usize, F)>) {
+            let mut z: Vec<F> = (0..rows * cols)
+                .map(|i| F::of(((i * 7919) % 1013) as f64 / 101.3 - 5.0))
+                .collect();
+            if let Some((at, v)) = poison {
+                let n = z.len();
+                z[at % n] = v;
+            }
+            let bias: Vec<F> = (0..cols).map(|j| F::of(j as f64 * 0.37 - 2.0)).collect();
+            let mut sum = z.clone();
+            kernels::add_rows(&mut sum, &bias);
+            let finite = sum.iter().all(|v| v.is_finite());
+            let case = format!("{act} {rows}x{cols} {poison:?}");
+
+            let mut want = vec![F::zero(); z.len()];
+            act.forward(&sum, &mut want, cols);
+            let (mut got_z, mut got_y) = (z.clone(), vec![F::zero(); z.len()]);
+            act.forward_adding(&mut got_z, Some(&bias), &mut got_y, cols);
+            assert!(
+                same(&got_z, &sum) && same(&got_y, &want),
+                "forward_adding {case}"
+            );
+
+            let mut want = sum.clone();
+            act.forward_inplace(&mut want, cols, None);
+            let mut got = z.clone();
+            act.forward_inplace(&mut got, cols, Some(&bias));
+            assert!(same(&got, &want), "forward_inplace {case}");
+
+            let mut got = z.clone();
+            let got_finite = act.forward_inplace_finite(&mut got, cols, Some(&bias));
+            assert!(same(&got, &want), "forward_inplace_finite {case}");
+            assert_eq!(got_finite, finite, "finiteness {case}");
+        }
+        let two = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap();
+        for act in ALL {
+            for (rows, cols) in [
+                (1, 1),
+                (3, 5),
+                (4, 16),
+                (9, 17),
+                (33, 64),
+                (70, 300),
+                (130, 520),
+            ] {
+                check::<f32>(act, rows, cols, None);
+                two.install(|| check::<f64>(act, rows, cols, None));
+            }
+            // Large enough to split into tasks, with the poisoned value past the first.
+            for poison in [f32::INFINITY, f32::NEG_INFINITY, f32::NAN, f32::MAX] {
+                for at in [0, 13, 70 * 300 - 1, 130 * 520 - 3] {
+                    check::<f32>(act, 9, 17, Some((at, poison)));
+                    two.install(|| check::<f32>(act, 130, 520, Some((at, poison))));
+                }
+            }
+        }
+        // A bias that is not finite.
+        let mut y = vec![1.0f64; 40];
+        let bias = [0.0, 0.0, f64::NAN, 0.0, 0.0];
+        assert!(!Activation::Relu.forward_inplace_finite(&mut y, 5, Some(&bias)));
     }
 
     /// GELU's backward takes `Φ(z)` from `y / z`, and ½ next to 0: right on both sides of that

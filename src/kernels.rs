@@ -480,14 +480,20 @@ fn column_sums_block<F: Scalar>(
     out.iter_mut().for_each(|o| *o *= scale);
 }
 
+/// Elements per task of the kernels over whole rows of `n`: at least one row, every chunk
+/// starting a row.
+#[inline]
+fn row_chunk(n: usize) -> usize {
+    (CHUNK / n).max(1) * n
+}
+
 /// Adds `row` to each row (of length `row.len()`) of `a`: a layer's bias onto its product.
 pub fn add_rows<F: Scalar>(a: &mut [F], row: &[F]) {
     let n = row.len();
     if n == 0 || a.is_empty() {
         return;
     }
-    // Chunks of whole rows, so that every chunk starts a row.
-    let chunk = (CHUNK / n).max(1) * n;
+    let chunk = row_chunk(n);
     if !parallel(a.len()) {
         a.chunks_mut(chunk).for_each(|c| add_rows_chunk(c, row));
     } else {
@@ -499,6 +505,117 @@ pub fn add_rows<F: Scalar>(a: &mut [F], row: &[F]) {
 fn add_rows_chunk<F: Scalar>(a: &mut [F], row: &[F]) {
     for r in a.chunks_exact_mut(row.len()) {
         r.iter_mut().zip(row).for_each(|(v, &b)| *v += b);
+    }
+}
+
+/// `a[r][j] = f(a[r][j] + row[j])` over the rows (of length `row.len()`) of `a`: a layer's bias
+/// and its activation in one pass, each element rounded as [`add_rows`] and then [`map_inplace`]
+/// round it.
+pub fn add_rows_map<F: Scalar>(a: &mut [F], row: &[F], f: impl Fn(F) -> F + Sync) {
+    let n = row.len();
+    if n == 0 || a.is_empty() {
+        return;
+    }
+    let chunk = row_chunk(n);
+    if !parallel(a.len()) {
+        a.chunks_mut(chunk)
+            .for_each(|c| add_rows_map_chunk(c, row, &f));
+    } else {
+        a.par_chunks_mut(chunk)
+            .for_each(|c| add_rows_map_chunk(c, row, &f));
+    }
+}
+
+#[multiversion(targets("x86_64+avx2+fma"))]
+fn add_rows_map_chunk<F: Scalar>(a: &mut [F], row: &[F], f: &impl Fn(F) -> F) {
+    for r in a.chunks_exact_mut(row.len()) {
+        r.iter_mut().zip(row).for_each(|(v, &b)| *v = f(*v + b));
+    }
+}
+
+/// [`add_rows_map`], returning whether every `a[r][j] + row[j]` was finite (before `f`), as
+/// [`map_inplace_finite`] does for a sum already made.
+pub fn add_rows_map_finite<F: Scalar>(a: &mut [F], row: &[F], f: impl Fn(F) -> F + Sync) -> bool {
+    let n = row.len();
+    if n == 0 || a.is_empty() {
+        return true;
+    }
+    let chunk = |c: &mut [F]| add_rows_map_finite_chunk(c, row, &f);
+    if !parallel(a.len()) {
+        a.chunks_mut(row_chunk(n))
+            .map(chunk)
+            .fold(true, |all, c| all & c)
+    } else {
+        a.par_chunks_mut(row_chunk(n))
+            .map(chunk)
+            .reduce(|| true, |all, c| all & c)
+    }
+}
+
+/// One chunk of [`add_rows_map_finite`]. Finiteness as [`scan`] tracks it, a sum of `v − v` per
+/// lane (NaN from the first value that is not finite), sixteen lanes across each row and the
+/// row's last `n mod 16` values in one more.
+#[multiversion(targets("x86_64+avx2+fma"))]
+#[allow(clippy::eq_op)] // v − v is the point: it is NaN exactly when v is not finite
+fn add_rows_map_finite_chunk<F: Scalar>(a: &mut [F], row: &[F], f: &impl Fn(F) -> F) -> bool {
+    let (bias16, bias_rest) = row.as_chunks::<16>();
+    let mut nan = [F::zero(); 16];
+    let mut nan_rest = F::zero();
+    for r in a.chunks_exact_mut(row.len()) {
+        let (r16, rest) = r.as_chunks_mut::<16>();
+        for (x, b) in r16.iter_mut().zip(bias16) {
+            for l in 0..16 {
+                let v = x[l] + b[l];
+                nan[l] += v - v;
+                x[l] = f(v);
+            }
+        }
+        for (x, &b) in rest.iter_mut().zip(bias_rest) {
+            let v = *x + b;
+            nan_rest += v - v;
+            *x = f(v);
+        }
+    }
+    nan_rest == F::zero() && nan.iter().all(|&n| n == F::zero())
+}
+
+/// `z[r][j] += row[j]` and `y[r][j] = f(z[r][j])` over the rows (of length `row.len()`) of `z`
+/// and `y`: training's forward of a layer, which keeps both the pre-activation and the output,
+/// in one pass over `z`; each element rounded as [`add_rows`] and then [`map`] round it.
+pub fn add_rows_map_into<F: Scalar>(
+    z: &mut [F],
+    row: &[F],
+    y: &mut [F],
+    f: impl Fn(F) -> F + Sync,
+) {
+    debug_assert_eq!(z.len(), y.len());
+    let n = row.len();
+    if n == 0 || z.is_empty() {
+        return;
+    }
+    let chunk = row_chunk(n);
+    if !parallel(z.len()) {
+        z.chunks_mut(chunk)
+            .zip(y.chunks_mut(chunk))
+            .for_each(|(z, y)| add_rows_map_into_chunk(z, row, y, &f));
+    } else {
+        z.par_chunks_mut(chunk)
+            .zip(y.par_chunks_mut(chunk))
+            .for_each(|(z, y)| add_rows_map_into_chunk(z, row, y, &f));
+    }
+}
+
+#[multiversion(targets("x86_64+avx2+fma"))]
+fn add_rows_map_into_chunk<F: Scalar>(z: &mut [F], row: &[F], y: &mut [F], f: &impl Fn(F) -> F) {
+    let n = row.len();
+    for (z, y) in z.chunks_exact_mut(n).zip(y.chunks_exact_mut(n)) {
+        // Slices cut to one length, so that the loop drops its bounds checks and vectorises.
+        let (z, y) = (&mut z[..n], &mut y[..n]);
+        for j in 0..n {
+            let v = z[j] + row[j];
+            z[j] = v;
+            y[j] = f(v);
+        }
     }
 }
 

@@ -116,14 +116,32 @@ pub(crate) fn affine<F: Scalar>(
     bias: &[F],
     c: &mut ArrayViewMut2<'_, F>,
 ) {
+    if let Some(bias) = affine_deferred(a, b, bias, c) {
+        let out = c.as_slice_mut().expect("the output is in standard layout");
+        kernels::add_rows(out, bias);
+    }
+}
+
+/// [`affine`] with the bias pass left to the caller: a small product adds the bias in its
+/// registers and returns `None`; a larger one writes `a · b` alone and returns `Some(bias)`,
+/// which the caller adds in a pass it makes over `c` anyway (a layer's activation, with
+/// [`kernels::add_rows_map`] and its kin), one pass where [`affine`] and the activation make two.
+/// Either way each element is rounded as [`affine`] rounds it.
+#[inline]
+pub(crate) fn affine_deferred<'b, F: Scalar>(
+    a: &ArrayView2<'_, F>,
+    b: &ArrayView2<'_, F>,
+    bias: &'b [F],
+    c: &mut ArrayViewMut2<'_, F>,
+) -> Option<&'b [F]> {
     debug_assert_eq!(bias.len(), b.ncols());
+    debug_assert!(c.is_standard_layout());
     let (m, n) = c.dim();
     if m * a.ncols() * n <= SMALL_GEMM && small_gemm(F::one(), a, b, Addend::Row(bias), c) {
-        return;
+        return None;
     }
     gemm(F::one(), a.view(), b.view(), F::zero(), c.view_mut());
-    let out = c.as_slice_mut().expect("the output is in standard layout");
-    kernels::add_rows(out, bias);
+    Some(bias)
 }
 
 /// Whether `xᵀ·b`, with `x` a row-major `(k, m)` array and `b` `(k, n)`, runs faster as a

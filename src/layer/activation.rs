@@ -98,7 +98,8 @@ impl<F: Scalar> Layer<F> for ActivationLayer<F> {
         let (batch, n) = input.dim();
         self.y.resize(batch, n);
         self.y.view_mut().assign(&input);
-        self.activation.forward_inplace(self.y.as_mut_slice(), n);
+        self.activation
+            .forward_inplace(self.y.as_mut_slice(), n, None);
         Ok(())
     }
 
@@ -156,11 +157,11 @@ impl<F: Scalar> Layer<F> for ActivationLayer<F> {
         let n = out.ncols();
         out.assign(&input);
         match out.as_slice_mut() {
-            Some(y) => self.activation.forward_inplace(y, n),
+            Some(y) => self.activation.forward_inplace(y, n, None),
             None => {
                 for mut row in out.rows_mut() {
                     let mut r = row.to_vec();
-                    self.activation.forward_inplace(&mut r, n);
+                    self.activation.forward_inplace(&mut r, n, None);
                     row.assign(&ndarray::ArrayView1::from(&r));
                 }
             }

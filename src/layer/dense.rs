@@ -92,8 +92,8 @@ impl LayerConfig for DenseSpec {
 /// `δ = g ⊙ f'(z)`, `dW = xᵀδ / B`, `db = Σᵢ δᵢ / B`, `dx = δ·Wᵀ`.
 ///
 /// Every product runs as one GEMM into a buffer the layer owns; the bias is added as the
-/// product is written (a small product, in its registers) or by a pass right after it, and
-/// transposes are views.
+/// product is written (a small product, in its registers) or in the activation's pass right
+/// after it, and transposes are views.
 #[derive(Debug, Clone)]
 pub struct Dense<F: Scalar> {
     name: String,
@@ -334,19 +334,20 @@ impl<F: Scalar> Dense<F> {
         )
     }
 
-    /// Inference up to the activation: checks the shapes and writes `x·W + b` into `out`,
-    /// returning it as a slice for the activation's pass.
+    /// Inference up to the activation: checks the shapes and writes `x·W + b` into `out`, or
+    /// `x·W` and the bias still to add ([`gemm::affine_deferred`]), returning `out` as a slice
+    /// for the activation's pass, which adds that bias as it goes.
     fn pre_activation<'o>(
         &self,
         input: ArrayView2<'_, F>,
         out: &'o mut ArrayViewMut2<'_, F>,
-    ) -> Result<&'o mut [F]> {
+    ) -> Result<(&'o mut [F], Option<&[F]>)> {
         check_width(&self.name, "input", self.input_size(), &input)?;
         if out.dim() != (input.nrows(), self.output_size()) || !out.is_standard_layout() {
             return Err(self.output_buffer_error(input.nrows(), out.dim()));
         }
-        affine(&input, &self.weights, &self.biases, out);
-        Ok(out.as_slice_mut().expect("checked standard layout"))
+        let bias = affine(&input, &self.weights, &self.biases, out);
+        Ok((out.as_slice_mut().expect("checked standard layout"), bias))
     }
 }
 
@@ -379,16 +380,17 @@ fn input_transposed<'a, F: Scalar>(
     }
 }
 
-/// `out = x·W + b` ([`gemm::affine`]), for training's forward and inference alike. `out` is
+/// `out = x·W + b`, or `x·W` and `Some(b)` for the activation's pass to add
+/// ([`gemm::affine_deferred`]), for training's forward and inference alike. `out` is
 /// `(batch, out)` in standard layout.
-fn affine<F: Scalar>(
+fn affine<'b, F: Scalar>(
     input: &ArrayView2<'_, F>,
     weights: &Array2<F>,
-    biases: &Array1<F>,
+    biases: &'b Array1<F>,
     out: &mut ArrayViewMut2<'_, F>,
-) {
+) -> Option<&'b [F]> {
     let bias = biases.as_slice().expect("biases are contiguous");
-    gemm::affine(input, &weights.view(), bias, out);
+    gemm::affine_deferred(input, &weights.view(), bias, out)
 }
 
 /// Whether folding the update into the weight-gradient product saves more than it costs. It
@@ -470,11 +472,19 @@ impl<F: Scalar> Layer<F> for Dense<F> {
         self.folded = false;
         let (batch, n_out) = (input.nrows(), self.output_size());
         self.z.resize(batch, n_out);
-        affine(&input, &self.weights, &self.biases, &mut self.z.view_mut());
-        if self.activation != Activation::Identity {
+        let bias = affine(&input, &self.weights, &self.biases, &mut self.z.view_mut());
+        if self.activation == Activation::Identity {
+            if let Some(bias) = bias {
+                kernels::add_rows(self.z.as_mut_slice(), bias);
+            }
+        } else {
             self.y.resize(batch, n_out);
-            self.activation
-                .forward(self.z.as_slice(), self.y.as_mut_slice(), n_out);
+            self.activation.forward_adding(
+                self.z.as_mut_slice(),
+                bias,
+                self.y.as_mut_slice(),
+                n_out,
+            );
         }
         Ok(())
     }
@@ -596,8 +606,8 @@ impl<F: Scalar> Layer<F> for Dense<F> {
     }
 
     fn infer(&self, input: ArrayView2<'_, F>, mut out: ArrayViewMut2<'_, F>) -> Result<()> {
-        let y = self.pre_activation(input, &mut out)?;
-        self.activation.forward_inplace(y, self.output_size());
+        let (y, bias) = self.pre_activation(input, &mut out)?;
+        self.activation.forward_inplace(y, self.output_size(), bias);
         Ok(())
     }
 
@@ -610,11 +620,12 @@ impl<F: Scalar> Layer<F> for Dense<F> {
         input: ArrayView2<'_, F>,
         mut out: ArrayViewMut2<'_, F>,
     ) -> Result<Option<bool>> {
-        let y = self.pre_activation(input, &mut out)?;
-        Ok(Some(
-            self.activation
-                .forward_inplace_finite(y, self.output_size()),
-        ))
+        let (y, bias) = self.pre_activation(input, &mut out)?;
+        Ok(Some(self.activation.forward_inplace_finite(
+            y,
+            self.output_size(),
+            bias,
+        )))
     }
 }
 

@@ -348,7 +348,7 @@ impl<F: Scalar> QuantizedDense<F> {
             Weights::Bf16(w) => w.product(&self.name, x, &self.biases_f32, y, relu)?,
         };
         if !fused {
-            self.activation.forward_inplace(y, self.output_size());
+            self.activation.forward_inplace(y, self.output_size(), None);
         }
         Ok(())
     }
