@@ -5,7 +5,9 @@
 //!
 //! `cargo bench --bench workloads` prints a table; `-- --json` prints one JSON object per
 //! workload instead. Threads come from `RAYON_NUM_THREADS` (crank's one pool, which also splits
-//! large GEMMs). The GEMM-only time runs the same products through `crank::gemm::gemm`, the
+//! large GEMMs); the thread that makes the calls is one of them (`crank::set_threads_here`), or
+//! with `-- --outside` a thread outside the pool, which hands each call to it
+//! (`crank::set_threads`, and rayon's default). The GEMM-only time runs the same products through `crank::gemm::gemm`, the
 //! path the layers use. The workloads, the step and the bound are in `benches/shared`, which the
 //! criterion bench `steps` times too.
 //! `-- --quick` runs fewer repeats; `-- NAME` runs only workloads whose name contains NAME.
@@ -110,6 +112,9 @@ fn serve(target: f64) {
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if !args.iter().any(|a| a == "--outside") {
+        crank::set_threads_here(None).expect("the pool is not built yet");
+    }
     let json = args.iter().any(|a| a == "--json");
     let quick = args.iter().any(|a| a == "--quick");
     let filter: Vec<&String> = args.iter().filter(|a| !a.starts_with("--")).collect();

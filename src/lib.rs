@@ -36,7 +36,8 @@
 //!
 //! Threads: [`set_threads`] (or `RAYON_NUM_THREADS`) sets rayon's pool, crank's only threads: it
 //! runs the kernels and splits large GEMMs, whose backends (OpenBLAS included) run
-//! single-threaded inside it. The same seed and thread count give bitwise identical weights.
+//! single-threaded inside it. [`set_threads_here`] makes the calling thread one of the pool's,
+//! so that its calls start on it rather than being handed to the pool. The same seed and thread count give bitwise identical weights.
 
 #![warn(missing_docs)]
 
@@ -73,7 +74,7 @@ pub use loss::{Loss, Target};
 pub use model::{Sequential, SequentialBuilder, Workspace};
 pub use optim::{Adagrad, Adam, Optimizer, OptimizerState, RmsProp, Schedule, Scheduler, Sgd};
 pub use scalar::Scalar;
-pub use threads::set_threads;
+pub use threads::{set_threads, set_threads_here};
 
 /// The README's code examples, compiled and run as doctests.
 #[cfg(doctest)]

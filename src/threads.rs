@@ -6,15 +6,44 @@ use crate::{Error, Result};
 /// GEMMs (the GEMM backends, OpenBLAS included, run single-threaded inside it). Call it once,
 /// before any training or inference: rayon's global pool can be set only before it is first used
 /// (`RAYON_NUM_THREADS` does the same from the environment).
+///
+/// The pool's `n` threads are its own; a call from any other thread hands its work to them and
+/// waits. See [`set_threads_here`] for a pool that the calling thread is one of.
 pub fn set_threads(n: usize) -> Result<()> {
-    if n == 0 {
+    build_global(Some(n), false)
+}
+
+/// [`set_threads`] with the calling thread as one of the pool's threads (rayon's
+/// `use_current_thread`): `n` in all, the caller and `n − 1` others, or rayon's default count
+/// (`RAYON_NUM_THREADS`, else one per core) for `None`.
+///
+/// A call that uses more than one thread, made from a thread outside the pool, hands its work
+/// to the pool and sleeps until it is done, which costs the wake-up of a worker and then of the
+/// caller: on a small batch that can be as long as the work (docs/design.md). Called from the
+/// thread that set the pool, crank runs on that thread and forks from there, as PyTorch and
+/// OpenBLAS count their calling thread among their threads. Use it where one thread makes the
+/// calls (a training loop, a command line tool, a benchmark). Calls from other threads still
+/// work, but only the `n − 1` others serve them: with many calling threads, [`set_threads`] is
+/// the better choice.
+pub fn set_threads_here(n: Option<usize>) -> Result<()> {
+    build_global(n, true)
+}
+
+/// Builds rayon's global pool: of `n` threads (rayon's default for `None`), the caller one of
+/// them when `here`.
+fn build_global(n: Option<usize>, here: bool) -> Result<()> {
+    if n == Some(0) {
         return Err(Error::Config("thread count must be at least 1".into()));
     }
-    rayon::ThreadPoolBuilder::new()
-        .num_threads(n)
+    let builder = rayon::ThreadPoolBuilder::new().num_threads(n.unwrap_or(0));
+    let builder = if here {
+        builder.use_current_thread()
+    } else {
+        builder
+    };
+    builder
         .build_global()
-        .map_err(|e| Error::Config(format!("cannot set the thread count: {e}")))?;
-    Ok(())
+        .map_err(|e| Error::Config(format!("cannot set the thread count: {e}")))
 }
 
 /// Runs `f` on one of rayon's threads when it will fork work there, else on the caller's.
@@ -36,7 +65,16 @@ pub(crate) fn on_pool<R: Send>(parallel: bool, f: impl FnOnce() -> R + Send) -> 
 
 #[cfg(test)]
 mod tests {
-    use super::on_pool;
+    use super::{on_pool, set_threads, set_threads_here};
+
+    #[test]
+    fn no_threads_is_a_configuration_error() {
+        for e in [set_threads(0), set_threads_here(Some(0))] {
+            let e = e.unwrap_err();
+            assert!(matches!(e, crate::Error::Config(_)), "{e}");
+            assert!(e.to_string().contains("at least 1"), "{e}");
+        }
+    }
 
     #[test]
     fn work_that_forks_moves_onto_the_pool_once() {

@@ -88,7 +88,10 @@ fn gemm_allocations(sizes: &[usize], batch: usize, inference: bool) -> usize {
 
 #[test]
 fn steady_state_training_and_inference_allocate_nothing_of_their_own() {
-    // One test in this binary, so no other test allocates while counting.
+    // One test in this binary, so no other test allocates while counting. Its thread is one of
+    // rayon's (`set_threads_here`): a step that forks starts here, as the command line's do.
+    crank::set_threads_here(None).unwrap();
+    assert_eq!(rayon::current_thread_index(), Some(0));
     let sizes = [64, 96, 48, 10];
     let batch = 40;
     let mut model = Sequential::<f32>::builder(64)
@@ -182,9 +185,10 @@ fn steady_state_training_and_inference_allocate_nothing_of_their_own() {
     );
 
     // A model large enough that its step forks: products split over the threads, parallel
-    // kernels and update. Run from one of rayon's threads (a step started outside moves there
-    // once, and entering the pool from outside goes through rayon's injector queue, which
-    // allocates a block every 63 entries), it allocates nothing either.
+    // kernels and update. Run from one of rayon's threads, it allocates nothing either: this
+    // thread is one (a step started outside the pool moves there through rayon's injector
+    // queue, which allocates a block every 63 entries; `set_threads_here` spares the calling
+    // thread that, and 70 steps would find it).
     let (sizes, batch) = ([128, 256, 10], 128);
     assert!(batch * sizes[0] * sizes[1] >= 2 * crank::gemm::PAR_GEMM);
     assert!(sizes[0] * sizes[1] >= crank::kernels::PAR_THRESHOLD);
@@ -198,46 +202,51 @@ fn steady_state_training_and_inference_allocate_nothing_of_their_own() {
     let y: Vec<usize> = (0..batch).map(|i| i % sizes[2]).collect();
     let (mut ws, mut adam) = (Workspace::new(), Adam::new(1e-3).unwrap());
     let mut sgd = Sgd::new(1e-2).unwrap();
-    rayon::scope(|_| {
-        for _ in 0..2 {
+    for _ in 0..2 {
+        model
+            .train_step(x.view(), &y, &Loss::SoftmaxCrossEntropy, &mut adam)
+            .unwrap();
+        model
+            .train_step(x.view(), &y, &Loss::SoftmaxCrossEntropy, &mut sgd)
+            .unwrap();
+        model.predict_with(x.view(), &mut ws).unwrap();
+    }
+    const CALLS: usize = 70;
+    let steps = count(|| {
+        for _ in 0..CALLS {
             model
                 .train_step(x.view(), &y, &Loss::SoftmaxCrossEntropy, &mut adam)
                 .unwrap();
-            model
-                .train_step(x.view(), &y, &Loss::SoftmaxCrossEntropy, &mut sgd)
-                .unwrap();
+        }
+    });
+    let infers = count(|| {
+        for _ in 0..CALLS {
             model.predict_with(x.view(), &mut ws).unwrap();
         }
-        let step = count(|| {
-            model
-                .train_step(x.view(), &y, &Loss::SoftmaxCrossEntropy, &mut adam)
-                .unwrap();
-        });
-        let infer = count(|| {
-            model.predict_with(x.view(), &mut ws).unwrap();
-        });
-        let folded_step = count(|| {
+    });
+    let folded_steps = count(|| {
+        for _ in 0..CALLS {
             model
                 .train_step(x.view(), &y, &Loss::SoftmaxCrossEntropy, &mut sgd)
                 .unwrap();
-        });
-        let (gemm_step, gemm_infer) = (
-            gemm_allocations(&sizes, batch, false),
-            gemm_allocations(&sizes, batch, true),
-        );
-        assert_eq!(
-            step, gemm_step,
-            "a forking step allocates beyond its GEMMs'"
-        );
-        assert_eq!(
-            folded_step, gemm_step,
-            "a forking plain-SGD step allocates beyond its GEMMs'"
-        );
-        assert_eq!(
-            infer, gemm_infer,
-            "a forking inference allocates beyond its GEMMs'"
-        );
+        }
     });
+    let (gemm_step, gemm_infer) = (
+        CALLS * gemm_allocations(&sizes, batch, false),
+        CALLS * gemm_allocations(&sizes, batch, true),
+    );
+    assert_eq!(
+        steps, gemm_step,
+        "{CALLS} forking steps allocate beyond their GEMMs'"
+    );
+    assert_eq!(
+        folded_steps, gemm_step,
+        "{CALLS} forking plain-SGD steps allocate beyond their GEMMs'"
+    );
+    assert_eq!(
+        infers, gemm_infer,
+        "{CALLS} forking inferences allocate beyond their GEMMs'"
+    );
 
     // Quantized models: their products' scratch space is each thread's own, lent out per call
     // and kept. A batch of 40 goes in blocks over the threads, one of 300 layer by layer.

@@ -147,7 +147,7 @@ fn digits_train_evaluate_predict_inspect_convert() {
         previous = next;
     }
 
-    // Resume from the checkpoint for a few more epochs.
+    // Resume from the checkpoint for a few more epochs, on two threads (this one among them).
     let out = stdout(
         crank()
             .arg("resume")
@@ -158,7 +158,7 @@ fn digits_train_evaluate_predict_inspect_convert() {
             .arg(d.join("train.csv"))
             .arg("--out")
             .arg(d.join("resumed.crank"))
-            .args(["--epochs", "2"]),
+            .args(["--epochs", "2", "--threads", "2"]),
     );
     assert!(out.contains("trained 2 more epochs"), "{out}");
 }
@@ -278,6 +278,10 @@ fn bad_inputs_give_one_line_errors() {
     fails(
         train_cmd(&good_yaml, d.join("narrow.csv"), d.join("m.crank")),
         "64 inputs",
+    );
+    fails(
+        train_cmd(&good_yaml, root("data/digits.csv"), d.join("m.crank")).args(["--threads", "0"]),
+        "thread count must be at least 1",
     );
     std::fs::write(d.join("junk.crank"), b"CRANKBIN\x07\0\0\0junk").unwrap();
     fails(

@@ -22,7 +22,8 @@ pub(crate) struct Overrides {
     /// Seed for the weights and the shuffling.
     #[arg(long)]
     pub(crate) seed: Option<u64>,
-    /// Threads for training and prediction (kernels and GEMMs).
+    /// Threads for training and prediction (kernels and GEMMs), this command's own thread one of
+    /// them (default: `RAYON_NUM_THREADS`, else one per core).
     #[arg(long)]
     pub(crate) threads: Option<usize>,
 }
@@ -82,9 +83,6 @@ pub(crate) fn apply(o: &Overrides, spec: &mut ModelSpec, t: &mut Training) -> Re
     if let Some(s) = o.seed {
         t.fit.seed = s;
         spec.seed = Some(s);
-    }
-    if let Some(n) = o.threads {
-        ctx(crank::set_threads(n))?;
     }
     Ok(())
 }

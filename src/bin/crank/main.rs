@@ -26,6 +26,17 @@ struct Cli {
     command: Command,
 }
 
+impl Cli {
+    /// The threads the command asks for (`--threads`), if it takes them.
+    fn threads(&self) -> Option<usize> {
+        match &self.command {
+            Command::Train(args) => args.run.overrides.threads,
+            Command::Resume(args) => args.run.overrides.threads,
+            _ => None,
+        }
+    }
+}
+
 /// The subcommands; each one's help is its arguments' doc comment.
 #[derive(Subcommand)]
 enum Command {
@@ -65,6 +76,12 @@ fn run(cli: Cli, comm: &dyn Communicator) -> Result<()> {
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let cli = Cli::parse();
+    // This thread makes every call, so it is one of the pool's threads: a call that forks then
+    // starts here instead of handing its work to the pool and waiting.
+    if let Err(e) = crank::set_threads_here(cli.threads()) {
+        eprintln!("error: {e}");
+        return ExitCode::FAILURE;
+    }
     let comm = match job::start() {
         Ok(c) => c,
         Err(e) => {
