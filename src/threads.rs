@@ -35,6 +35,13 @@ fn build_global(n: Option<usize>, here: bool) -> Result<()> {
     if n == Some(0) {
         return Err(Error::Config("thread count must be at least 1".into()));
     }
+    // rayon refuses a thread of another pool, but only once it has taken the global pool's
+    // one chance to be built, after which every use of the global pool panics: refuse first.
+    if here && rayon::current_thread_index().is_some() {
+        return Err(Error::Config(
+            "cannot set the thread count here: this thread already belongs to a rayon pool".into(),
+        ));
+    }
     let builder = rayon::ThreadPoolBuilder::new().num_threads(n.unwrap_or(0));
     let builder = if here {
         builder.use_current_thread()

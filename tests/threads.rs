@@ -29,6 +29,17 @@ fn run(model: &mut Sequential<f32>, x: &Array2<f32>, y: &[usize]) -> Vec<u32> {
 
 #[test]
 fn the_calling_thread_joins_the_pool_and_other_threads_still_get_the_same_results() {
+    // A thread of another pool is refused, and the refusal leaves the global pool to be built
+    // (rayon, left to refuse it itself, would spend the global pool's one build on the error).
+    let other = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap();
+    let refused = other.install(|| crank::set_threads_here(Some(2)));
+    assert!(
+        matches!(&refused, Err(crank::Error::Config(_))),
+        "{refused:?}"
+    );
     crank::set_threads_here(Some(2)).unwrap();
     assert_eq!(rayon::current_thread_index(), Some(0));
     assert_eq!(rayon::current_num_threads(), 2);
