@@ -19,12 +19,13 @@ pub fn set_threads(n: usize) -> Result<()> {
 ///
 /// A call that uses more than one thread, made from a thread outside the pool, hands its work
 /// to the pool and sleeps until it is done, which costs the wake-up of a worker and then of the
-/// caller: on a small batch that can be as long as the work (docs/design.md). Called from the
-/// thread that set the pool, crank runs on that thread and forks from there, as PyTorch and
-/// OpenBLAS count their calling thread among their threads. Use it where one thread makes the
-/// calls (a training loop, a command line tool, a benchmark). Calls from other threads still
-/// work, but only the `n − 1` others serve them: with many calling threads, [`set_threads`] is
-/// the better choice.
+/// caller: on two threads, a tenth to a fifth of a small batch's time (docs/design.md). Called
+/// from the thread that set the pool, crank runs on that thread and forks from there, as
+/// PyTorch and OpenBLAS count their calling thread among their threads. Use it where one thread
+/// makes the calls (a training loop, a command line tool, a benchmark). Calls from other threads
+/// still work, but only the `n − 1` others serve them (with one thread, the calling thread
+/// itself): with many calling threads, [`set_threads`] is the better choice. An error if the
+/// pool exists already or this thread belongs to another rayon pool.
 pub fn set_threads_here(n: Option<usize>) -> Result<()> {
     build_global(n, true)
 }
