@@ -246,15 +246,12 @@ impl Activation {
     /// `Some(bias)` (`cols` long), `y = f(y + bias)` row by row, in one pass for an elementwise
     /// activation.
     pub(crate) fn forward_inplace<F: Scalar>(&self, y: &mut [F], cols: usize, bias: Option<&[F]>) {
-        match (self, bias) {
-            (Activation::Identity, None) => {}
-            (Activation::Identity, Some(bias)) => kernels::add_rows(y, bias),
-            (_, None) => {
-                elementwise!(self, F, |f, _back| kernels::map_inplace(y, f), softmax => {
-                    kernels::for_each_row(y, cols, softmax_row)
-                })
-            }
-            (_, Some(bias)) => {
+        match bias {
+            None if *self == Activation::Identity => {}
+            None => elementwise!(self, F, |f, _back| kernels::map_inplace(y, f), softmax => {
+                kernels::for_each_row(y, cols, softmax_row)
+            }),
+            Some(bias) => {
                 elementwise!(self, F, |f, _back| kernels::add_rows_map(y, bias, f), softmax => {
                     kernels::add_rows(y, bias);
                     kernels::for_each_row(y, cols, softmax_row)
@@ -272,17 +269,16 @@ impl Activation {
         cols: usize,
         bias: Option<&[F]>,
     ) -> bool {
-        match (self, bias) {
-            (Activation::Identity, None) => kernels::all_finite(y),
-            (Activation::Identity, Some(bias)) => kernels::add_rows_map_finite(y, bias, |x| x),
-            (_, None) => {
+        match bias {
+            None if *self == Activation::Identity => kernels::all_finite(y),
+            None => {
                 elementwise!(self, F, |f, _back| kernels::map_inplace_finite(y, f), softmax => {
                     let finite = kernels::all_finite(y);
                     kernels::for_each_row(y, cols, softmax_row);
                     finite
                 })
             }
-            (_, Some(bias)) => {
+            Some(bias) => {
                 elementwise!(self, F, |f, _back| kernels::add_rows_map_finite(y, bias, f), softmax => {
                     let finite = kernels::add_rows_map_finite(y, bias, |x| x);
                     kernels::for_each_row(y, cols, softmax_row);

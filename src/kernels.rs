@@ -487,29 +487,14 @@ fn row_chunk(n: usize) -> usize {
     (CHUNK / n).max(1) * n
 }
 
-/// Adds `row` to each row (of length `row.len()`) of `a`: a layer's bias onto its product.
+/// Adds `row` to each row (of length `row.len()`) of `a`: a layer's bias onto its product
+/// ([`add_rows_map`] with no function after the sum).
 pub fn add_rows<F: Scalar>(a: &mut [F], row: &[F]) {
-    let n = row.len();
-    if n == 0 || a.is_empty() {
-        return;
-    }
-    let chunk = row_chunk(n);
-    if !parallel(a.len()) {
-        a.chunks_mut(chunk).for_each(|c| add_rows_chunk(c, row));
-    } else {
-        a.par_chunks_mut(chunk).for_each(|c| add_rows_chunk(c, row));
-    }
-}
-
-#[multiversion(targets("x86_64+avx2+fma"))]
-fn add_rows_chunk<F: Scalar>(a: &mut [F], row: &[F]) {
-    for r in a.chunks_exact_mut(row.len()) {
-        r.iter_mut().zip(row).for_each(|(v, &b)| *v += b);
-    }
+    add_rows_map(a, row, |x| x);
 }
 
 /// `a[r][j] = f(a[r][j] + row[j])` over the rows (of length `row.len()`) of `a`: a layer's bias
-/// and its activation in one pass, each element rounded as [`add_rows`] and then [`map_inplace`]
+/// and its activation in one pass, each element rounded as the sum and then [`map_inplace`]
 /// round it.
 pub fn add_rows_map<F: Scalar>(a: &mut [F], row: &[F], f: impl Fn(F) -> F + Sync) {
     let n = row.len();
