@@ -34,7 +34,7 @@ pub(crate) use dispatch::transpose;
 use crate::{Scalar, kernels};
 use ndarray::{ArrayView2, ArrayViewMut2, Axis};
 use rayon::prelude::*;
-use small::{Addend, small_gemm};
+use small::{Addend, Store, small_gemm};
 
 /// Products of at most this many multiply-adds skip the GEMM library and run as plain loops:
 /// for the shapes of small networks (a few thousand multiply-adds) the library's packing and
@@ -72,7 +72,9 @@ pub fn gemm<F: Scalar>(
     debug_assert_eq!(c.dim(), (a.nrows(), b.ncols()));
     let (m, n) = c.dim();
     let work = m * a.ncols() * n;
-    if work <= SMALL_GEMM && small_gemm(alpha, &a, &b, Addend::Scaled(beta), &mut c) {
+    if work <= SMALL_GEMM
+        && small_gemm(alpha, &a, &b, Addend::Scaled(beta), Store::Plain, &mut c).is_some()
+    {
         return;
     }
     // Blocks of rows when m >= n (each reads all of `b` and its rows of `a`), else of columns.
@@ -137,11 +139,39 @@ pub(crate) fn affine_deferred<'b, F: Scalar>(
     debug_assert_eq!(bias.len(), b.ncols());
     debug_assert!(c.is_standard_layout());
     let (m, n) = c.dim();
-    if m * a.ncols() * n <= SMALL_GEMM && small_gemm(F::one(), a, b, Addend::Row(bias), c) {
+    if m * a.ncols() * n <= SMALL_GEMM
+        && small_gemm(F::one(), a, b, Addend::Row(bias), Store::Plain, c).is_some()
+    {
         return None;
     }
     gemm(F::one(), a.view(), b.view(), F::zero(), c.view_mut());
     Some(bias)
+}
+
+/// `c = ReLU(a · b + bias)` for a small product, the ReLU applied in its registers as it writes
+/// `c`, with `a · b + bias` also written into `pre` (laid out as `c`) when given: a layer's
+/// bias and ReLU with no pass after the product. Returns `Some(finite)`, whether every
+/// `a · b + bias` was finite (the ReLU maps NaN to 0, so `c` cannot tell), or `None` with
+/// nothing written when the product is not one the small kernel takes; the caller then goes
+/// through [`affine_deferred`] and the activation's pass, which give bitwise the same values.
+#[inline]
+pub(crate) fn affine_relu<F: Scalar>(
+    a: &ArrayView2<'_, F>,
+    b: &ArrayView2<'_, F>,
+    bias: &[F],
+    c: &mut ArrayViewMut2<'_, F>,
+    pre: Option<&mut [F]>,
+) -> Option<bool> {
+    debug_assert_eq!(bias.len(), b.ncols());
+    let (m, n) = c.dim();
+    if m * a.ncols() * n > SMALL_GEMM {
+        return None;
+    }
+    let store = match pre {
+        Some(pre) => Store::ReluKeeping(pre),
+        None => Store::Relu,
+    };
+    small_gemm(F::one(), a, b, Addend::Row(bias), store, c)
 }
 
 /// Whether `xᵀ·b`, with `x` a row-major `(k, m)` array and `b` `(k, n)`, runs faster as a

@@ -8,6 +8,10 @@
 //! than a register holds uses masked loads and partial stores. Elsewhere the same tiling runs as
 //! plain loops.
 //!
+//! A layer's product can also apply its ReLU as it writes (`Store`), keeping the value before
+//! it where training needs it and noting whether every value was finite: a small network's
+//! forward then makes no pass over its activations after the product.
+//!
 //! Every element of `c` is one sum over `p = 0, 1, …, k − 1` in that order, whatever tile it
 //! falls in, so among the products this kernel runs, a row's result does not depend on how many
 //! rows the batch has (a larger batch may cross [`SMALL_GEMM`](super::SMALL_GEMM) and go to the
@@ -27,27 +31,51 @@ pub(super) enum Addend<'a, F> {
     Row(&'a [F]),
 }
 
-/// The direct loops for small products, `c = alpha · a · b + add`; `false` (nothing written)
-/// when the layouts are not ones it handles: `c` contiguous, `a` row- or column-major, and `b`
-/// row-major or the transpose of a row-major matrix with at most 1,024 rows.
+/// What a small product writes of each value `v = alpha · a · b + add`.
+pub(super) enum Store<'a, F> {
+    /// `c = v`.
+    Plain,
+    /// `c = ReLU(v)`, which is `v` where `v > 0` and `+0` elsewhere (NaN included), as
+    /// [`Activation::Relu`](crate::Activation::Relu) computes it.
+    Relu,
+    /// `c = ReLU(v)` and `pre = v`, `pre` laid out as `c` (a training forward keeps `z`).
+    ReluKeeping(&'a mut [F]),
+}
+
+impl<F> Store<'_, F> {
+    /// Whether the store applies the ReLU (and so also tracks whether every `v` is finite).
+    fn relu(&self) -> bool {
+        !matches!(self, Store::Plain)
+    }
+}
+
+/// The direct loops for small products, `c = alpha · a · b + add` written as `store` says;
+/// `None` (nothing written) when the layouts are not ones it handles: `c` contiguous, `a` row-
+/// or column-major, and `b` row-major or the transpose of a row-major matrix with at most 1,024
+/// rows. Otherwise `Some(finite)`: with a ReLU store, whether every `alpha · a · b + add` was
+/// finite (before the ReLU, which maps NaN to 0); with a plain store, `true`.
 pub(super) fn small_gemm<F: Scalar>(
     alpha: F,
     a: &ArrayView2<'_, F>,
     b: &ArrayView2<'_, F>,
     add: Addend<'_, F>,
+    mut store: Store<'_, F>,
     c: &mut ArrayViewMut2<'_, F>,
-) -> bool {
+) -> Option<bool> {
     let (k, n) = b.dim();
-    let Some(c) = c.as_slice_mut() else {
-        return false;
-    };
+    let c = c.as_slice_mut()?;
     // `a` row-major or column-major (a transposed view): element (i, p) is at `i·rs + p·cs`.
     let (Some(a_mem), &[rs, cs]) = (a.as_slice_memory_order(), a.strides()) else {
-        return false;
+        return None;
     };
     let (Ok(rs), Ok(cs)) = (usize::try_from(rs), usize::try_from(cs)) else {
-        return false;
+        return None;
     };
+    if let Store::ReluKeeping(pre) = &store
+        && pre.len() != c.len()
+    {
+        return None;
+    }
     let a = Strided {
         data: a_mem,
         rs,
@@ -56,20 +84,21 @@ pub(super) fn small_gemm<F: Scalar>(
         k: a.ncols(),
     };
     if n == 0 {
-        return true;
+        return Some(true);
     }
     if let Some(b) = b.as_slice() {
-        run(Product {
+        return Some(run(Product {
             alpha,
             a: &a,
             b,
             n,
             add,
+            store,
             c,
             ldc: n,
             c0: 0,
-        });
-        return true;
+            finite: true,
+        }));
     }
     // b is the transpose of a row-major (n, k) matrix: copy it, a block of columns at a time,
     // into a row-major (k, block) buffer on the stack, of the least of three sizes that holds
@@ -77,14 +106,14 @@ pub(super) fn small_gemm<F: Scalar>(
     match b.t().as_slice() {
         Some(bt) if k > 0 && k <= STACK => {
             let block = (STACK / k).min(n);
-            match k * block {
-                ..=64 => transposed::<F, 64>(alpha, &a, bt, n, block, add, c),
-                65..=512 => transposed::<F, 512>(alpha, &a, bt, n, block, add, c),
-                _ => transposed::<F, STACK>(alpha, &a, bt, n, block, add, c),
-            }
-            true
+            let store = &mut store;
+            Some(match k * block {
+                ..=64 => transposed::<F, 64>(alpha, &a, bt, n, block, add, store, c),
+                65..=512 => transposed::<F, 512>(alpha, &a, bt, n, block, add, store, c),
+                _ => transposed::<F, STACK>(alpha, &a, bt, n, block, add, store, c),
+            })
         }
-        _ => false,
+        _ => None,
     }
 }
 
@@ -94,7 +123,9 @@ const STACK: usize = 1024;
 
 /// The product `c = alpha · a · b + add` whose `b` `(k, n)` is the transpose of the row-major
 /// `(n, k)` matrix `bt`, run a block of `block` columns at a time through a copy of them in rows,
-/// in a buffer of `LEN ≥ k · block` values on the stack.
+/// in a buffer of `LEN ≥ k · block` values on the stack. Returns what [`run`] returns, for all
+/// the blocks.
+#[allow(clippy::too_many_arguments)]
 fn transposed<F: Scalar, const LEN: usize>(
     alpha: F,
     a: &Strided<'_, F>,
@@ -102,25 +133,35 @@ fn transposed<F: Scalar, const LEN: usize>(
     n: usize,
     block: usize,
     add: Addend<'_, F>,
+    store: &mut Store<'_, F>,
     c: &mut [F],
-) {
+) -> bool {
     let k = a.k;
     let mut rows = [F::zero(); LEN];
+    let mut finite = true;
     for j0 in (0..n).step_by(block) {
         let width = block.min(n - j0);
         let rows = &mut rows[..k * width];
         dispatch::transpose(&bt[j0 * k..(j0 + width) * k], k, rows);
-        run(Product {
+        let store = match store {
+            Store::Plain => Store::Plain,
+            Store::Relu => Store::Relu,
+            Store::ReluKeeping(pre) => Store::ReluKeeping(pre),
+        };
+        finite &= run(Product {
             alpha,
             a,
             b: rows,
             n: width,
             add,
+            store,
             c: &mut *c,
             ldc: n,
             c0: j0,
+            finite: true,
         });
     }
+    finite
 }
 
 /// A matrix `(m, k)` stored in `data`, element `(i, p)` at `i · rs + p · cs`.
@@ -133,17 +174,20 @@ pub struct Strided<'a, F> {
 }
 
 /// The operands of one small product: `c[:, c0..c0 + n] = alpha · a · b + add` (for
-/// [`Addend::Row`], its columns `c0..c0 + n`) for a row-major `b` `(k, n)` and a row-major `c`
-/// with `ldc` columns.
+/// [`Addend::Row`], its columns `c0..c0 + n`), written as `store` says, for a row-major `b`
+/// `(k, n)` and a row-major `c` with `ldc` columns.
 pub struct Product<'a, 'c, F> {
     alpha: F,
     a: &'a Strided<'a, F>,
     b: &'a [F],
     n: usize,
     add: Addend<'a, F>,
+    store: Store<'c, F>,
     c: &'c mut [F],
     ldc: usize,
     c0: usize,
+    /// Set to `false` by a ReLU store that wrote a value of `c` from a non-finite `v`.
+    finite: bool,
 }
 
 impl<F> Product<'_, '_, F> {
@@ -159,6 +203,10 @@ impl<F> Product<'_, '_, F> {
             && match self.add {
                 Addend::Scaled(_) => true,
                 Addend::Row(row) => self.c0 + self.n <= row.len(),
+            }
+            && match &self.store {
+                Store::ReluKeeping(pre) => pre.len() == self.c.len(),
+                _ => true,
             }
     }
 }
@@ -232,15 +280,32 @@ macro_rules! small_kernel {
 small_kernel!(f32, std::arch::x86_64::__m256);
 small_kernel!(f64, std::arch::x86_64::__m256d);
 
-/// Runs one product on the vector kernel when there is one, on plain loops otherwise.
-fn run<F: Scalar>(mut p: Product<'_, '_, F>) {
+/// Runs one product on the vector kernel when there is one, on plain loops otherwise. Returns
+/// `p.finite` after it (see [`small_gemm`]).
+fn run<F: Scalar>(mut p: Product<'_, '_, F>) -> bool {
     if p.a.m == 0 || p.n == 0 {
-        return;
+        return true;
     }
     assert!(p.in_bounds(), "small product operands out of bounds");
-    if !dispatch::vector_product(&mut p) {
+    if portable_only() || !dispatch::vector_product(&mut p) {
         tiles(&mut p);
     }
+    p.finite
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Set by tests to run the portable kernel where the vector one would run.
+    static PORTABLE_ONLY: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether a test asked this thread for the portable kernel; always `false` outside tests.
+#[inline(always)]
+fn portable_only() -> bool {
+    #[cfg(test)]
+    return PORTABLE_ONLY.get();
+    #[cfg(not(test))]
+    false
 }
 
 /// The portable kernel: tiles of 4 rows (then single rows) by 16, 8, 4 and 1 columns.
@@ -291,23 +356,43 @@ fn tile<F: Scalar, const R: usize, const W: usize>(p: &mut Product<'_, '_, F>, i
             }
         }
     }
+    let mut finite = true;
     for (r, acc) in acc.iter().enumerate() {
         let at = (i + r) * p.ldc + p.c0 + j;
         let c_blk: &mut [F; W] = (&mut p.c[at..at + W]).try_into().expect("W values");
         for l in 0..W {
             let value = p.alpha * acc[l];
-            c_blk[l] = match p.add {
+            let v = match p.add {
                 Addend::Scaled(beta) if beta == F::zero() => value,
                 Addend::Scaled(beta) => value + beta * c_blk[l],
                 Addend::Row(row) => value + row[p.c0 + j + l],
             };
+            c_blk[l] = match &mut p.store {
+                Store::Plain => v,
+                Store::Relu => relu(v),
+                Store::ReluKeeping(pre) => {
+                    pre[at + l] = v;
+                    relu(v)
+                }
+            };
+            finite &= v.is_finite();
         }
     }
+    if p.store.relu() {
+        p.finite &= finite;
+    }
+}
+
+/// `v` where `v > 0`, else `+0` (NaN included): [`Store::Relu`]'s value, as
+/// [`Activation::Relu`](crate::Activation::Relu) computes it.
+#[inline(always)]
+fn relu<F: Scalar>(v: F) -> F {
+    if v > F::zero() { v } else { F::zero() }
 }
 
 #[cfg(target_arch = "x86_64")]
 mod avx {
-    use super::{Addend, Product};
+    use super::{Addend, Product, Store};
     use std::arch::x86_64::*;
 
     /// Whether the processor has AVX2 and FMA (detected once, then a cached load).
@@ -336,6 +421,12 @@ mod avx {
         /// `a · b + c`, rounded once.
         unsafe fn fma(a: Self, b: Self, c: Self) -> Self;
         unsafe fn mul(a: Self, b: Self) -> Self;
+        /// Each lane `x` as `x` where `x > 0`, else `+0` (NaN included): `max(x, 0)` with the
+        /// zero as the second operand, which `maxps` returns when either is NaN or both are
+        /// zeros.
+        unsafe fn relu(self) -> Self;
+        /// Whether some lane is NaN.
+        unsafe fn any_nan(self) -> bool;
         /// Writes the transpose of the `N × N` tile at `src` (rows `ld_src` apart) to `dst`
         /// (rows `ld_dst` apart).
         unsafe fn transpose_tile(
@@ -395,6 +486,14 @@ mod avx {
         #[inline(always)]
         unsafe fn mul(a: Self, b: Self) -> Self {
             unsafe { _mm256_mul_ps(a, b) }
+        }
+        #[inline(always)]
+        unsafe fn relu(self) -> Self {
+            unsafe { _mm256_max_ps(self, _mm256_setzero_ps()) }
+        }
+        #[inline(always)]
+        unsafe fn any_nan(self) -> bool {
+            unsafe { _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_UNORD_Q>(self, self)) != 0 }
         }
         #[inline(always)]
         unsafe fn transpose_tile(src: *const f32, ld_src: usize, dst: *mut f32, ld_dst: usize) {
@@ -480,6 +579,14 @@ mod avx {
         #[inline(always)]
         unsafe fn mul(a: Self, b: Self) -> Self {
             unsafe { _mm256_mul_pd(a, b) }
+        }
+        #[inline(always)]
+        unsafe fn relu(self) -> Self {
+            unsafe { _mm256_max_pd(self, _mm256_setzero_pd()) }
+        }
+        #[inline(always)]
+        unsafe fn any_nan(self) -> bool {
+            unsafe { _mm256_movemask_pd(_mm256_cmp_pd::<_CMP_UNORD_Q>(self, self)) != 0 }
         }
         #[inline(always)]
         unsafe fn transpose_tile(src: *const f64, ld_src: usize, dst: *mut f64, ld_dst: usize) {
@@ -639,23 +746,50 @@ mod avx {
                 Addend::Scaled(beta) => (Some(V::splat(beta)), cp.cast_const(), p.ldc),
                 Addend::Row(row) => (Some(V::splat(V::ONE)), row.as_ptr(), 0),
             };
+            // A ReLU store: `pre` (if kept) has `c`'s layout; `check` gathers `v · 0` of every
+            // `v`, which is NaN once some `v` is infinite or NaN. Unused lanes of a partial
+            // register are zeros, and finite.
+            let relu = p.store.relu();
+            let pre = match &mut p.store {
+                Store::ReluKeeping(pre) => Some(pre.as_mut_ptr()),
+                _ => None,
+            };
+            let mut check = V::zero();
             for (r, acc) in acc.iter().enumerate() {
-                let c_row = cp.add((i + r) * p.ldc + p.c0 + j);
+                let at = (i + r) * p.ldc + p.c0 + j;
+                let c_row = cp.add(at);
                 let add_row = add.add((i + r) * add_ld + p.c0 + j);
                 for (v, &acc) in acc.iter().enumerate() {
                     let mut out = V::mul(alpha, acc);
-                    if PART {
-                        if let Some(beta) = beta {
-                            out = V::fma(beta, V::load_part(add_row, width), out);
+                    if let Some(beta) = beta {
+                        let more = if PART {
+                            V::load_part(add_row, width)
+                        } else {
+                            V::load(add_row.add(v * V::N))
+                        };
+                        out = V::fma(beta, more, out);
+                    }
+                    if relu {
+                        check = V::fma(out, V::zero(), check);
+                        if let Some(pre) = pre {
+                            let pre_row = pre.add(at + v * V::N);
+                            if PART {
+                                out.store_part(pre_row, width);
+                            } else {
+                                out.store(pre_row);
+                            }
                         }
+                        out = out.relu();
+                    }
+                    if PART {
                         out.store_part(c_row, width);
                     } else {
-                        if let Some(beta) = beta {
-                            out = V::fma(beta, V::load(add_row.add(v * V::N)), out);
-                        }
                         out.store(c_row.add(v * V::N));
                     }
                 }
+            }
+            if relu && check.any_nan() {
+                p.finite = false;
             }
         }
     }
@@ -715,22 +849,35 @@ mod tests {
                                 m,
                                 k,
                             };
-                            for vector in [false, true] {
+                            // The plain store, the ReLU, and the ReLU keeping `v`.
+                            for (vector, kind) in [false, true].into_iter().flat_map(|v| {
+                                ["plain", "relu", "keeping"]
+                                    .into_iter()
+                                    .map(move |k| (v, k))
+                            }) {
                                 // NaN in `c` must not leak through when it is not read.
                                 let start = match beta {
                                     Some(beta) if beta != 0.0 => F::of(1.5),
                                     _ => F::nan(),
                                 };
                                 let mut c = vec![start; m * n];
+                                let mut pre = vec![F::nan(); m * n];
+                                let store = match kind {
+                                    "plain" => Store::Plain,
+                                    "relu" => Store::Relu,
+                                    _ => Store::ReluKeeping(&mut pre),
+                                };
                                 let mut p = Product {
                                     alpha: F::of(alpha),
                                     a: &strided,
                                     b: bf.as_slice().unwrap(),
                                     n,
                                     add,
+                                    store,
                                     c: &mut c,
                                     ldc: n,
                                     c0: 0,
+                                    finite: true,
                                 };
                                 assert!(p.in_bounds());
                                 if vector {
@@ -740,13 +887,25 @@ mod tests {
                                 } else {
                                     tiles(&mut p);
                                 }
-                                for ((i, j), w) in want.indexed_iter() {
+                                let what = format!(
+                                    "{} {m}x{k}x{n} a {layout} vector {vector} {kind} alpha {alpha} beta {beta:?}",
+                                    F::NAME
+                                );
+                                assert!(p.finite, "{what}: every value is finite");
+                                for ((i, j), &w) in want.indexed_iter() {
                                     let got = c[i * n + j].as_f64();
+                                    let w_c = if kind == "plain" { w } else { w.max(0.0) };
                                     assert!(
-                                        (got - w).abs() <= tol * (1.0 + w.abs()),
-                                        "{} {m}x{k}x{n} a {layout} vector {vector} alpha {alpha} beta {beta:?} ({i}, {j}): {got} != {w}",
-                                        F::NAME
+                                        (got - w_c).abs() <= tol * (1.0 + w.abs()),
+                                        "{what} ({i}, {j}): {got} != {w_c}"
                                     );
+                                    if kind == "keeping" {
+                                        let got = pre[i * n + j].as_f64();
+                                        assert!(
+                                            (got - w).abs() <= tol * (1.0 + w.abs()),
+                                            "{what} ({i}, {j}): kept {got} != {w}"
+                                        );
+                                    }
                                 }
                             }
                         }
@@ -815,9 +974,11 @@ mod tests {
                 b: b.as_slice().unwrap(),
                 n: 7,
                 add: Addend::Scaled(0.0),
+                store: Store::Plain,
                 c: &mut c,
                 ldc: 12,
                 c0: 2,
+                finite: true,
             };
             if vector && !f32::vector_product(&mut p) {
                 continue;
@@ -837,5 +998,113 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// The ReLU stores, through [`small_gemm`] as a layer calls it (the bias row, `b` row-major
+    /// or transposed and copied in blocks of columns), on the vector kernel and the portable
+    /// one: `c` is bitwise the plain store's values through [`Activation::Relu`]'s rule, the
+    /// kept `pre` bitwise the plain store's, and the finiteness flag finds an infinite or NaN
+    /// `v` wherever it is (first element, a partial register's lanes, the last row, a later
+    /// block of columns, a sum that overflows), though `c` holds 0 there.
+    ///
+    /// [`Activation::Relu`]: crate::Activation::Relu
+    #[test]
+    fn relu_stores_equal_the_plain_store_then_relu_bitwise_and_find_non_finite_values() {
+        fn check<F: Scalar>() {
+            let relu = |x: F| {
+                let (y, mut z) = ([x], [F::zero()]);
+                crate::Activation::Relu.forward(&y, &mut z, 1);
+                z[0]
+            };
+            // (m, k, n): tile edges, partial registers, and a `k` whose transposed `b` is
+            // copied in several blocks (1,024 values at a time).
+            for (m, k, n) in [
+                (1, 6, 64),
+                (32, 6, 64),
+                (13, 7, 9),
+                (5, 100, 33),
+                (9, 3, 17),
+            ] {
+                let a = Array2::from_shape_fn((m, k), |(i, p)| {
+                    F::of(((i * 7 + p * 3) % 11) as f64 * 0.37 - 1.9)
+                });
+                let b = Array2::from_shape_fn((k, n), |(p, j)| {
+                    F::of(((p * 5 + j) % 13) as f64 * 0.113 - 0.6)
+                });
+                let bt = b.t().as_standard_layout().into_owned();
+                let bias: Vec<F> = (0..n).map(|j| F::of(j as f64 * 0.31 - 2.0)).collect();
+                // Where a non-finite value goes: nowhere, into `a` (a whole row of `v`), into
+                // the bias (a column), or large values whose sum overflows.
+                let spots: Vec<(&str, usize, usize)> = vec![
+                    ("none", 0, 0),
+                    ("a inf", 0, 0),
+                    ("a nan", m - 1, k - 1),
+                    ("bias nan", 0, n - 1),
+                    ("bias inf", 0, n / 2),
+                    ("overflow", m / 2, 0),
+                ];
+                for (spot, i0, p0) in spots {
+                    let (mut a, mut bias) = (a.clone(), bias.clone());
+                    match spot {
+                        "a inf" => a[[i0, p0]] = F::infinity(),
+                        "a nan" => a[[i0, p0]] = F::nan(),
+                        "bias nan" => bias[p0] = F::nan(),
+                        "bias inf" => bias[p0] = F::neg_infinity(),
+                        "overflow" => a.row_mut(i0).fill(F::max_value()),
+                        _ => {}
+                    }
+                    for (layout, b) in [("nn", b.view()), ("nt", bt.t())] {
+                        let add = Addend::Row(&bias);
+                        // Each kernel against its own plain store: the vector kernel fuses its
+                        // multiply-adds, the portable one does not.
+                        for vector in [true, false] {
+                            let run = |store: Store<'_, F>, c: &mut Array2<F>| {
+                                PORTABLE_ONLY.set(!vector);
+                                let done = small_gemm(
+                                    F::one(),
+                                    &a.view(),
+                                    &b,
+                                    add,
+                                    store,
+                                    &mut c.view_mut(),
+                                );
+                                PORTABLE_ONLY.set(false);
+                                done
+                            };
+                            let mut plain = Array2::from_elem((m, n), F::nan());
+                            let reported = run(Store::Plain, &mut plain);
+                            assert_eq!(reported, Some(true), "the plain store reports nothing");
+                            let want_finite = plain.iter().all(|v| v.is_finite());
+                            assert_eq!(want_finite, spot == "none", "{spot}: a value not finite");
+                            let what =
+                                format!("{} {m}x{k}x{n} {layout} {spot} vector {vector}", F::NAME);
+                            let mut c = Array2::from_elem((m, n), F::nan());
+                            assert_eq!(run(Store::Relu, &mut c), Some(want_finite), "{what}");
+                            let mut kept = vec![F::nan(); m * n];
+                            let mut c2 = Array2::from_elem((m, n), F::nan());
+                            assert_eq!(
+                                run(Store::ReluKeeping(&mut kept), &mut c2),
+                                Some(want_finite),
+                                "{what} keeping"
+                            );
+                            for ((&v, (&got, &got2)), &pre) in
+                                plain.iter().zip(c.iter().zip(&c2)).zip(&kept)
+                            {
+                                let w = relu(v);
+                                assert_eq!(
+                                    got.as_f64().to_bits(),
+                                    w.as_f64().to_bits(),
+                                    "{what}: {v}"
+                                );
+                                assert_eq!(got2.as_f64().to_bits(), w.as_f64().to_bits(), "{what}");
+                                assert_eq!(pre.as_f64().to_bits(), v.as_f64().to_bits(), "{what}");
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        check::<f32>();
+        check::<f64>();
     }
 }

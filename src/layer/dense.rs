@@ -334,21 +334,37 @@ impl<F: Scalar> Dense<F> {
         )
     }
 
-    /// Inference up to the activation: checks the shapes and writes `x·W + b` into `out`, or
-    /// `x·W` and the bias still to add ([`gemm::affine_deferred`]), returning `out` as a slice
-    /// for the activation's pass, which adds that bias as it goes.
-    fn pre_activation<'o>(
+    /// Inference's product: checks the shapes and writes `f(x·W + b)` into `out` where a small
+    /// product applies the ReLU itself ([`gemm::affine_relu`]); otherwise `x·W + b`, or `x·W`
+    /// and the bias still to add ([`gemm::affine_deferred`]), for the activation's pass, which
+    /// adds that bias as it goes. Returns `out` as a slice and what is left to do.
+    fn product<'o>(
         &self,
         input: ArrayView2<'_, F>,
         out: &'o mut ArrayViewMut2<'_, F>,
-    ) -> Result<(&'o mut [F], Option<&[F]>)> {
+    ) -> Result<(&'o mut [F], Left<'_, F>)> {
         check_width(&self.name, "input", self.input_size(), &input)?;
         if out.dim() != (input.nrows(), self.output_size()) || !out.is_standard_layout() {
             return Err(self.output_buffer_error(input.nrows(), out.dim()));
         }
-        let bias = affine(&input, &self.weights, &self.biases, out);
-        Ok((out.as_slice_mut().expect("checked standard layout"), bias))
+        let weights = self.weights.view();
+        let bias = self.biases.as_slice().expect("biases are contiguous");
+        let left = match self.activation {
+            Activation::Relu => gemm::affine_relu(&input, &weights, bias, out, None)
+                .map(|finite| Left::Nothing { finite }),
+            _ => None,
+        }
+        .unwrap_or_else(|| Left::Activation(affine(&input, &self.weights, &self.biases, out)));
+        Ok((out.as_slice_mut().expect("checked standard layout"), left))
     }
+}
+
+/// What is left of a layer's inference after [`Dense::product`].
+enum Left<'b, F> {
+    /// Nothing: the product applied the activation too. `finite`: whether every `x·W + b` was.
+    Nothing { finite: bool },
+    /// The activation, and first the bias when it is `Some`.
+    Activation(Option<&'b [F]>),
 }
 
 /// `δ` of the latest backward: the layer's buffer, or for the identity `g` itself (in standard
@@ -472,6 +488,15 @@ impl<F: Scalar> Layer<F> for Dense<F> {
         self.folded = false;
         let (batch, n_out) = (input.nrows(), self.output_size());
         self.z.resize(batch, n_out);
+        if self.activation == Activation::Relu {
+            // A small product writes `z` and `y` itself.
+            self.y.resize(batch, n_out);
+            let bias = self.biases.as_slice().expect("biases are contiguous");
+            let (y, z) = (&mut self.y.view_mut(), Some(self.z.as_mut_slice()));
+            if gemm::affine_relu(&input, &self.weights.view(), bias, y, z).is_some() {
+                return Ok(());
+            }
+        }
         let bias = affine(&input, &self.weights, &self.biases, &mut self.z.view_mut());
         if self.activation == Activation::Identity {
             if let Some(bias) = bias {
@@ -606,8 +631,10 @@ impl<F: Scalar> Layer<F> for Dense<F> {
     }
 
     fn infer(&self, input: ArrayView2<'_, F>, mut out: ArrayViewMut2<'_, F>) -> Result<()> {
-        let (y, bias) = self.pre_activation(input, &mut out)?;
-        self.activation.forward_inplace(y, self.output_size(), bias);
+        let (y, left) = self.product(input, &mut out)?;
+        if let Left::Activation(bias) = left {
+            self.activation.forward_inplace(y, self.output_size(), bias);
+        }
         Ok(())
     }
 
@@ -620,12 +647,14 @@ impl<F: Scalar> Layer<F> for Dense<F> {
         input: ArrayView2<'_, F>,
         mut out: ArrayViewMut2<'_, F>,
     ) -> Result<Option<bool>> {
-        let (y, bias) = self.pre_activation(input, &mut out)?;
-        Ok(Some(self.activation.forward_inplace_finite(
-            y,
-            self.output_size(),
-            bias,
-        )))
+        let (y, left) = self.product(input, &mut out)?;
+        Ok(Some(match left {
+            Left::Nothing { finite } => finite,
+            Left::Activation(bias) => {
+                self.activation
+                    .forward_inplace_finite(y, self.output_size(), bias)
+            }
+        }))
     }
 }
 
@@ -687,6 +716,57 @@ mod tests {
         check::<f32>(1000);
         check::<f64>(512);
         check::<f64>(520);
+    }
+
+    /// A ReLU layer whose product is small applies the bias and the ReLU as the product is
+    /// written (`z` and `y` in training, `y` in inference): bitwise what an identity layer with
+    /// the same weights and then the ReLU give, as for a large product, which takes the pass.
+    #[test]
+    fn relu_in_the_products_store_equals_the_activation_pass_bitwise() {
+        for (batch, n_in, n_out) in [(32, 6, 64), (1, 6, 64), (7, 13, 9), (64, 200, 100)] {
+            let w = Array2::from_shape_fn((n_in, n_out), |(i, j)| {
+                ((i * 7 + j * 3) % 19) as f32 * 0.071 - 0.6
+            });
+            let b = ndarray::Array1::from_shape_fn(n_out, |j| (j % 5) as f32 * 0.13 - 0.3);
+            let x = Array2::from_shape_fn((batch, n_in), |(i, j)| {
+                ((i * 5 + j * 11) % 23) as f32 * 0.097 - 1.1
+            });
+            let layer = |act| Dense::from_weights("d", w.clone(), b.clone(), act).unwrap();
+            let (mut relu, mut identity) = (layer(Activation::Relu), layer(Activation::Identity));
+            relu.forward(x.view(), Mode::Train).unwrap();
+            identity.forward(x.view(), Mode::Train).unwrap();
+            let z = identity.output().to_owned();
+            let want = z.mapv(|v| if v > 0.0 { v } else { 0.0 });
+            let bits = |a: &[f32]| a.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+            let what = format!("{batch}x{n_in}x{n_out}");
+            assert_eq!(
+                bits(relu.z.as_slice()),
+                bits(z.as_slice().unwrap()),
+                "{what} z"
+            );
+            assert_eq!(
+                bits(relu.y.as_slice()),
+                bits(want.as_slice().unwrap()),
+                "{what} y"
+            );
+            let mut out = Array2::from_elem((batch, n_out), f32::NAN);
+            relu.infer(x.view(), out.view_mut()).unwrap();
+            assert_eq!(
+                bits(out.as_slice().unwrap()),
+                bits(want.as_slice().unwrap()),
+                "{what}"
+            );
+            out.fill(f32::NAN);
+            assert_eq!(
+                relu.infer_first(x.view(), out.view_mut()).unwrap(),
+                Some(true)
+            );
+            assert_eq!(
+                bits(out.as_slice().unwrap()),
+                bits(want.as_slice().unwrap()),
+                "{what}"
+            );
+        }
     }
 
     #[test]
