@@ -28,7 +28,7 @@ const CHUNK: usize = 1 << 13;
 /// more than one thread to spread them over.
 #[inline]
 pub(crate) fn parallel(n: usize) -> bool {
-    n >= PAR_THRESHOLD && rayon::current_num_threads() > 1
+    n >= PAR_THRESHOLD && crate::threads::available() > 1
 }
 
 /// `out[i] = f(a[i])`.

@@ -71,9 +71,66 @@ pub(crate) fn on_pool<R: Send>(parallel: bool, f: impl FnOnce() -> R + Send) -> 
     }
 }
 
+thread_local! {
+    /// Set while this thread runs a share of work that was already split over the pool's
+    /// threads ([`alone`]).
+    static ALONE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f` with the products and kernels it calls unsplit, on this thread alone: for a share of
+/// work that was split over the threads already (a block of a batch's rows through every
+/// layer), where splitting again would only hand pieces of it to threads that have shares of
+/// their own.
+pub(crate) fn alone<R>(f: impl FnOnce() -> R) -> R {
+    struct Reset(bool);
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            ALONE.set(self.0);
+        }
+    }
+    let _reset = Reset(ALONE.replace(true));
+    f()
+}
+
+/// The threads a product or kernel called here may split its work over: rayon's current count,
+/// or 1 inside [`alone`].
+#[inline]
+pub(crate) fn available() -> usize {
+    if ALONE.get() {
+        1
+    } else {
+        rayon::current_num_threads()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::{on_pool, set_threads, set_threads_here};
+
+    /// Inside `alone` the products and kernels see one thread, also in nested calls, and the
+    /// count is back once it returns.
+    #[test]
+    fn alone_holds_this_thread_to_itself_until_it_returns() {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(3)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            assert_eq!(super::available(), 3);
+            super::alone(|| {
+                assert_eq!(super::available(), 1);
+                assert!(!crate::kernels::parallel(1 << 20));
+                super::alone(|| assert_eq!(super::available(), 1));
+                assert_eq!(super::available(), 1);
+                // Another thread is not held.
+                std::thread::scope(|s| {
+                    s.spawn(|| assert!(!super::ALONE.get())).join().unwrap();
+                });
+            });
+            assert_eq!(super::available(), 3);
+            assert!(crate::kernels::parallel(1 << 20));
+        });
+    }
 
     #[test]
     fn no_threads_is_a_configuration_error() {

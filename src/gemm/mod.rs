@@ -81,7 +81,7 @@ pub fn gemm<F: Scalar>(
     // rayon is asked for its thread count only when a split is possible at all.
     let split = if m >= n { m } else { n };
     let block = if splits(work) {
-        block_size(split, work / split, rayon::current_num_threads())
+        block_size(split, work / split, crate::threads::available())
     } else {
         split
     };

@@ -26,13 +26,19 @@ impl<F: Scalar> Sequential<F> {
         threads::on_pool(parallel, || self.infer(x, workspace))
     }
 
-    /// How many rows each thread takes through all the layers of a quantized model, or `None`
-    /// to run layer by layer, each layer splitting its own product. For a batch of at most 64
-    /// rows per thread, one block per thread: a quantized layer's weights are packed once, so a
-    /// block costs it nothing extra, and a block through all layers joins the threads once
-    /// instead of at every layer (every layer works row by row in inference, so the outputs are
-    /// the same). Larger batches go layer by layer: blocks through all layers would take turns
-    /// evicting each other's weights from the cache.
+    /// How many rows each thread takes through all the layers, or `None` to run layer by layer,
+    /// each layer splitting its own product. A block through all layers joins the threads once
+    /// instead of at every layer, and each thread's activations stay in its own cache (every
+    /// layer works row by row in inference, so the outputs are the same).
+    ///
+    /// - A float model: one block per thread once every layer's product of a block is still one
+    ///   the backend runs (more than [`SMALL_GEMM`](crate::gemm::SMALL_GEMM) multiply-adds, as
+    ///   the whole batch's are), so the blocks' products sum each element as the whole batch's
+    ///   do, and the predictions are bitwise those of one thread.
+    /// - A quantized model: for a batch of at most 64 rows per thread, one block per thread (a
+    ///   quantized layer's weights are packed once, so a block costs it nothing extra). Larger
+    ///   batches go layer by layer: its blocks of 64 rows through all layers would take turns
+    ///   evicting each other's weights from the cache.
     fn row_blocks(&self, batch: usize) -> Option<usize> {
         const MOST: usize = 64;
         const LEAST: usize = 8;
@@ -40,16 +46,25 @@ impl<F: Scalar> Sequential<F> {
             return None;
         }
         let threads = rayon::current_num_threads();
-        if threads == 1 || batch > threads * MOST {
+        if threads == 1 {
             return None;
         }
-        self.precision()?;
+        if self.precision().is_none() {
+            let block = batch.div_ceil(threads);
+            let large = |l: &dyn Layer<F>| {
+                block * l.input_size() * l.output_size() > crate::gemm::SMALL_GEMM
+            };
+            return self.layers.iter().all(|l| large(&**l)).then_some(block);
+        }
+        if batch > threads * MOST {
+            return None;
+        }
         Some(batch.div_ceil(threads).max(LEAST))
     }
 
     /// [`infer`](Self::infer) in blocks of `block` rows, each through every layer, on rayon's
-    /// threads. The output goes to workspace buffer `a`; `b` holds each block's two
-    /// intermediate results.
+    /// threads, each block's products and kernels unsplit ([`threads::alone`]). The output goes
+    /// to workspace buffer `a`; `b` holds each block's two intermediate results.
     fn infer_blocks<'w>(
         &self,
         x: ArrayView2<'_, F>,
@@ -65,7 +80,7 @@ impl<F: Scalar> Sequential<F> {
             b.resize(2 * batch, widest);
             let run = |(i, (out, scratch)): (usize, (&mut [F], &mut [F]))| {
                 let rows = x.slice(ndarray::s![i * block..(i * block + block).min(batch), ..]);
-                self.infer_block(rows, scratch, out)
+                threads::alone(|| self.infer_block(rows, scratch, out))
             };
             a.as_mut_slice()
                 .par_chunks_mut(block * outputs)

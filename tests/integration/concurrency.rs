@@ -62,3 +62,57 @@ fn eight_threads_share_one_model() {
         h.join().unwrap();
     }
 }
+
+/// On several threads, a float model's prediction of a large batch runs one block of rows per
+/// thread through every layer, where each block's products are still large ones: bitwise one
+/// thread's answer with the default GEMM (with OpenBLAS, the same answer at the same thread
+/// count, and one thread's up to rounding). Batches below that size, a last block shorter
+/// than the others, a Softmax and a LayerNorm (row by row), and a bad value named by its row
+/// in the whole batch.
+#[test]
+fn predictions_in_blocks_of_rows_equal_one_threads() {
+    let model = Sequential::<f32>::builder(40)
+        .dense(96, Activation::Relu)
+        .layer_norm()
+        .dense(64, Activation::Tanh)
+        .dense(12, Activation::Softmax)
+        .seed(3)
+        .build()
+        .unwrap();
+    let pool = |n| {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build()
+            .unwrap()
+    };
+    let (one, two, three) = (pool(1), pool(2), pool(3));
+    let bits = |a: &Array2<f32>| a.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+    for batch in [16, 90, 301, 1000] {
+        let x = Array2::from_shape_fn((batch, 40), |(i, j)| {
+            ((i * 7 + j * 5) % 17) as f32 / 8.0 - 1.0
+        });
+        let want = one.install(|| model.predict(x.view()).unwrap());
+        for threads in [&two, &three] {
+            let n = threads.current_num_threads();
+            let got = threads.install(|| model.predict(x.view()).unwrap());
+            let again = threads.install(|| model.predict(x.view()).unwrap());
+            assert!(bits(&got) == bits(&again), "batch {batch}, {n} threads");
+            if cfg!(feature = "openblas") {
+                for (g, w) in got.iter().zip(&want) {
+                    assert!((g - w).abs() <= 1e-5, "batch {batch}, {n} threads: {g} {w}");
+                }
+            } else {
+                assert!(bits(&got) == bits(&want), "batch {batch}, {n} threads");
+            }
+            let mut bad = x.clone();
+            bad[[batch - 2, 3]] = f32::NAN;
+            let err = threads.install(|| model.predict(bad.view()).unwrap_err());
+            let row = batch - 2;
+            assert_eq!(
+                err.to_string(),
+                format!("non-finite value in input at row {row}, column 3"),
+                "batch {batch}, {n} threads"
+            );
+        }
+    }
+}
