@@ -31,10 +31,13 @@ impl<F: Scalar> Sequential<F> {
     /// instead of at every layer, and each thread's activations stay in its own cache (every
     /// layer works row by row in inference, so the outputs are the same).
     ///
-    /// - A float model: one block per thread once every layer's product of a block is still one
-    ///   the backend runs (more than [`SMALL_GEMM`](crate::gemm::SMALL_GEMM) multiply-adds, as
-    ///   the whole batch's are), so the blocks' products sum each element as the whole batch's
-    ///   do, and the predictions are bitwise those of one thread.
+    /// - A float model: one block per thread where layer by layer the activation passes would
+    ///   be split over the threads too (a layer's output of at least
+    ///   [`PAR_THRESHOLD`](crate::kernels::PAR_THRESHOLD) values; a smaller batch gained
+    ///   nothing from blocks), and once every layer's product of a block is still one the
+    ///   backend runs (more than [`SMALL_GEMM`](crate::gemm::SMALL_GEMM) multiply-adds, as the
+    ///   whole batch's are), so that the blocks' products sum each element as the whole
+    ///   batch's do and the predictions are bitwise those of one thread.
     /// - A quantized model: for a batch of at most 64 rows per thread, one block per thread (a
     ///   quantized layer's weights are packed once, so a block costs it nothing extra). Larger
     ///   batches go layer by layer: its blocks of 64 rows through all layers would take turns
@@ -50,6 +53,9 @@ impl<F: Scalar> Sequential<F> {
             return None;
         }
         if self.precision().is_none() {
+            if batch * self.widest() < crate::kernels::PAR_THRESHOLD {
+                return None;
+            }
             let block = batch.div_ceil(threads);
             let large = |l: &dyn Layer<F>| {
                 block * l.input_size() * l.output_size() > crate::gemm::SMALL_GEMM
