@@ -86,6 +86,23 @@ fn gemm_allocations(sizes: &[usize], batch: usize, inference: bool) -> usize {
     })
 }
 
+/// [`gemm_allocations`] of an inference that runs one block of rows per thread through every
+/// layer (a float model's large batch on several threads), whose products are not split again
+/// inside a block: each block's products, run alone on the thread of a one-thread pool (warmed
+/// first, as every thread of the global pool is).
+fn block_inference_allocations(sizes: &[usize], batch: usize, threads: usize) -> usize {
+    let one = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap();
+    one.install(warm_every_thread);
+    let block = batch.div_ceil(threads);
+    (0..batch)
+        .step_by(block)
+        .map(|r| one.install(|| gemm_allocations(sizes, block.min(batch - r), true)))
+        .sum()
+}
+
 #[test]
 fn steady_state_training_and_inference_allocate_nothing_of_their_own() {
     // One test in this binary, so no other test allocates while counting. Its thread is one of
@@ -231,9 +248,18 @@ fn steady_state_training_and_inference_allocate_nothing_of_their_own() {
                 .unwrap();
         }
     });
+    // On several threads this batch's inference goes in blocks of rows (its layers' outputs
+    // reach `PAR_THRESHOLD` values, and a block's products are still large ones).
+    let threads = rayon::current_num_threads();
+    assert!(batch * sizes[1] >= crank::kernels::PAR_THRESHOLD);
+    let gemm_infer = if threads > 1 {
+        block_inference_allocations(&sizes, batch, threads)
+    } else {
+        gemm_allocations(&sizes, batch, true)
+    };
     let (gemm_step, gemm_infer) = (
         CALLS * gemm_allocations(&sizes, batch, false),
-        CALLS * gemm_allocations(&sizes, batch, true),
+        CALLS * gemm_infer,
     );
     assert_eq!(
         steps, gemm_step,
