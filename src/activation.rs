@@ -97,7 +97,7 @@ macro_rules! elementwise {
                 $body
             }
             Activation::Relu => {
-                let $f = move |x: $F| if x > zero { x } else { zero };
+                let $f = crate::math::relu::<$F>;
                 let $back = move |z: $F, _y: $F, g: $F| if z > zero { g } else { zero };
                 $body
             }

@@ -11,6 +11,13 @@
 
 use crate::Scalar;
 
+/// The ReLU: `x` where `x > 0`, else `+0` (NaN and `−0` included). One rule for the activation
+/// and for the small products that apply it as they write.
+#[inline(always)]
+pub(crate) fn relu<F: Scalar>(x: F) -> F {
+    if x > F::zero() { x } else { F::zero() }
+}
+
 /// `v[j] ← exp(v[j] − max)` with crank's vectorising `exp`, returning `sum` plus the new values,
 /// added one by one in order. Two loops, so that the first, with no running sum to keep in
 /// order, vectorises. The softmax activation and the softmax cross-entropy loss share it, so

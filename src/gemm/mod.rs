@@ -72,7 +72,7 @@ pub fn gemm<F: Scalar>(
     debug_assert_eq!(c.dim(), (a.nrows(), b.ncols()));
     let (m, n) = c.dim();
     let work = m * a.ncols() * n;
-    if work <= SMALL_GEMM
+    if is_small(m, a.ncols(), n)
         && small_gemm(alpha, &a, &b, Addend::Scaled(beta), Store::Plain, &mut c).is_some()
     {
         return;
@@ -136,12 +136,8 @@ pub(crate) fn affine_deferred<'b, F: Scalar>(
     bias: &'b [F],
     c: &mut ArrayViewMut2<'_, F>,
 ) -> Option<&'b [F]> {
-    debug_assert_eq!(bias.len(), b.ncols());
     debug_assert!(c.is_standard_layout());
-    let (m, n) = c.dim();
-    if m * a.ncols() * n <= SMALL_GEMM
-        && small_gemm(F::one(), a, b, Addend::Row(bias), Store::Plain, c).is_some()
-    {
+    if small_affine(a, b, bias, Store::Plain, c).is_some() {
         return None;
     }
     gemm(F::one(), a.view(), b.view(), F::zero(), c.view_mut());
@@ -162,16 +158,36 @@ pub(crate) fn affine_relu<F: Scalar>(
     c: &mut ArrayViewMut2<'_, F>,
     pre: Option<&mut [F]>,
 ) -> Option<bool> {
-    debug_assert_eq!(bias.len(), b.ncols());
-    let (m, n) = c.dim();
-    if m * a.ncols() * n > SMALL_GEMM {
-        return None;
-    }
     let store = match pre {
         Some(pre) => Store::ReluKeeping(pre),
         None => Store::Relu,
     };
+    small_affine(a, b, bias, store, c)
+}
+
+/// `a · b + bias` written as `store` says by crank's own loops, when the product is small and
+/// in a layout they take ([`small_gemm`]'s answer); `None`, nothing written, otherwise.
+#[inline]
+fn small_affine<F: Scalar>(
+    a: &ArrayView2<'_, F>,
+    b: &ArrayView2<'_, F>,
+    bias: &[F],
+    store: Store<'_, F>,
+    c: &mut ArrayViewMut2<'_, F>,
+) -> Option<bool> {
+    debug_assert_eq!(bias.len(), b.ncols());
+    let (m, n) = c.dim();
+    if !is_small(m, a.ncols(), n) {
+        return None;
+    }
     small_gemm(F::one(), a, b, Addend::Row(bias), store, c)
+}
+
+/// Whether an `(m, k) · (k, n)` product is small enough for crank's own loops (at most
+/// [`SMALL_GEMM`] multiply-adds) rather than the backend.
+#[inline]
+pub(crate) fn is_small(m: usize, k: usize, n: usize) -> bool {
+    m * k * n <= SMALL_GEMM
 }
 
 /// Whether `xᵀ·b`, with `x` a row-major `(k, m)` array and `b` `(k, n)`, runs faster as a

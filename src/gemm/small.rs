@@ -19,6 +19,7 @@
 
 use super::dispatch;
 use crate::Scalar;
+use crate::math::relu;
 use ndarray::{ArrayView2, ArrayViewMut2};
 use std::ops::Range;
 
@@ -47,6 +48,15 @@ impl<F> Store<'_, F> {
     fn relu(&self) -> bool {
         !matches!(self, Store::Plain)
     }
+
+    /// The same store for one more product (a block of columns), `pre` lent to it.
+    fn reborrow(&mut self) -> Store<'_, F> {
+        match self {
+            Store::Plain => Store::Plain,
+            Store::Relu => Store::Relu,
+            Store::ReluKeeping(pre) => Store::ReluKeeping(pre),
+        }
+    }
 }
 
 /// The direct loops for small products, `c = alpha · a · b + add` written as `store` says;
@@ -71,11 +81,6 @@ pub(super) fn small_gemm<F: Scalar>(
     let (Ok(rs), Ok(cs)) = (usize::try_from(rs), usize::try_from(cs)) else {
         return None;
     };
-    if let Store::ReluKeeping(pre) = &store
-        && pre.len() != c.len()
-    {
-        return None;
-    }
     let a = Strided {
         data: a_mem,
         rs,
@@ -143,18 +148,13 @@ fn transposed<F: Scalar, const LEN: usize>(
         let width = block.min(n - j0);
         let rows = &mut rows[..k * width];
         dispatch::transpose(&bt[j0 * k..(j0 + width) * k], k, rows);
-        let store = match store {
-            Store::Plain => Store::Plain,
-            Store::Relu => Store::Relu,
-            Store::ReluKeeping(pre) => Store::ReluKeeping(pre),
-        };
         finite &= run(Product {
             alpha,
             a,
             b: rows,
             n: width,
             add,
-            store,
+            store: store.reborrow(),
             c: &mut *c,
             ldc: n,
             c0: j0,
@@ -381,13 +381,6 @@ fn tile<F: Scalar, const R: usize, const W: usize>(p: &mut Product<'_, '_, F>, i
     if p.store.relu() {
         p.finite &= finite;
     }
-}
-
-/// `v` where `v > 0`, else `+0` (NaN included): [`Store::Relu`]'s value, as
-/// [`Activation::Relu`](crate::Activation::Relu) computes it.
-#[inline(always)]
-fn relu<F: Scalar>(v: F) -> F {
-    if v > F::zero() { v } else { F::zero() }
 }
 
 #[cfg(target_arch = "x86_64")]

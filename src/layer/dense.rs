@@ -354,7 +354,7 @@ impl<F: Scalar> Dense<F> {
                 .map(|finite| Left::Nothing { finite }),
             _ => None,
         }
-        .unwrap_or_else(|| Left::Activation(affine(&input, &self.weights, &self.biases, out)));
+        .unwrap_or_else(|| Left::Activation(gemm::affine_deferred(&input, &weights, bias, out)));
         Ok((out.as_slice_mut().expect("checked standard layout"), left))
     }
 }
@@ -394,19 +394,6 @@ fn input_transposed<'a, F: Scalar>(
         }
         _ => input.t(),
     }
-}
-
-/// `out = x·W + b`, or `x·W` and `Some(b)` for the activation's pass to add
-/// ([`gemm::affine_deferred`]), for training's forward and inference alike. `out` is
-/// `(batch, out)` in standard layout.
-fn affine<'b, F: Scalar>(
-    input: &ArrayView2<'_, F>,
-    weights: &Array2<F>,
-    biases: &'b Array1<F>,
-    out: &mut ArrayViewMut2<'_, F>,
-) -> Option<&'b [F]> {
-    let bias = biases.as_slice().expect("biases are contiguous");
-    gemm::affine_deferred(input, &weights.view(), bias, out)
 }
 
 /// Whether folding the update into the weight-gradient product saves more than it costs. It
@@ -488,29 +475,23 @@ impl<F: Scalar> Layer<F> for Dense<F> {
         self.folded = false;
         let (batch, n_out) = (input.nrows(), self.output_size());
         self.z.resize(batch, n_out);
+        let weights = self.weights.view();
+        let bias = self.biases.as_slice().expect("biases are contiguous");
+        if self.activation == Activation::Identity {
+            gemm::affine(&input, &weights, bias, &mut self.z.view_mut());
+            return Ok(());
+        }
+        self.y.resize(batch, n_out);
         if self.activation == Activation::Relu {
             // A small product writes `z` and `y` itself.
-            self.y.resize(batch, n_out);
-            let bias = self.biases.as_slice().expect("biases are contiguous");
             let (y, z) = (&mut self.y.view_mut(), Some(self.z.as_mut_slice()));
-            if gemm::affine_relu(&input, &self.weights.view(), bias, y, z).is_some() {
+            if gemm::affine_relu(&input, &weights, bias, y, z).is_some() {
                 return Ok(());
             }
         }
-        let bias = affine(&input, &self.weights, &self.biases, &mut self.z.view_mut());
-        if self.activation == Activation::Identity {
-            if let Some(bias) = bias {
-                kernels::add_rows(self.z.as_mut_slice(), bias);
-            }
-        } else {
-            self.y.resize(batch, n_out);
-            self.activation.forward_adding(
-                self.z.as_mut_slice(),
-                bias,
-                self.y.as_mut_slice(),
-                n_out,
-            );
-        }
+        let bias = gemm::affine_deferred(&input, &weights, bias, &mut self.z.view_mut());
+        self.activation
+            .forward_adding(self.z.as_mut_slice(), bias, self.y.as_mut_slice(), n_out);
         Ok(())
     }
 

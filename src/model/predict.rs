@@ -57,10 +57,11 @@ impl<F: Scalar> Sequential<F> {
                 return None;
             }
             let block = batch.div_ceil(threads);
-            let large = |l: &dyn Layer<F>| {
-                block * l.input_size() * l.output_size() > crate::gemm::SMALL_GEMM
-            };
-            return self.layers.iter().all(|l| large(&**l)).then_some(block);
+            let large = self
+                .layers
+                .iter()
+                .all(|l| !gemm::is_small(block, l.input_size(), l.output_size()));
+            return large.then_some(block);
         }
         if batch > threads * MOST {
             return None;
