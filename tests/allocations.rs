@@ -88,14 +88,16 @@ fn gemm_allocations(sizes: &[usize], batch: usize, inference: bool) -> usize {
 
 /// [`gemm_allocations`] of an inference that runs one block of rows per thread through every
 /// layer (a float model's large batch on several threads), whose products are not split again
-/// inside a block: each block's products, run alone on the thread of a one-thread pool (warmed
-/// first, as every thread of the global pool is).
-fn block_inference_allocations(sizes: &[usize], batch: usize, threads: usize) -> usize {
-    let one = rayon::ThreadPoolBuilder::new()
-        .num_threads(1)
-        .build()
-        .unwrap();
-    one.install(warm_every_thread);
+/// inside a block: each block's products, run alone on the thread of the one-thread pool `one`.
+/// That pool is built and warmed before anything is counted, and lives until the counting is
+/// over: the global counter sees every thread, and a pool's thread starting or ending during a
+/// count would add its own allocations to it.
+fn block_inference_allocations(
+    one: &rayon::ThreadPool,
+    sizes: &[usize],
+    batch: usize,
+    threads: usize,
+) -> usize {
     let block = batch.div_ceil(threads);
     (0..batch)
         .step_by(block)
@@ -126,6 +128,12 @@ fn steady_state_training_and_inference_allocate_nothing_of_their_own() {
     // start them all now, outside any count.
     rayon::broadcast(|_| ());
     warm_every_thread();
+    // A one-thread pool for counting products unsplit (`block_inference_allocations`).
+    let one = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap();
+    one.install(warm_every_thread);
     // Warm-up: the first batch of each size sizes the buffers and the optimizer's state.
     for _ in 0..2 {
         model
@@ -253,7 +261,7 @@ fn steady_state_training_and_inference_allocate_nothing_of_their_own() {
     let threads = rayon::current_num_threads();
     assert!(batch * sizes[1] >= crank::kernels::PAR_THRESHOLD);
     let gemm_infer = if threads > 1 {
-        block_inference_allocations(&sizes, batch, threads)
+        block_inference_allocations(&one, &sizes, batch, threads)
     } else {
         gemm_allocations(&sizes, batch, true)
     };
